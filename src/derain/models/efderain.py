@@ -1,0 +1,206 @@
+"""EfficientDeRain (Guo et al., AAAI 2021) in one file.
+
+A UNet-like kernel prediction network (KPN) predicts one k×k kernel per pixel and colour
+channel; the rainy image is filtered with those kernels at several dilations (pixel-wise
+dilation filtering) and a 3×3 convolution fuses the results.
+
+With :data:`PAPER` this is the authors' released network exactly (27,395,406 parameters,
+same layer order and state-dict keys): encoder ``conv1..conv5`` (``Basic`` = 3 × [conv3×3 +
+ReLU], average-pool down), decoder ``conv6..conv8`` on ``cat[skip, up(x)]`` (bilinear ×2,
+``align_corners=False``, no skip from conv1), ``outc`` (1×1) at full resolution, filtering at
+dilations 1, 2, 3, 4 and ``conv_final`` (3×3, 12 → 3).
+
+The config generalises it for CPU-sized variants: widths, convs per block, the level at which
+the decoder stops (kernels predicted at ``1/2**kernel_level`` resolution and upsampled),
+kernel size, dilation set, and whether ``outc`` runs before or after the upsampling (it is
+1×1 and linear, and bilinear weights sum to one, so both orders give the same result).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops.pixel_filter import pixel_dilation_filter2d
+
+__all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "pad_to_multiple"]
+
+
+@dataclass(frozen=True)
+class EfDeRainConfig:
+    """Architecture of an :class:`EfDeRain` network.
+
+    Attributes:
+        widths: encoder widths, one per level (level ``l`` runs at ``1/2**l`` resolution).
+        depth: convolutions (each followed by ReLU) per ``Basic`` block.
+        kernel_level: level at which the decoder stops and kernels are predicted
+            (1 = half resolution, as released). 0 uses conv1 as a skip.
+        kernel_size: odd size ``k`` of the per-pixel kernels.
+        dilations: dilations of the pixel-wise filtering, fused in this order.
+        fusion: 3×3 fusion convolution over the dilated results; without it (``v1``) the
+            output is the filtering result at the single dilation.
+        outc_at_full_resolution: apply the 1×1 ``outc`` after upsampling (as released) or
+            before it (same function, less memory traffic).
+        in_channels: colour channels of the image.
+    """
+
+    widths: tuple[int, ...] = (64, 128, 256, 512, 512)
+    depth: int = 3
+    kernel_level: int = 1
+    kernel_size: int = 3
+    dilations: tuple[int, ...] = (1, 2, 3, 4)
+    fusion: bool = True
+    outc_at_full_resolution: bool = True
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
+        if len(self.widths) < 2 or min(self.widths) < 1:
+            raise ValueError(f"widths needs at least two positive entries, got {self.widths}")
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        if not 0 <= self.kernel_level < len(self.widths) - 1:
+            raise ValueError(f"kernel_level must be in [0, {len(self.widths) - 2}], got {self.kernel_level}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and >= 1, got {self.kernel_size}")
+        if not self.dilations or min(self.dilations) < 1:
+            raise ValueError(f"dilations must be non-empty and >= 1, got {self.dilations}")
+        if not self.fusion and len(self.dilations) != 1:
+            raise ValueError("without fusion there must be exactly one dilation")
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this (one halving per level)."""
+        return 2 ** (len(self.widths) - 1)
+
+    @property
+    def kernel_channels(self) -> int:
+        return self.in_channels * self.kernel_size**2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EfDeRainConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown EfDeRainConfig fields: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+PAPER = EfDeRainConfig()
+
+
+class Basic(nn.Sequential):
+    """``depth`` × [Conv3×3 + ReLU]; the Sequential is stored as ``.conv1`` like the release."""
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for n in range(depth):
+            layers += [nn.Conv2d(in_channels if n == 0 else out_channels, out_channels, 3, padding=1), nn.ReLU(True)]
+        # Named like the released code (`convN.conv1.0.weight`) so its checkpoints load strictly.
+        self.conv1 = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        return self.conv1(x)
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    """Pad ``x`` (…, H, W) at the bottom/right to multiples of ``multiple``; return it and (H, W).
+
+    Reflect padding where the side is long enough, edge replication otherwise (tiny inputs).
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+class EfDeRain(nn.Module):
+    """Kernel prediction network + pixel-wise dilation filtering + fusion.
+
+    ``forward`` takes ``(B, C, H, W)`` images in [0, 1] of any size (reflect-padded to a
+    multiple of ``config.multiple`` and cropped back) and returns the fused output, unclamped.
+
+    Example:
+        >>> model = EfDeRain(EfDeRainConfig(widths=(8, 8, 8), depth=1))
+        >>> model(torch.rand(1, 3, 17, 33)).shape
+        torch.Size([1, 3, 17, 33])
+    """
+
+    def __init__(self, config: EfDeRainConfig = PAPER) -> None:
+        super().__init__()
+        self.config = config
+        w, d, kl = config.widths, config.depth, config.kernel_level
+        levels = len(w)
+        # Encoder: conv1..conv{levels}
+        for lv in range(levels):
+            self.add_module(f"conv{lv + 1}", Basic(config.in_channels if lv == 0 else w[lv - 1], w[lv], d))
+        # Decoder: one block per level from levels-2 down to kernel_level, named on from conv{levels+1}
+        self.decoder_levels = list(range(levels - 2, kl - 1, -1))
+        below = w[-1]
+        for n, lv in enumerate(self.decoder_levels):
+            out = config.kernel_channels if lv == kl else w[lv]
+            self.add_module(f"conv{levels + 1 + n}", Basic(w[lv] + below, out, d))
+            below = out
+        self.outc = nn.Conv2d(config.kernel_channels, config.kernel_channels, 1)
+        if config.fusion:
+            self.conv_final = nn.Conv2d(config.in_channels * len(config.dilations), config.in_channels, 3, padding=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Released init: ``xavier_normal_(gain=0.02)`` on conv weights, default bias init."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_normal_(m.weight, gain=0.02)
+
+    def block(self, index: int) -> Basic:
+        return getattr(self, f"conv{index}")
+
+    def predict_kernels(self, x: Tensor) -> Tensor:
+        """Per-pixel kernels ``(B, C·k², H, W)`` for an input whose sides are multiples of ``config.multiple``."""
+        cfg = self.config
+        levels = len(cfg.widths)
+        skips = []
+        feat = x
+        for lv in range(levels):
+            if lv > 0:
+                feat = F.avg_pool2d(feat, 2, 2)
+            feat = self.block(lv + 1)(feat)
+            skips.append(feat)
+        for n, lv in enumerate(self.decoder_levels):
+            up = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
+            feat = self.block(levels + 1 + n)(torch.cat([skips[lv], up], dim=1))
+        scale = 2**cfg.kernel_level
+        if cfg.outc_at_full_resolution:
+            if scale > 1:
+                feat = F.interpolate(feat, scale_factor=scale, mode="bilinear", align_corners=False)
+            return self.outc(feat)
+        feat = self.outc(feat)
+        if scale > 1:
+            feat = F.interpolate(feat, scale_factor=scale, mode="bilinear", align_corners=False)
+        return feat
+
+    def filter(self, x: Tensor, kernels: Tensor) -> Tensor:
+        """Pixel-wise dilation filtering of ``x`` with ``kernels`` and fusion."""
+        filtered = pixel_dilation_filter2d(x.to(kernels.dtype), kernels, self.config.dilations)
+        return self.conv_final(filtered) if self.config.fusion else filtered
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"expected input of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        padded, (h, w) = pad_to_multiple(x, self.config.multiple)
+        out = self.filter(padded, self.predict_kernels(padded))
+        return out[..., :h, :w]
+

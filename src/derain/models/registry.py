@@ -1,0 +1,142 @@
+"""timm-style registry of named model configurations.
+
+>>> import derain
+>>> "efderain-paper" in derain.list_models()
+True
+>>> model = derain.create_model("efderain-tiny")
+>>> sum(p.numel() for p in model.parameters()) > 0
+True
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from .efderain import PAPER, EfDeRain, EfDeRainConfig
+
+__all__ = [
+    "ModelSpec",
+    "register_model",
+    "list_models",
+    "model_spec",
+    "create_model",
+    "ARCHITECTURES",
+    "build_architecture",
+    "bundled_weights_path",
+]
+
+
+# architecture name -> (model class, config class); every model class has `.config.to_dict()`
+ARCHITECTURES: dict[str, tuple[type[nn.Module], Any]] = {"efderain": (EfDeRain, EfDeRainConfig)}
+
+
+def build_architecture(architecture: str, config: dict[str, Any]) -> nn.Module:
+    """Instantiate ``architecture`` (a key of :data:`ARCHITECTURES`) from a config dict."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    cls, config_cls = ARCHITECTURES[architecture]
+    return cls(config_cls.from_dict(dict(config)))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: architecture, config, what it is, and its bundled weights (if any)."""
+
+    name: str
+    architecture: str
+    config: dict[str, Any]
+    description: str
+    weights: str | None = None  # file name inside the package's `weights/` folder
+
+    def build(self) -> nn.Module:
+        return build_architecture(self.architecture, self.config)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Names of the registered models matching a glob ``pattern`` (only those with bundled weights if ``pretrained``)."""
+    return sorted(
+        name
+        for name, spec in _REGISTRY.items()
+        if fnmatch.fnmatch(name, pattern) and (not pretrained or spec.weights is not None)
+    )
+
+
+def model_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
+
+
+def bundled_weights_path(name: str) -> Path:
+    """Path of the weights shipped in the package for model ``name``."""
+    spec = model_spec(name)
+    if spec.weights is None:
+        raise ValueError(
+            f"model {name!r} has no bundled weights; models with weights: {', '.join(list_models(pretrained=True)) or 'none'}"
+        )
+    return Path(str(resources.files("derain") / "weights" / spec.weights))
+
+
+def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Module:
+    """Build a registered model; ``pretrained=True`` loads its bundled weights (offline).
+
+    Keyword ``overrides`` replace config fields (not allowed with ``pretrained``).
+    """
+    spec = model_spec(name)
+    if pretrained:
+        if overrides:
+            raise ValueError("config overrides cannot be combined with pretrained=True")
+        from .checkpoint import load_model
+
+        return load_model(bundled_weights_path(name), name=name)
+    config = {**spec.config, **overrides}
+    return build_architecture(spec.architecture, config)
+
+
+def _efderain(name: str, description: str, weights: str | None = None, **fields: Any) -> None:
+    config = {**PAPER.to_dict(), **fields}
+    register_model(ModelSpec(name, "efderain", config, description, weights))
+
+
+_efderain(
+    "efderain-paper",
+    "The authors' released network exactly: widths 64-512, 3 convs per block, kernels at H/2 upsampled, "
+    "outc at full resolution, dilations 1,2,3,4 fused by a 3x3 conv (27,395,406 parameters). Table 2 v2-v4.",
+)
+_efderain(
+    "efderain-v1",
+    "Paper Table 2 v1: the released KPN with pixel-wise filtering at dilation 1 only, no fusion.",
+    dilations=(1,),
+    fusion=False,
+)
+_efderain(
+    "efderain-small",
+    "CPU-sized: widths 16-128, 3 convs per block, otherwise as released (about 1.7 M parameters).",
+    widths=(16, 32, 64, 128, 128),
+    outc_at_full_resolution=False,
+)
+_efderain(
+    "efderain-tiny",
+    "CPU-fast: widths 8-64, 2 convs per block, kernels predicted at H/4 and upsampled.",
+    widths=(8, 16, 32, 64, 64),
+    depth=2,
+    kernel_level=2,
+    outc_at_full_resolution=False,
+)

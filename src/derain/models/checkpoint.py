@@ -57,6 +57,7 @@ def save_model(
         "derain.format_version": FORMAT_VERSION,
         "derain.architecture": _architecture_of(model),
         "derain.config": json.dumps(model.config.to_dict()),  # type: ignore[attr-defined]
+        "derain.name": str(getattr(model, "registry_name", "")),
         **{str(k): str(v) for k, v in (metadata or {}).items()},
     }
     tensors = {}
@@ -154,4 +155,5 @@ def load_model(
             f"{path} carries no architecture; name a registered model for it, e.g. name='efderain-paper'"
         )
     load_state_dict_strict(model, state, source=str(path))
+    model.registry_name = name or meta.get("derain.name") or Path(path).stem  # type: ignore[assignment]
     return model.to(device).eval()

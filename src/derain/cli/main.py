@@ -1,0 +1,133 @@
+"""The ``derain`` command line.
+
+``derain eval``, ``derain train``, ``derain models``; errors in the input (missing folders,
+bad weights, bad configs, unreadable images) end with one clear line and exit code 1-2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+__all__ = ["main", "cli"]
+
+# Errors that are the user's input, not a bug: printed as one line.
+from ..evaluation.pairs import DatasetError  # noqa: E402
+from ..io.images import ImageReadError  # noqa: E402
+from ..models.checkpoint import CheckpointError  # noqa: E402
+from ..training.config import ConfigError  # noqa: E402
+
+USER_ERRORS = (DatasetError, CheckpointError, ConfigError, ImageReadError, FileNotFoundError)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the known input errors into ``click.ClickException`` (``Error: ...``, exit 1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            raise click.ClickException(str(e)) from None
+        except ValueError as e:  # bad option values that reached the library
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def load_for_cli(model: str | None, weights: str | None, default: str = "default") -> Any:
+    """``--model NAME`` (bundled weights), ``--weights PATH`` (file's own config), or both (file into NAME)."""
+    import derain
+
+    if weights:
+        return derain.load_model(weights, name=model)
+    return derain.create_model(model or default, pretrained=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="derain")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logs.")
+def cli(verbose: bool) -> None:
+    """derain: remove rain from photos, fast, on a CPU (EfficientDeRain)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+@cli.command("models")
+def models_cmd() -> None:
+    """List the registered models."""
+    import derain
+    from derain.models.registry import model_spec
+
+    for name in derain.list_models():
+        spec = model_spec(name)
+        click.echo(f"{name:18s} {'[weights] ' if spec.weights else ''}{spec.description}")
+
+
+@cli.command("eval")
+@click.argument("dataset_dir", type=click.Path(file_okay=False))
+@click.option("--model", "model_name", help="Registered model name (its bundled weights unless --weights).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors, or .pth with --model).")
+@click.option("--protocol", type=click.Choice(["y", "efderain-rgb", "both"]), default="y", show_default=True)
+@click.option("--layout", default="auto", show_default=True, help="Dataset layout (auto, plain, rain100, rain1400, rain13k, spa, raindrop).")
+@click.option("--strict", is_flag=True, help="Unpaired files and size mismatches are errors.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N pairs (sorted file names).")
+@click.option("--save-dir", type=click.Path(file_okay=False), help="Write the predictions here as PNG.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write per-image scores here.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object to stdout (logs go to stderr).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@user_errors
+def eval_cmd(dataset_dir, model_name, weights, protocol, layout, strict, limit, save_dir, csv_path, as_json, device, precision, threads) -> None:
+    """Evaluate a model on a paired dataset: PSNR/SSIM under the y and/or efderain-rgb protocols."""
+    import torch
+
+    from derain.evaluation.evaluate import evaluate
+
+    if not model_name and not weights:
+        raise click.UsageError("give --model NAME and/or --weights PATH")
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_for_cli(model_name, weights)
+    result = evaluate(
+        model, dataset_dir, protocol, limit=limit, save_dir=save_dir, precision=precision, device=device,
+        layout=layout, strict=strict, progress=sys.stderr.isatty() or not as_json,
+    )
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if csv_path:
+        result.write_csv(csv_path)
+    click.echo(result.to_json() if as_json else result.table())
+
+
+@cli.command("train", context_settings={"ignore_unknown_options": False})
+@click.argument("config", type=click.Path(dir_okay=False), required=False)
+@click.argument("overrides", nargs=-1)
+@click.option("--resume", is_flag=True, help="Continue from OUT_DIR/checkpoint.pt if it exists.")
+@user_errors
+def train_cmd(config, overrides, resume) -> None:
+    """Train a model: CONFIG.yaml (a preset from derain/configs or your own) plus key=value overrides.
+
+    Works unchanged under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
+    """
+    from derain.training.config import load_config
+    from derain.training.presets import resolve_preset
+    from derain.training.trainer import train
+
+    cfg = load_config(resolve_preset(config) if config else None, overrides)
+    result = train(cfg, resume=resume)
+    if result is not None:
+        click.echo(result)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="derain")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

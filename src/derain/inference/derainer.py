@@ -1,0 +1,54 @@
+"""Run a model on images: device, precision, threads, and [0, 1] clamping in one object."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .precision import autocast, prepare_model, resolve_precision
+
+__all__ = ["Derainer"]
+
+
+class Derainer:
+    """Holds a model ready for repeated inference.
+
+    ``derainer(image)`` takes an ``H×W×3`` float32 numpy image in [0, 1] and returns the derained
+    image of the same size, clamped to [0, 1]; :meth:`run_tensor` does the same for ``(B, 3, H, W)``.
+
+    Example:
+        >>> import derain
+        >>> d = Derainer(derain.create_model("efderain-tiny"), precision="fp32")
+        >>> d(np.zeros((20, 30, 3), np.float32)).shape
+        (20, 30, 3)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "cpu",
+        precision: str = "auto",
+        threads: int | None = None,
+    ) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.model = prepare_model(model, self.precision, self.device)
+
+    @torch.inference_mode()
+    def run_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        """Derain a ``(B, 3, H, W)`` float batch in [0, 1]; returns float32 on the CPU, clamped to [0, 1]."""
+        x = batch.to(self.device, torch.float32)
+        if self.precision != "fp32":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.precision, self.device):
+            out = self.model(x)
+        return out.float().clamp_(0, 1).cpu().contiguous()
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an H×W×3 image, got shape {image.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+        return self.run_tensor(x)[0].permute(1, 2, 0).numpy()

@@ -1,0 +1,57 @@
+"""Numeric precision for inference: fp32, or bf16/fp16 autocast where the hardware runs it fast.
+
+``auto`` picks bf16 autocast + channels_last on CPUs whose oneDNN has native bf16 (AVX-512-BF16
+or AMX), fp16 autocast on CUDA, fp32 otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Literal
+
+import torch
+from torch import nn
+
+__all__ = ["Precision", "PRECISIONS", "resolve_precision", "autocast", "prepare_model", "cpu_has_fast_bf16"]
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN runs bf16 natively on this CPU (AVX-512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """Turn ``auto`` into a concrete precision for ``device``; validate the others."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    kind = torch.device(device).type
+    if precision == "auto":
+        if kind == "cuda":
+            return "fp16"
+        return "bf16" if kind == "cpu" and cpu_has_fast_bf16() else "fp32"
+    return precision
+
+
+@contextlib.contextmanager
+def autocast(precision: str, device: str | torch.device = "cpu") -> Iterator[None]:
+    """Autocast context for a concrete precision (no-op for fp32)."""
+    if precision == "fp32":
+        yield
+        return
+    with torch.autocast(torch.device(device).type, dtype=_DTYPES[precision]):
+        yield
+
+
+def prepare_model(model: nn.Module, precision: str, device: str | torch.device = "cpu") -> nn.Module:
+    """Move ``model`` to ``device`` in eval mode; channels_last memory format for reduced precision."""
+    model = model.to(device).eval()
+    if precision != "fp32":
+        model = model.to(memory_format=torch.channels_last)
+    return model

@@ -1,0 +1,1 @@
+"""Training: data sources, losses, the training loop (``derain train``)."""

@@ -1,0 +1,254 @@
+"""EfDeRain architecture, registry and model files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import derain
+from derain.models import CheckpointError, EfDeRain, EfDeRainConfig, model_spec
+from derain.models.efderain import pad_to_multiple
+
+PAPER_PARAMS = 27_395_406
+
+
+def released_forward(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Independent forward pass of the released network, written from reference.md §1 only."""
+
+    def basic(name: str, t: torch.Tensor) -> torch.Tensor:
+        for idx in (0, 2, 4):
+            t = F.relu(F.conv2d(t, sd[f"{name}.conv1.{idx}.weight"], sd[f"{name}.conv1.{idx}.bias"], padding=1))
+        return t
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
+
+    c1 = basic("conv1", x)
+    c2 = basic("conv2", F.avg_pool2d(c1, 2, 2))
+    c3 = basic("conv3", F.avg_pool2d(c2, 2, 2))
+    c4 = basic("conv4", F.avg_pool2d(c3, 2, 2))
+    c5 = basic("conv5", F.avg_pool2d(c4, 2, 2))
+    c6 = basic("conv6", torch.cat([c4, up(c5)], 1))
+    c7 = basic("conv7", torch.cat([c3, up(c6)], 1))
+    c8 = basic("conv8", torch.cat([c2, up(c7)], 1))
+    core = F.conv2d(up(c8), sd["outc.weight"], sd["outc.bias"])
+    b, _, h, w = x.shape
+    outs = []
+    for r in (1, 2, 3, 4):
+        xp = F.pad(x, (r, r, r, r))
+        out = torch.zeros_like(x)
+        for c in range(3):
+            for i in range(3):
+                for j in range(3):
+                    out[:, c] += core[:, c * 9 + 3 * i + j] * xp[:, c, r * i : r * i + h, r * j : r * j + w]
+        outs.append(out)
+    return F.conv2d(torch.cat(outs, 1), sd["conv_final.weight"], sd["conv_final.bias"], padding=1)
+
+
+def random_released_checkpoint(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random state dict with the released key names and shapes (larger-than-init weights)."""
+    torch.manual_seed(seed)
+    reference = EfDeRain()
+    return {k: torch.randn_like(v) * (1.0 / max(1, v[0].numel()) ** 0.5) for k, v in reference.state_dict().items()}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class TestPaperNetwork:
+    def test_parameter_count(self) -> None:
+        assert n_params(derain.create_model("efderain-paper")) == PAPER_PARAMS
+
+    def test_released_keys(self) -> None:
+        keys = list(derain.create_model("efderain-paper").state_dict())
+        assert keys[0] == "conv1.conv1.0.weight"
+        assert "conv8.conv1.4.bias" in keys
+        assert keys[-4:] == ["outc.weight", "outc.bias", "conv_final.weight", "conv_final.bias"]
+        assert len(keys) == 8 * 6 + 4
+
+    def test_matches_released_forward(self, tmp_path) -> None:
+        state = random_released_checkpoint()
+        path = tmp_path / "v3_rain100H.pth"
+        torch.save({f"module.{k}": v for k, v in state.items()}, path)  # DataParallel prefix
+        model = derain.load_model(path, name="efderain-paper")
+        x = torch.rand(1, 3, 48, 64)
+        with torch.no_grad():
+            ours = model(x)
+            ref = released_forward(state, x)
+        assert ref.abs().max() > 1e-2  # the check is not vacuous
+        assert (ours - ref).abs().max().item() < 1e-5
+
+    def test_outc_order_is_equivalent(self) -> None:
+        torch.manual_seed(0)
+        a = EfDeRain(EfDeRainConfig(widths=(8, 8, 8, 8), outc_at_full_resolution=True)).double()
+        b = EfDeRain(EfDeRainConfig(widths=(8, 8, 8, 8), outc_at_full_resolution=False)).double()
+        b.load_state_dict(a.state_dict())
+        for p in a.outc.parameters():  # make outc non-trivial
+            p.data.normal_()
+        b.load_state_dict(a.state_dict())
+        x = torch.rand(1, 3, 32, 40, dtype=torch.float64)
+        with torch.no_grad():
+            assert (a(x) - b(x)).abs().max().item() < 1e-12
+
+
+class TestEfDeRainConfig:
+    def test_v1_has_no_fusion(self) -> None:
+        model = derain.create_model("efderain-v1")
+        assert not hasattr(model, "conv_final")
+        assert model.config.dilations == (1,)
+        assert n_params(model) == PAPER_PARAMS - (12 * 3 * 9 + 3)
+
+    @pytest.mark.parametrize(
+        "fields,match",
+        [
+            ({"widths": (8,)}, "widths"),
+            ({"kernel_size": 4}, "odd"),
+            ({"dilations": ()}, "dilations"),
+            ({"dilations": (0, 1)}, "dilations"),
+            ({"fusion": False}, "exactly one dilation"),
+            ({"kernel_level": 4}, "kernel_level"),
+            ({"depth": 0}, "depth"),
+        ],
+    )
+    def test_invalid(self, fields, match) -> None:
+        with pytest.raises(ValueError, match=match):
+            EfDeRainConfig(**fields)
+
+    def test_dict_round_trip(self) -> None:
+        cfg = EfDeRainConfig(widths=(4, 8, 16), kernel_size=5, dilations=(1, 3), kernel_level=0)
+        again = EfDeRainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+        assert again == cfg
+        with pytest.raises(ValueError, match="unknown"):
+            EfDeRainConfig.from_dict({"width": 3})
+
+    @pytest.mark.parametrize("kernel_level", [0, 1, 2])
+    @pytest.mark.parametrize("kernel_size", [1, 3, 5])
+    def test_variants_run(self, kernel_level: int, kernel_size: int) -> None:
+        model = EfDeRain(EfDeRainConfig(widths=(4, 4, 4, 4), depth=1, kernel_level=kernel_level, kernel_size=kernel_size))
+        assert model(torch.rand(2, 3, 19, 21)).shape == (2, 3, 19, 21)
+
+
+@pytest.mark.parametrize("name", derain.list_models())
+class TestRegistry:
+    """Every registered model: smoke, shape, any size, backward, eval determinism."""
+
+    def test_shapes(self, name: str) -> None:
+        model = derain.create_model(name).eval()
+        with torch.no_grad():
+            for shape in [(1, 3, 17, 33), (2, 3, 32, 32), (1, 3, 1, 5)]:
+                assert model(torch.rand(*shape)).shape == shape
+
+    def test_backward(self, name: str) -> None:
+        model = derain.create_model(name)
+        x = torch.rand(1, 3, 32, 48)
+        model(x).abs().mean().backward()
+        grads = [p.grad for p in model.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+
+    def test_spec(self, name: str) -> None:
+        spec = model_spec(name)
+        assert spec.name == name and spec.description
+
+    def test_wrong_input(self, name: str) -> None:
+        with pytest.raises(ValueError, match="expected input"):
+            derain.create_model(name)(torch.rand(1, 4, 16, 16))
+
+
+def test_paper_size_image_padding() -> None:
+    model = derain.create_model("efderain-tiny").eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 321, 481)).shape == (1, 3, 321, 481)
+
+
+def test_pad_to_multiple() -> None:
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    padded, size = pad_to_multiple(x, 4)
+    assert size == (3, 4) and padded.shape == (1, 1, 4, 4)
+    assert torch.equal(padded[0, 0, 3], x[0, 0, 1])  # reflect: row 3 mirrors row 1
+    tiny, _ = pad_to_multiple(torch.ones(1, 1, 1, 1), 16)
+    assert tiny.shape == (1, 1, 16, 16) and torch.equal(tiny, torch.ones(1, 1, 16, 16))
+
+
+def test_unknown_model() -> None:
+    with pytest.raises(ValueError, match="unknown model 'nope'.*efderain-paper"):
+        derain.create_model("nope")
+
+
+def test_pretrained_without_weights() -> None:
+    with pytest.raises(ValueError, match="no bundled weights"):
+        derain.create_model("efderain-paper", pretrained=True)
+
+
+class TestModelFiles:
+    def test_safetensors_round_trip(self, tmp_path) -> None:
+        model = derain.create_model("efderain-tiny", kernel_size=5, dilations=(1, 2))
+        path = derain.save_model(model, tmp_path / "m.safetensors", metadata={"note": "x"})
+        loaded = derain.load_model(path)
+        assert loaded.config == model.config
+        x = torch.rand(1, 3, 24, 40)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model.eval()(x))
+        assert not list(tmp_path.glob("*.tmp"))
+
+    def test_fp16_file(self, tmp_path) -> None:
+        model = derain.create_model("efderain-tiny")
+        path = derain.save_model(model, tmp_path / "m.safetensors", dtype=torch.float16)
+        loaded = derain.load_model(path)
+        assert next(loaded.parameters()).dtype == torch.float32
+        for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+            torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3, msg=k)
+
+    def test_missing_key(self, tmp_path) -> None:
+        state = random_released_checkpoint()
+        del state["conv3.conv1.2.weight"]
+        torch.save(state, tmp_path / "bad.pth")
+        with pytest.raises(CheckpointError, match="missing key 'conv3.conv1.2.weight'"):
+            derain.load_model(tmp_path / "bad.pth", name="efderain-paper")
+
+    def test_unexpected_key(self, tmp_path) -> None:
+        state = random_released_checkpoint()
+        state["extra.weight"] = torch.zeros(1)
+        torch.save(state, tmp_path / "bad.pth")
+        with pytest.raises(CheckpointError, match="unexpected key 'extra.weight'"):
+            derain.load_model(tmp_path / "bad.pth", name="efderain-paper")
+
+    def test_wrong_shape(self, tmp_path) -> None:
+        torch.save(derain.create_model("efderain-small").state_dict(), tmp_path / "small.pth")
+        with pytest.raises(CheckpointError, match="key 'conv1.conv1.0.weight' has shape"):
+            derain.load_model(tmp_path / "small.pth", name="efderain-paper")
+
+    def test_pth_needs_name(self, tmp_path) -> None:
+        torch.save(derain.create_model("efderain-tiny").state_dict(), tmp_path / "t.pth")
+        with pytest.raises(CheckpointError, match="carries no architecture"):
+            derain.load_model(tmp_path / "t.pth")
+
+    def test_no_pickled_code(self, tmp_path) -> None:
+        class Evil:
+            def __reduce__(self):
+                return (print, ("pwned",))
+
+        torch.save({"x": Evil()}, tmp_path / "evil.pth")
+        with pytest.raises(CheckpointError, match="not a readable PyTorch state dict"):
+            derain.load_model(tmp_path / "evil.pth", name="efderain-paper")
+
+    @pytest.mark.parametrize("content", [b"", b"not a model"])
+    def test_garbage_files(self, tmp_path, content: bytes) -> None:
+        for suffix in (".pth", ".safetensors"):
+            path = tmp_path / f"g{suffix}"
+            path.write_bytes(content)
+            with pytest.raises(CheckpointError, match=str(path.name)):
+                derain.load_model(path, name="efderain-tiny")
+
+    def test_missing_file(self, tmp_path) -> None:
+        with pytest.raises(CheckpointError, match="no such file"):
+            derain.load_model(tmp_path / "none.safetensors")
+
+    def test_name_overrides_metadata(self, tmp_path) -> None:
+        path = derain.save_model(derain.create_model("efderain-small"), tmp_path / "s.safetensors")
+        with pytest.raises(CheckpointError, match="s.safetensors does not match EfDeRain: unexpected key"):
+            derain.load_model(path, name="efderain-tiny")

@@ -1,0 +1,195 @@
+"""Pixel-wise (dilated) filtering: fast vs reference, gradients, exceptions, hand-made cases."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from derain.ops import PixelDilationFilter2d, PixelFilter2d, pixel_dilation_filter2d, pixel_filter2d
+
+
+def released_filter(image: torch.Tensor, kernels: torch.Tensor, dilation: int) -> torch.Tensor:
+    """Independent transcription of reference.md §1 for k = 3 (zero pad by r, sum of 9 shifted products)."""
+    b, c, h, w = image.shape
+    padded = F.pad(image, (dilation,) * 4)
+    out = torch.zeros_like(image)
+    for ch in range(c):
+        for i in range(3):
+            for j in range(3):
+                out[:, ch] += kernels[:, ch * 9 + 3 * i + j] * padded[:, ch, i * dilation : i * dilation + h, j * dilation : j * dilation + w]
+    return out
+
+
+class TestPixelFilter2d:
+    def test_smoke(self) -> None:
+        out = pixel_filter2d(torch.rand(2, 3, 6, 7), torch.rand(2, 27, 6, 7))
+        assert out.shape == (2, 3, 6, 7)
+
+    @pytest.mark.parametrize("impl", ["fast", "reference"])
+    @pytest.mark.parametrize("dilation", [1, 2, 3, 4])
+    def test_matches_released_formula(self, impl: str, dilation: int) -> None:
+        g = torch.Generator().manual_seed(dilation)
+        image, kernels = torch.rand(2, 3, 9, 11, generator=g), torch.randn(2, 27, 9, 11, generator=g)
+        expected = released_filter(image, kernels, dilation)
+        torch.testing.assert_close(pixel_filter2d(image, kernels, dilation, impl), expected, atol=1e-6, rtol=0)
+
+    def test_hand_computed(self) -> None:
+        image = torch.arange(1.0, 17.0).view(1, 1, 4, 4)
+        kernels = torch.zeros(1, 9, 4, 4)
+        kernels[:, 0] = 1.0  # top-left tap: value at (y - r, x - r), zero outside
+        out = pixel_filter2d(image, kernels, dilation=2)
+        expected = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 2], [0, 0, 5, 6.0]])
+        assert torch.equal(out[0, 0], expected)
+
+    def test_identity_and_box(self) -> None:
+        image = torch.rand(1, 3, 5, 5, dtype=torch.float64)
+        box = torch.full((1, 27, 5, 5), 1 / 9, dtype=torch.float64)
+        out = pixel_filter2d(image, box)
+        # interior pixel = 3x3 mean
+        torch.testing.assert_close(out[0, :, 2, 2], image[0, :, 1:4, 1:4].mean(dim=(1, 2)))
+
+    @pytest.mark.parametrize(
+        "b,c,h,w,k,d",
+        [
+            (1, 1, 1, 1, 1, 1),
+            (1, 1, 1, 1, 3, 1),
+            (2, 3, 1, 7, 3, 2),
+            (1, 2, 5, 1, 5, 1),
+            (3, 1, 4, 4, 3, 5),  # dilation larger than the image
+            (1, 3, 13, 8, 5, 3),
+            (2, 4, 6, 9, 7, 2),
+            (1, 3, 17, 33, 3, 4),
+        ],
+    )
+    @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
+    def test_fast_equals_reference(self, b, c, h, w, k, d, dtype, tol) -> None:
+        g = torch.Generator().manual_seed(b * 1000 + h * 31 + w + k + d)
+        image = torch.rand(b, c, h, w, generator=g, dtype=dtype)
+        kernels = torch.randn(b, c * k * k, h, w, generator=g, dtype=dtype) / k
+        fast = pixel_filter2d(image, kernels, d, "fast")
+        ref = pixel_filter2d(image, kernels, d, "reference")
+        assert (fast - ref).abs().max().item() <= tol
+
+    def test_fast_equals_reference_random_grid(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        for _ in range(40):
+            b, c, h, w = (int(v) for v in torch.randint(1, 6, (4,), generator=g))
+            h, w = h * int(torch.randint(1, 5, (1,), generator=g)), w * 3
+            k = int(torch.randint(0, 4, (1,), generator=g)) * 2 + 1
+            d = int(torch.randint(1, 6, (1,), generator=g))
+            image = torch.rand(b, c, h, w, generator=g, dtype=torch.float64)
+            kernels = torch.randn(b, c * k * k, h, w, generator=g, dtype=torch.float64)
+            diff = (pixel_filter2d(image, kernels, d) - pixel_filter2d(image, kernels, d, "reference")).abs().max()
+            assert diff.item() <= 1e-12, (b, c, h, w, k, d)
+
+    @pytest.mark.parametrize("impl", ["fast", "reference"])
+    @pytest.mark.parametrize("k,d", [(3, 1), (3, 2), (5, 1)])
+    def test_gradcheck(self, impl: str, k: int, d: int) -> None:
+        image = torch.rand(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+        kernels = torch.randn(2, 2 * k * k, 5, 6, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda x, kk: pixel_filter2d(x, kk, d, impl), (image, kernels))
+
+    def test_gradients_agree(self) -> None:
+        image = torch.rand(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+        kernels = torch.randn(1, 27, 8, 8, dtype=torch.float64, requires_grad=True)
+        grads = []
+        for impl in ("fast", "reference"):
+            pixel_filter2d(image, kernels, 2, impl).square().sum().backward()
+            grads.append((image.grad.clone(), kernels.grad.clone()))
+            image.grad = kernels.grad = None
+        torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=0)
+
+    @pytest.mark.parametrize("impl", ["fast", "reference"])
+    def test_bfloat16(self, impl: str) -> None:
+        image, kernels = torch.rand(1, 3, 8, 8), torch.randn(1, 27, 8, 8) / 3
+        out = pixel_filter2d(image.bfloat16(), kernels.bfloat16(), 2, impl)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), pixel_filter2d(image, kernels, 2), atol=5e-2, rtol=5e-2)
+
+    @pytest.mark.parametrize(
+        "image,kernels,kwargs,error,match",
+        [
+            (torch.rand(3, 4, 4), torch.rand(1, 27, 4, 4), {}, ValueError, "image must have shape"),
+            (torch.rand(1, 3, 4, 4), torch.rand(27, 4, 4), {}, ValueError, "kernels must have shape"),
+            (torch.rand(1, 3, 4, 4), torch.rand(1, 26, 4, 4), {}, ValueError, "C\\*k\\*k"),
+            (torch.rand(1, 3, 4, 4), torch.rand(1, 12, 4, 4), {}, ValueError, "odd"),
+            (torch.rand(1, 3, 4, 4), torch.rand(1, 48, 4, 4), {}, ValueError, "odd"),
+            (torch.rand(1, 3, 4, 4), torch.rand(1, 27, 4, 5), {}, ValueError, "spatial"),
+            (torch.rand(1, 3, 4, 4), torch.rand(2, 27, 4, 4), {}, ValueError, "batch"),
+            (torch.rand(1, 3, 4, 4), torch.rand(1, 27, 4, 4), {"dilation": 0}, ValueError, "dilation"),
+            (torch.rand(1, 3, 4, 4), torch.rand(1, 27, 4, 4), {"dilation": 1.5}, TypeError, "dilation"),
+            (torch.rand(1, 3, 4, 4), torch.rand(1, 27, 4, 4).double(), {}, TypeError, "same dtype"),
+            (torch.ones(1, 3, 4, 4, dtype=torch.long), torch.ones(1, 27, 4, 4, dtype=torch.long), {}, TypeError, "floating"),
+            (torch.rand(1, 3, 4, 4).numpy(), torch.rand(1, 27, 4, 4), {}, TypeError, "torch.Tensor"),
+            (torch.rand(1, 3, 4, 4), torch.rand(1, 27, 4, 4), {"implementation": "cuda"}, ValueError, "implementation"),
+        ],
+    )
+    def test_exceptions(self, image, kernels, kwargs, error, match) -> None:
+        with pytest.raises(error, match=match):
+            pixel_filter2d(image, kernels, **kwargs)
+
+    def test_device_mismatch(self) -> None:
+        meta = torch.empty(1, 27, 4, 4, device="meta")
+        with pytest.raises(TypeError, match="same device"):
+            pixel_filter2d(torch.rand(1, 3, 4, 4), meta)
+
+    def test_module(self) -> None:
+        image, kernels = torch.rand(1, 3, 6, 6), torch.rand(1, 27, 6, 6)
+        op = PixelFilter2d(dilation=3)
+        assert torch.equal(op(image, kernels), pixel_filter2d(image, kernels, 3))
+        assert "dilation=3" in repr(op)
+        with pytest.raises(ValueError):
+            PixelFilter2d(dilation=0)
+
+
+class TestPixelDilationFilter2d:
+    def test_order_and_shape(self) -> None:
+        image, kernels = torch.rand(2, 3, 7, 9), torch.randn(2, 27, 7, 9)
+        out = pixel_dilation_filter2d(image, kernels, (1, 2, 3, 4))
+        assert out.shape == (2, 12, 7, 9)
+        for n, d in enumerate((1, 2, 3, 4)):
+            torch.testing.assert_close(out[:, 3 * n : 3 * n + 3], released_filter(image, kernels, d), atol=1e-6, rtol=0)
+
+    @pytest.mark.parametrize("dilations", [(1,), (1, 2, 3, 4), (4, 1), (2, 2)])
+    def test_fast_equals_reference(self, dilations) -> None:
+        image = torch.rand(1, 3, 10, 12, dtype=torch.float64)
+        kernels = torch.randn(1, 27, 10, 12, dtype=torch.float64)
+        fast = pixel_dilation_filter2d(image, kernels, dilations)
+        ref = pixel_dilation_filter2d(image, kernels, dilations, "reference")
+        assert (fast - ref).abs().max().item() <= 1e-12
+
+    def test_gradcheck(self) -> None:
+        image = torch.rand(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+        kernels = torch.randn(1, 18, 5, 5, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda x, k: pixel_dilation_filter2d(x, k, (1, 2)), (image, kernels))
+
+    @pytest.mark.parametrize("dilations,error", [((), ValueError), ((1, 0), ValueError), ((1, "2"), TypeError)])
+    def test_exceptions(self, dilations, error) -> None:
+        with pytest.raises(error):
+            pixel_dilation_filter2d(torch.rand(1, 3, 4, 4), torch.rand(1, 27, 4, 4), dilations)
+        with pytest.raises(error):
+            PixelDilationFilter2d(dilations)
+
+    def test_module(self) -> None:
+        image, kernels = torch.rand(1, 3, 6, 6), torch.rand(1, 27, 6, 6)
+        op = PixelDilationFilter2d((1, 3))
+        assert torch.equal(op(image, kernels), pixel_dilation_filter2d(image, kernels, (1, 3)))
+
+
+def test_all_taps_each_position_once() -> None:
+    """Each tap of a one-hot kernel moves the image by (i-h)*d, (j-h)*d with zero fill."""
+    image = torch.rand(1, 1, 9, 9, dtype=torch.float64)
+    for k, d in itertools.product((3, 5), (1, 2)):
+        half = (k - 1) // 2
+        for i, j in itertools.product(range(k), range(k)):
+            kernels = torch.zeros(1, k * k, 9, 9, dtype=torch.float64)
+            kernels[:, i * k + j] = 1
+            out = pixel_filter2d(image, kernels, d)
+            dy, dx = (i - half) * d, (j - half) * d
+            expected = torch.zeros_like(image)
+            ys, xs = slice(max(0, -dy), 9 - max(0, dy)), slice(max(0, -dx), 9 - max(0, dx))
+            expected[..., ys, xs] = image[..., max(0, dy) : 9 + min(0, dy), max(0, dx) : 9 + min(0, dx)]
+            assert torch.equal(out, expected), (k, d, i, j)

@@ -117,11 +117,11 @@ def _coerce(value: Any, target: Any, name: str) -> Any:
     if dataclasses.is_dataclass(target) and not isinstance(target, type):
         if not isinstance(value, dict):
             raise ConfigError(f"{name} must be a mapping")
-        return _build(type(target), value, name)
+        return _build(type(target), value, f"{name}.")
     if isinstance(target, list) and target and dataclasses.is_dataclass(target[0]):
         if not isinstance(value, list):
             raise ConfigError(f"{name} must be a list")
-        return [_build(type(target[0]), v, f"{name}[{i}]") for i, v in enumerate(value)]
+        return [_build(type(target[0]), v, f"{name}[{i}].") for i, v in enumerate(value)]
     if isinstance(target, bool):
         if isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
@@ -131,11 +131,16 @@ def _coerce(value: Any, target: Any, name: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be true or false, got {value!r}")
         return value
-    if isinstance(target, (int, float)) and not isinstance(target, bool):
+    if isinstance(target, (int, float)):
         try:
-            return type(target)(value) if not (isinstance(target, int) and isinstance(value, float) and not value.is_integer()) else value
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        if isinstance(target, int):
+            if not number.is_integer():
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+            return int(number)
+        return number
     if isinstance(target, tuple):
         if isinstance(value, str):
             value = yaml.safe_load(value)

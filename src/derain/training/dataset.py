@@ -1,0 +1,201 @@
+"""Training samples: (rainy, clean) crops from paired folders, rendered rain or real rain layers.
+
+Sample ``i`` is a pure function of ``(seed, i)``: its source, image, crop, rain and flips are
+drawn from ``numpy.random.default_rng([seed, i])``. Training at step ``t`` on rank ``r`` of ``W``
+uses samples ``t·B·W + r·B + j`` (:class:`StepBatchSampler`), so a resumed or distributed run
+sees exactly the samples an uninterrupted single run would, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from ..data.rain_layers import RainLayerBank
+from ..data.rainmix import RainMix, StreakBank
+from ..data.render import PRESETS, RainRenderer
+from ..evaluation.pairs import DatasetError, find_pairs
+from ..io.images import ImageReadError, is_image_file, read_image
+from .config import SourceConfig, TrainConfig
+
+__all__ = ["TrainingSamples", "StepBatchSampler", "clean_split", "build_sources", "DatasetError"]
+
+log = logging.getLogger(__name__)
+
+Sample = tuple[np.ndarray, np.ndarray]  # (rainy, clean), HWC float32 in [0, 1]
+
+
+@lru_cache(maxsize=4096)
+def _load(path: str) -> np.ndarray:
+    """Decoded uint8 RGB image, cached per process (the corpora here are small)."""
+    return read_image(path)
+
+
+def _to_float(img: np.ndarray) -> np.ndarray:
+    return img.astype(np.float32) / 255.0
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: unreadable image ({e})") from None
+
+
+def _usable(paths: Sequence[Path], crop: int, what: str) -> list[Path]:
+    """Paths whose images are at least ``crop`` on both sides; warn about the others."""
+    keep = []
+    for p in paths:
+        w, h = _image_size(p)
+        if min(w, h) < crop:
+            log.warning("skipping %s: %dx%d is smaller than the %d-pixel crop", p, w, h, crop)
+        else:
+            keep.append(p)
+    if not keep:
+        raise DatasetError(f"{what}: no image is at least {crop}x{crop} pixels (the training crop)")
+    return keep
+
+
+def clean_split(folder: str | Path, holdout: int) -> tuple[list[Path], list[Path]]:
+    """Images of a clean-only folder (sorted): all but the last ``holdout`` for training, those for validation."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"clean image folder {root} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    if len(files) <= holdout:
+        raise DatasetError(f"{root}: {len(files)} images, need more than the {holdout} held out for validation")
+    return (files[:-holdout], files[-holdout:]) if holdout else (files, [])
+
+
+def _random_crop(images: Sequence[np.ndarray], crop: int, rng: np.random.Generator) -> list[np.ndarray]:
+    h, w = images[0].shape[:2]
+    y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+    return [im[y : y + crop, x : x + crop] for im in images]
+
+
+class Source(Protocol):
+    def sample(self, rng: np.random.Generator, crop: int) -> Sample: ...
+
+
+class PairedSource:
+    """Crops of real (rainy, clean) pairs from a folder in any known layout."""
+
+    def __init__(self, cfg: SourceConfig, crop: int, exclude_last: int = 0) -> None:
+        pairs = find_pairs(cfg.path, layout=cfg.layout).pairs
+        if exclude_last:
+            pairs = pairs[:-exclude_last]
+        usable = set(_usable([p.rainy for p in pairs], crop, cfg.path))
+        self.pairs = [p for p in pairs if p.rainy in usable]
+
+    def sample(self, rng: np.random.Generator, crop: int) -> Sample:
+        pair = self.pairs[int(rng.integers(len(self.pairs)))]
+        rainy, clean = _load(str(pair.rainy)), _load(str(pair.clean))
+        if rainy.shape != clean.shape:
+            raise DatasetError(f"{pair.rainy} and {pair.clean} differ in size")
+        rainy, clean = _random_crop([rainy, clean], crop, rng)
+        return _to_float(rainy), _to_float(clean)
+
+
+class SyntheticSource:
+    """Crops of clean photos with rain rendered on the fly (``preset``: a renderer preset or ``mixed``)."""
+
+    def __init__(self, cfg: SourceConfig, crop: int, files: Sequence[Path]) -> None:
+        self.files = _usable(files, crop, cfg.path)
+        names = sorted(PRESETS) if cfg.preset == "mixed" else [cfg.preset]
+        self.renderers = [RainRenderer(n) for n in names]
+
+    def sample(self, rng: np.random.Generator, crop: int) -> Sample:
+        clean = _to_float(_random_crop([_load(str(self.files[int(rng.integers(len(self.files)))]))], crop, rng)[0])
+        renderer = self.renderers[int(rng.integers(len(self.renderers)))]
+        return renderer.render(clean, rng), clean
+
+
+class RainLayerSource:
+    """Crops of clean photos with real rain layers (rainy − clean of paired folders) composited on."""
+
+    def __init__(self, cfg: SourceConfig, crop: int, files: Sequence[Path]) -> None:
+        self.files = _usable(files, crop, cfg.path)
+        pairs = []
+        for folder in cfg.layers:
+            found = find_pairs(folder).pairs
+            pairs += found[: len(found) - cfg.holdout] if cfg.holdout else found
+        if not pairs:
+            raise DatasetError(f"no rain-layer pairs left in {cfg.layers} after holding out {cfg.holdout}")
+        self.bank = RainLayerBank.from_pairs([(p.rainy, p.clean) for p in pairs])
+
+    def sample(self, rng: np.random.Generator, crop: int) -> Sample:
+        clean = _to_float(_random_crop([_load(str(self.files[int(rng.integers(len(self.files)))]))], crop, rng)[0])
+        return self.bank.augment(clean, rng), clean
+
+
+def build_sources(cfg: TrainConfig) -> list[Source]:
+    """Instantiate every configured source; dataset problems raise :class:`DatasetError` before training."""
+    sources: list[Source] = []
+    for s in cfg.sources:
+        try:
+            if s.kind == "paired":
+                sources.append(PairedSource(s, cfg.crop))
+            else:
+                files, _ = clean_split(s.path, cfg.validation.synthetic)
+                sources.append((SyntheticSource if s.kind == "synthetic" else RainLayerSource)(s, cfg.crop, files))
+        except (ImageReadError, ValueError) as e:
+            if isinstance(e, DatasetError):
+                raise
+            raise DatasetError(f"data source {s.kind} {s.path}: {e}") from None
+    return sources
+
+
+class TrainingSamples(Dataset):
+    """Deterministic, index-addressed training samples (CHW float32 tensors ``rainy, clean``)."""
+
+    def __init__(self, cfg: TrainConfig, sources: Sequence[Source] | None = None) -> None:
+        self.cfg = cfg
+        self.sources = list(sources) if sources is not None else build_sources(cfg)
+        weights = np.array([s.weight for s in cfg.sources], dtype=np.float64)
+        self.probabilities = weights / weights.sum()
+        self.rainmix = RainMix(StreakBank(cfg.streaks), mode=cfg.rainmix_mode) if cfg.rainmix else None
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def sample(self, index: int) -> Sample:
+        rng = np.random.default_rng([self.cfg.seed, index])
+        source = self.sources[int(rng.choice(len(self.sources), p=self.probabilities))]
+        rainy, clean = source.sample(rng, self.cfg.crop)
+        if self.rainmix is not None and rng.random() < self.cfg.rainmix_p:
+            rainy, clean = self.rainmix.rainmix_pair(rainy, clean, rng)
+        if self.cfg.flips:
+            if rng.random() < 0.5:
+                rainy, clean = rainy[:, ::-1], clean[:, ::-1]
+            if rng.random() < 0.5:
+                rainy, clean = rainy[::-1], clean[::-1]
+        return rainy, clean
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rainy, clean = self.sample(index)
+        to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))  # noqa: E731
+        return to_tensor(rainy), to_tensor(clean)
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches of sample indices for steps ``start, start+1, …, stop-1`` of rank ``rank`` of ``world``."""
+
+    def __init__(self, batch_size: int, start: int, stop: int, rank: int = 0, world: int = 1) -> None:
+        self.batch_size, self.start, self.stop, self.rank, self.world = batch_size, start, stop, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        b = self.batch_size
+        for step in range(self.start, self.stop):
+            first = (step * self.world + self.rank) * b
+            yield list(range(first, first + b))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)

@@ -1,0 +1,235 @@
+"""Training: config, samples, loss, resume after kill -9, torchrun DDP, presets."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import derain
+from derain.evaluation.metrics import calculate_ssim, ssim_torch
+from derain.training.config import ConfigError, load_config
+from derain.training.dataset import DatasetError, StepBatchSampler, TrainingSamples
+from derain.training.losses import L1SSIMLoss, build_loss
+from derain.training.presets import list_presets, resolve_preset
+from derain.training.trainer import train
+
+TINY_MODEL = {"widths": [4, 8, 8], "depth": 1, "kernel_level": 1}
+
+
+@pytest.fixture(scope="module")
+def clean_folder(tmp_path_factory) -> Path:
+    """A small clean-photo corpus: smooth random images (no shared data needed)."""
+    root = tmp_path_factory.mktemp("clean")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        base = rng.random((6, 8, 3))
+        img = np.asarray(Image.fromarray((base * 255).astype(np.uint8)).resize((96, 72), Image.BICUBIC))
+        Image.fromarray(img).save(root / f"{i:02d}.png")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "small.png")  # smaller than the crop: skipped
+    return root
+
+
+def tiny_config(clean_folder: Path, out: Path, **extra) -> dict:
+    cfg = {
+        "model": "efderain-tiny",
+        "model_overrides": TINY_MODEL,
+        "sources": [{"kind": "synthetic", "path": str(clean_folder), "preset": "mixed"}],
+        "crop": 32,
+        "batch_size": 2,
+        "iterations": 8,
+        "decay_start": 4,
+        "threads": 1,
+        "seed": 3,
+        "log_every": 1,
+        "checkpoint_every": 1,
+        "validation": {"synthetic": 2, "every": 0},
+        "out_dir": str(out),
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def read_losses(out: Path) -> dict[int, str]:
+    with open(out / "train_log.csv") as f:
+        return {int(r["step"]): r["loss"] for r in csv.DictReader(f)}
+
+
+class TestConfig:
+    def test_defaults_are_the_released_recipe(self) -> None:
+        cfg = load_config(None, ["sources=[{kind: synthetic, path: clean}]"], base=Path("/"))
+        assert cfg.lr == 2e-4 and cfg.betas == (0.5, 0.999) and cfg.batch_size == 16 and cfg.crop == 256
+        assert cfg.loss == "l1_ssim" and cfg.ssim_weight == 0.2
+
+    def test_overrides(self, tmp_path) -> None:
+        path = write_config(tmp_path / "c.yaml", {"iterations": 10, "decay_start": 5, "sources": [{"kind": "synthetic", "path": "clean"}]})
+        cfg = load_config(path, ["lr=0.001", "validation.every=7", "model_overrides={depth: 1}", "flips=true"], base=tmp_path)
+        assert cfg.lr == 0.001 and cfg.validation.every == 7 and cfg.model_overrides == {"depth": 1} and cfg.flips
+        assert cfg.sources[0].path == str(tmp_path / "clean")
+
+    @pytest.mark.parametrize(
+        "override,match",
+        [
+            ("loss=l2", "loss must be"),
+            ("precision=fp8", "precision"),
+            ("bogus=1", "unknown config key"),
+            ("validation.bogus=1", r"unknown config key\(s\) validation.bogus"),
+            ("iterations=abc", "must be a number"),
+            ("decay_start=99999", "decay_start"),
+            ("rainmix=true", "streaks"),
+            ("sources=[{kind: web, path: x}]", "source kind"),
+        ],
+    )
+    def test_invalid(self, override: str, match: str) -> None:
+        with pytest.raises(ConfigError, match=match):
+            load_config(None, ["sources=[{kind: synthetic, path: clean}]", override])
+
+    def test_presets(self) -> None:
+        assert {"paper-v1", "paper-v2", "paper-v3", "paper-v4", "released"} <= set(list_presets())
+        for name in list_presets():
+            cfg = load_config(resolve_preset(name))
+            assert cfg.model in derain.list_models()
+        v = {n: load_config(resolve_preset(f"paper-{n}")) for n in ("v1", "v2", "v3", "v4")}
+        assert (v["v1"].model, v["v1"].loss) == ("efderain-v1", "l1")
+        assert (v["v2"].model, v["v2"].loss, v["v2"].rainmix) == ("efderain-paper", "l1", False)
+        assert (v["v3"].loss, v["v3"].rainmix) == ("l1_ssim", False)
+        assert (v["v4"].loss, v["v4"].rainmix) == ("l1_ssim", True)
+        with pytest.raises(ConfigError, match="no config file"):
+            resolve_preset("nope")
+
+
+class TestLoss:
+    def test_ssim_term_matches_evaluation_ssim(self) -> None:
+        """The training SSIM is the evaluation SSIM's formula (same window), differing only in padding."""
+        rng = np.random.default_rng(0)
+        a, b = rng.random((40, 50)), rng.random((40, 50))
+        ta, tb = (torch.from_numpy(x)[None, None] for x in (a, b))
+        assert abs(float(ssim_torch(ta, tb, padding="valid")) - calculate_ssim(a[..., None] * 255, b[..., None] * 255)) < 1e-6
+
+    def test_values(self) -> None:
+        x = torch.rand(2, 3, 24, 24)
+        y = (x + 0.1).clamp(0, 1)
+        l1 = float((x - y).abs().mean())
+        assert float(build_loss("l1")(x, y)) == pytest.approx(l1, abs=1e-7)
+        expected = l1 - 0.2 * float(ssim_torch(x, y, padding="same"))
+        assert float(build_loss("l1_ssim")(x, y)) == pytest.approx(expected, abs=1e-6)
+        assert float(L1SSIMLoss()(x, x)) == pytest.approx(-0.2, abs=1e-6)
+        with pytest.raises(ValueError):
+            build_loss("l2")
+
+
+class TestSamples:
+    def test_deterministic_and_index_addressed(self, clean_folder, tmp_path) -> None:
+        cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "o", flips=True)))
+        a, b = TrainingSamples(cfg), TrainingSamples(cfg)
+        ra, ca = a[5]
+        rb, cb = b[5]
+        assert torch.equal(ra, rb) and torch.equal(ca, cb)
+        assert ra.shape == (3, 32, 32) and not torch.equal(a[6][0], ra)
+        assert float((ra - ca).abs().mean()) > 0.005  # rain was added
+
+    def test_batch_sampler(self) -> None:
+        ranks = [list(StepBatchSampler(2, start=1, stop=3, rank=r, world=2)) for r in (0, 1)]
+        assert ranks[0] == [[4, 5], [8, 9]] and ranks[1] == [[6, 7], [10, 11]]
+
+    def test_dataset_errors(self, tmp_path) -> None:
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        for path, match in [(tmp_path / "missing", "does not exist"), (empty, "images")]:
+            cfg = load_config(None, [f"sources=[{{kind: synthetic, path: {path}}}]", "validation.synthetic=0"])
+            with pytest.raises(DatasetError, match=match):
+                TrainingSamples(cfg)
+
+    def test_all_images_too_small(self, tmp_path) -> None:
+        (tmp_path / "c").mkdir()
+        Image.new("RGB", (10, 10)).save(tmp_path / "c" / "a.png")
+        cfg = load_config(None, [f"sources=[{{kind: synthetic, path: {tmp_path / 'c'}}}]", "crop=32"])
+        with pytest.raises(DatasetError, match="smaller|at least 32x32"):
+            TrainingSamples(cfg)
+
+
+def test_training_reduces_loss_and_writes_results(clean_folder, tmp_path) -> None:
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "run", iterations=60, decay_start=40, lr=0.003, validation={"synthetic": 2, "every": 20}, checkpoint_every=20)))
+    result = train(cfg)
+    out = tmp_path / "run"
+    assert {"config.yaml", "checkpoint.pt", "last.safetensors", "best.safetensors", "train_log.csv", "val_log.csv"} <= {p.name for p in out.iterdir()}
+    with open(out / "val_log.csv") as f:
+        val = [float(r["mean_psnr"]) for r in csv.DictReader(f)]
+    assert len(val) == 3 and val[-1] > val[0] + 1.0
+    assert result.best_psnr == pytest.approx(max(val), abs=1e-3)
+    model = derain.load_model(out / "best.safetensors")
+    assert model.config.widths == (4, 8, 8)
+
+
+def test_resume_in_process_equals_uninterrupted(clean_folder, tmp_path) -> None:
+    full = load_config(write_config(tmp_path / "a.yaml", tiny_config(clean_folder, tmp_path / "a")))
+    train(full)
+    part = load_config(write_config(tmp_path / "b.yaml", tiny_config(clean_folder, tmp_path / "b")))
+    train(part, stop_after=3)
+    train(part, resume=True)
+    assert read_losses(tmp_path / "a") == read_losses(tmp_path / "b")
+    assert len(read_losses(tmp_path / "a")) == 8
+
+
+def _derain_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "derain.cli.main", *args]
+
+
+def test_resume_after_kill_9(clean_folder, tmp_path) -> None:
+    """kill -9 in the middle of training; --resume continues and logs the same losses as a full run."""
+    cfg = tiny_config(clean_folder, tmp_path / "killed", iterations=40, decay_start=20)
+    path = write_config(tmp_path / "k.yaml", cfg)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_derain_cmd("train", str(path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    log = tmp_path / "killed" / "train_log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) > 6:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = len(read_losses(tmp_path / "killed"))
+    assert 5 <= killed_at < 40, "the run must be killed mid-way"
+    subprocess.run(_derain_cmd("train", str(path), "--resume"), check=True, capture_output=True, env=env, timeout=300)
+    reference = write_config(tmp_path / "r.yaml", {**cfg, "out_dir": str(tmp_path / "ref")})
+    subprocess.run(_derain_cmd("train", str(reference)), check=True, capture_output=True, env=env, timeout=300)
+    assert read_losses(tmp_path / "killed") == read_losses(tmp_path / "ref")
+    assert sorted(read_losses(tmp_path / "ref")) == list(range(1, 41))
+
+
+def test_torchrun_two_processes(clean_folder, tmp_path) -> None:
+    """`torchrun --nproc_per_node 2`: DDP on gloo; both ranks end with identical parameters."""
+    cfg = write_config(tmp_path / "d.yaml", tiny_config(clean_folder, tmp_path / "ddp", iterations=4, decay_start=2, validation={"every": 0}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "derain.cli.main", "train", str(cfg)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sync = yaml.safe_load((tmp_path / "ddp" / "ranks.yaml").read_text())
+    assert len(sync["parameter_checksums"]) == 2
+    assert sync["parameter_checksums"][0] == sync["parameter_checksums"][1]
+    assert sorted(read_losses(tmp_path / "ddp")) == [1, 2, 3, 4]
+
+
+def test_cli_errors(tmp_path) -> None:
+    bad = write_config(tmp_path / "bad.yaml", {"sources": [{"kind": "synthetic", "path": str(tmp_path / "none")}], "iterations": 2, "decay_start": 1})
+    proc = subprocess.run(_derain_cmd("train", str(bad)), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(_derain_cmd("train", str(tmp_path / "missing.yaml")), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "no config file" in proc.stderr

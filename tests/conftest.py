@@ -7,6 +7,7 @@ dev/CI environment); tests that need it are skipped where it is absent.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,18 +20,27 @@ SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").r
 def shared_data() -> Path:
     """``../shared/data`` (relative to the repository root), or skip the test."""
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data not found (data is only in the dev/CI environment)")
+        _missing("../shared/data")
     return SHARED_DATA
+
+
+def _missing(what: str) -> None:
+    """Skip for users without the data; in CI (which always has it) a missing folder is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} not found, but CI must run the data-backed tests")
+    pytest.skip(f"{what} not found (data is only in the dev/CI environment)")
 
 
 @pytest.fixture(scope="session")
 def shared_dataset() -> Callable[[str], Path]:
     """Factory: ``shared_dataset(name)`` returns ``../shared/data/<name>``, or skips the test."""
 
-    def get(name: str) -> Path:
-        path = SHARED_DATA / name
-        if not path.is_dir():
-            pytest.skip(f"../shared/data/{name} not found (data is only in the dev/CI environment)")
-        return path
+    return shared_path
 
-    return get
+
+def shared_path(name: str) -> Path:
+    """``../shared/data/<name>``, or skip (fail in CI) when it is absent. Importable: ``from conftest import shared_path``."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        _missing(f"../shared/data/{name}")
+    return path

@@ -21,14 +21,7 @@ from derain.data.render import (
     y_psnr,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def data_dir(name: str) -> Path:
-    path = DATA / name
-    if not path.is_dir():
-        pytest.skip(f"{path} not found (the shared data only exists in the dev/CI environment)")
-    return path
+from conftest import shared_path as data_dir
 
 
 def read(path: Path) -> np.ndarray:

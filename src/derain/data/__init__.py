@@ -29,7 +29,6 @@ from .render import (
     line_kernel,
     rain_statistics,
     render_rain,
-    y_channel,
     y_psnr,
 )
 
@@ -56,6 +55,5 @@ __all__ = [
     "screen_blend",
     "screen_composite",
     "warp_chain",
-    "y_channel",
     "y_psnr",
 ]

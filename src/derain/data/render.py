@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..evaluation.metrics import calculate_psnr, quantize
+
 __all__ = [
     "PRESETS",
     "RainParams",
@@ -57,7 +59,6 @@ __all__ = [
     "rain_statistics",
     "render_rain",
     "render_streaks",
-    "y_channel",
     "y_psnr",
 ]
 
@@ -205,23 +206,12 @@ def _as_float01(img: np.ndarray) -> np.ndarray:
     return np.asarray(img, dtype=np.float32)
 
 
-def y_channel(img: np.ndarray) -> np.ndarray:
-    """MATLAB ``rgb2ycbcr`` luma of an RGB image, in [16, 235] (float64).
-
-    ``img`` is uint8 in [0, 255] or float in [0, 1]; floats are first rounded to uint8
-    (``clip(round(255·x))``), as the ``y`` evaluation protocol does with predictions.
-    ``Y = 16 + (65.481·R + 128.553·G + 24.966·B) / 255`` on 0–255 values.
-    """
-    if img.dtype != np.uint8:
-        img = np.clip(np.round(np.asarray(img, dtype=np.float64) * 255.0), 0, 255)
-    rgb = np.asarray(img, dtype=np.float64)
-    return 16.0 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255.0
-
-
 def y_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB, peak 255) between two RGB images on the MATLAB Y channel; ``inf`` if identical."""
-    mse = float(np.mean((y_channel(a) - y_channel(b)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    """PSNR (dB, peak 255) between two RGB images on MATLAB's Y channel, as protocol ``y``.
+
+    Images are uint8, or float in [0, 1] (rounded to uint8 first, like predictions).
+    """
+    return calculate_psnr(quantize(a), quantize(b), test_y_channel=True)
 
 
 def dominant_orientation(layer: np.ndarray) -> tuple[float, float]:

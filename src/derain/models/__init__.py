@@ -2,6 +2,7 @@
 
 from .checkpoint import CheckpointError, load_model, save_model
 from .efderain import PAPER, EfDeRain, EfDeRainConfig
+from .prenet import PReNet, PReNetConfig
 from .registry import ModelSpec, create_model, list_models, model_spec, register_model
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "EfDeRainConfig",
     "ModelSpec",
     "PAPER",
+    "PReNet",
+    "PReNetConfig",
     "create_model",
     "list_models",
     "load_model",

@@ -18,12 +18,13 @@ kernel size, dilation set, and whether ``outc`` runs before or after the upsampl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .arch_config import ArchConfig
 
 from ..ops.pixel_filter import pixel_dilation_filter2d
 
@@ -31,7 +32,7 @@ __all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "pad_to_multiple"]
 
 
 @dataclass(frozen=True)
-class EfDeRainConfig:
+class EfDeRainConfig(ArchConfig):
     """Architecture of an :class:`EfDeRain` network.
 
     Attributes:
@@ -46,6 +47,10 @@ class EfDeRainConfig:
         outc_at_full_resolution: apply the 1×1 ``outc`` after upsampling (as released) or
             before it (same function, less memory traffic).
         in_channels: colour channels of the image.
+        stem: ``f`` > 1 starts the KPN at ``1/f`` resolution with a pixel-unshuffle (space-to-depth) of
+            the input (``C·f²`` channels), so no convolution runs at full resolution; 1 = as released.
+        identity_init: initialise ``outc`` (and the fusion) so the untrained network returns its
+            input (centre tap 1, fusion averaging the dilations); 0 = released init.
     """
 
     widths: tuple[int, ...] = (64, 128, 256, 512, 512)
@@ -56,6 +61,8 @@ class EfDeRainConfig:
     fusion: bool = True
     outc_at_full_resolution: bool = True
     in_channels: int = 3
+    stem: int = 1
+    identity_init: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -70,28 +77,20 @@ class EfDeRainConfig:
             raise ValueError(f"kernel_size must be odd and >= 1, got {self.kernel_size}")
         if not self.dilations or min(self.dilations) < 1:
             raise ValueError(f"dilations must be non-empty and >= 1, got {self.dilations}")
+        if self.stem < 1 or self.stem & (self.stem - 1):
+            raise ValueError(f"stem must be a power of two >= 1, got {self.stem}")
         if not self.fusion and len(self.dilations) != 1:
             raise ValueError("without fusion there must be exactly one dilation")
 
     @property
     def multiple(self) -> int:
         """Input sides must be multiples of this (one halving per level)."""
-        return 2 ** (len(self.widths) - 1)
+        return self.stem * 2 ** (len(self.widths) - 1)
 
     @property
     def kernel_channels(self) -> int:
         return self.in_channels * self.kernel_size**2
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EfDeRainConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown EfDeRainConfig fields: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 PAPER = EfDeRainConfig()
@@ -144,7 +143,8 @@ class EfDeRain(nn.Module):
         levels = len(w)
         # Encoder: conv1..conv{levels}
         for lv in range(levels):
-            self.add_module(f"conv{lv + 1}", Basic(config.in_channels if lv == 0 else w[lv - 1], w[lv], d))
+            first = config.in_channels * config.stem**2
+            self.add_module(f"conv{lv + 1}", Basic(first if lv == 0 else w[lv - 1], w[lv], d))
         # Decoder: one block per level from levels-2 down to kernel_level, named on from conv{levels+1}
         self.decoder_levels = list(range(levels - 2, kl - 1, -1))
         below = w[-1]
@@ -158,10 +158,27 @@ class EfDeRain(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Released init: ``xavier_normal_(gain=0.02)`` on conv weights, default bias init."""
+        """Released init: ``xavier_normal_(gain=0.02)`` on conv weights, default bias init.
+
+        With ``identity_init`` the kernels start as the centre tap (outc bias) and the fusion as the
+        mean over dilations, so the network starts as the identity instead of near zero.
+        """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight, gain=0.02)
+        cfg = self.config
+        if cfg.identity_init:
+            k2 = cfg.kernel_size**2
+            with torch.no_grad():
+                self.outc.bias.zero_()
+                self.outc.bias[k2 // 2 :: k2] = 1.0
+                if cfg.fusion:
+                    self.conv_final.weight.mul_(0.01)
+                    self.conv_final.bias.zero_()
+                    n = len(cfg.dilations)
+                    for c in range(cfg.in_channels):
+                        for r in range(n):
+                            self.conv_final.weight[c, r * cfg.in_channels + c, 1, 1] += 1.0 / n
 
     def block(self, index: int) -> Basic:
         return getattr(self, f"conv{index}")
@@ -171,7 +188,7 @@ class EfDeRain(nn.Module):
         cfg = self.config
         levels = len(cfg.widths)
         skips = []
-        feat = x
+        feat = F.pixel_unshuffle(x, cfg.stem) if cfg.stem > 1 else x
         for lv in range(levels):
             if lv > 0:
                 feat = F.avg_pool2d(feat, 2, 2)
@@ -180,7 +197,7 @@ class EfDeRain(nn.Module):
         for n, lv in enumerate(self.decoder_levels):
             up = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
             feat = self.block(levels + 1 + n)(torch.cat([skips[lv], up], dim=1))
-        scale = 2**cfg.kernel_level
+        scale = cfg.stem * 2**cfg.kernel_level
         if cfg.outc_at_full_resolution:
             if scale > 1:
                 feat = F.interpolate(feat, scale_factor=scale, mode="bilinear", align_corners=False)

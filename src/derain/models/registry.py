@@ -19,6 +19,7 @@ from typing import Any, Callable
 from torch import nn
 
 from .efderain import PAPER, EfDeRain, EfDeRainConfig
+from .prenet import PReNet, PReNetConfig
 
 __all__ = [
     "ModelSpec",
@@ -34,6 +35,7 @@ __all__ = [
 
 # architecture name -> (model class, config class); every model class has `.config.to_dict()`
 ARCHITECTURES: dict[str, tuple[type[nn.Module], Any]] = {"efderain": (EfDeRain, EfDeRainConfig)}
+ARCHITECTURES["prenet"] = (PReNet, PReNetConfig)
 
 
 def build_architecture(architecture: str, config: dict[str, Any]) -> nn.Module:
@@ -106,8 +108,9 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Mo
         from .checkpoint import load_model
 
         return load_model(bundled_weights_path(name), name=name)
-    config = {**spec.config, **overrides}
-    return build_architecture(spec.architecture, config)
+    model = build_architecture(spec.architecture, {**spec.config, **overrides})
+    model.registry_name = name  # type: ignore[assignment]
+    return model
 
 
 def _efderain(name: str, description: str, weights: str | None = None, **fields: Any) -> None:
@@ -139,4 +142,24 @@ _efderain(
     depth=2,
     kernel_level=2,
     outc_at_full_resolution=False,
+)
+_efderain(
+    "efderain-cpu",
+    "CPU design of the bundled default: pixel-unshuffle stem (no conv at full resolution), widths 16-128, "
+    "2 convs per block, kernels predicted at H/2 (as released) and upsampled, identity init.",
+    widths=(16, 32, 64, 128, 128),
+    depth=2,
+    stem=2,
+    kernel_level=0,
+    outc_at_full_resolution=False,
+    identity_init=True,
+)
+
+register_model(
+    ModelSpec(
+        "prenet",
+        "prenet",
+        PReNetConfig().to_dict(),
+        "PReNet (Ren et al. CVPR 2019), 6 stages; load the official weights with --weights",
+    )
 )

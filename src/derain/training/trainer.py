@@ -184,6 +184,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     rank, world = _distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # the released init (gain 0.02) makes denormal activations: 10-40x slower on CPU
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     out = Path(cfg.out_dir)
     if rank == 0:

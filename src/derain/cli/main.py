@@ -21,6 +21,8 @@ from ..evaluation.pairs import DatasetError  # noqa: E402
 from ..io.images import ImageReadError  # noqa: E402
 from ..models.checkpoint import CheckpointError  # noqa: E402
 from ..training.config import ConfigError  # noqa: E402
+from .demo import demo_cmd  # noqa: E402
+from .run import DefaultRunGroup, run_cmd  # noqa: E402  (`derain PHOTO...` = `derain run PHOTO...`)
 
 USER_ERRORS = (DatasetError, CheckpointError, ConfigError, ImageReadError, FileNotFoundError)
 
@@ -49,12 +51,19 @@ def load_for_cli(model: str | None, weights: str | None, default: str = "default
     return derain.create_model(model or default, pretrained=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DefaultRunGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="derain")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs.")
 def cli(verbose: bool) -> None:
-    """derain: remove rain from photos, fast, on a CPU (EfficientDeRain)."""
+    """derain: remove rain from photos, fast, on a CPU (EfficientDeRain).
+
+    `derain PHOTO...` is short for `derain run PHOTO...`.
+    """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+cli.add_command(run_cmd)
+cli.add_command(demo_cmd)
 
 
 @cli.command("models")

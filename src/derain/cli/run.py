@@ -1,0 +1,392 @@
+"""``derain run INPUT...`` (also plain ``derain INPUT...``): derain photos, files, folders, globs or stdin.
+
+Outputs go to ``-o OUT`` (default ``./derained``) with the input's file name and format; a
+folder's images (``--recursive``: its sub-folders too) keep their relative paths under OUT, as do
+the files a glob matches (relative to the glob's fixed leading folders). ``--suffix`` and
+``--format`` change the name and format. ``-`` reads one image from stdin and writes the result to
+stdout in the input's format (or ``--format``).
+
+* An input is never overwritten (that file fails with a clear error); an existing output is
+  skipped unless ``--overwrite``; every file is written atomically.
+* The model is loaded once; a thread decodes the next image while the current one runs.
+* Each failure prints one ``error: PATH: reason`` line and the others still run; a summary
+  ``N ok, N failed, N skipped in S s (X images/s)`` ends the run (stderr). The exit code is 0 only
+  when no file failed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from ..io.images import DEFAULT_MAX_PIXELS, PHOTO_EXTENSIONS, ImageReadError
+
+__all__ = ["DefaultRunGroup", "run_cmd", "FORMAT_EXTENSIONS"]
+
+log = logging.getLogger(__name__)
+
+#: ``--format`` choices and the extension each writes.
+FORMAT_EXTENSIONS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+_GLOB_CHARS = set("*?[")
+
+
+class DefaultRunGroup(click.Group):
+    """A click group where ``derain PHOTO...`` means ``derain run PHOTO...``.
+
+    The first argument after the group's own options is routed to ``run`` unless it is a
+    subcommand, ``--help``/``--version``, or a bare word that looks like a mistyped subcommand.
+    """
+
+    group_flags = ("-v", "--verbose")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
+        i = 0
+        while i < len(args) and args[i] in self.group_flags:
+            i += 1
+        if i < len(args) and "run" in self.commands and self._routes_to_run(args[i]):
+            args.insert(i, "run")
+        return super().parse_args(ctx, args)
+
+    def _routes_to_run(self, token: str) -> bool:
+        if token in self.commands or token in ("-h", "--help", "--version", "--"):
+            return False
+        if token == "-" or token.startswith("-"):
+            return True  # stdin, or an option of `run` such as -o
+        if os.path.exists(token) or _GLOB_CHARS & set(token) or os.sep in token or "." in token:
+            return True
+        # A bare word that is no file: a typo of a command gets click's "No such command".
+        return not difflib.get_close_matches(token, list(self.commands), n=1, cutoff=0.6)
+
+
+@dataclass
+class Job:
+    """One input file and where its result goes."""
+
+    src: Path
+    dst: Path
+    shown: str  # the input as the user would recognise it, for messages
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    errors: list[tuple[str, str]]  # (path, reason) found while planning
+    skipped: list[Job]
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _scan(folder: Path, recursive: bool, exclude: Path) -> Iterator[Path]:
+    """Image files in ``folder`` (sorted; hidden files and the output folder left out)."""
+    walker = os.walk(folder) if recursive else [(str(folder), [], None)]
+    for root, dirs, files in walker:
+        root_path = Path(root)
+        if dirs is not None:
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _is_within((root_path / d).resolve(), exclude))
+        names = files if files is not None else [p.name for p in root_path.iterdir() if p.is_file()]
+        for name in sorted(names):
+            path = root_path / name
+            if not name.startswith(".") and path.suffix.lower() in PHOTO_EXTENSIONS and path.is_file():
+                yield path
+
+
+def _glob_base(pattern: str) -> Path:
+    """The fixed leading folders of a glob pattern (``a/b/*/c*.jpg`` → ``a/b``)."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if _GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _out_name(rel: Path, suffix: str, fmt: str | None) -> Path:
+    ext = FORMAT_EXTENSIONS[fmt] if fmt else rel.suffix
+    return rel.with_name(rel.stem + suffix + ext)
+
+
+def plan_jobs(
+    inputs: tuple[str, ...], out_dir: Path, recursive: bool, suffix: str, fmt: str | None, overwrite: bool
+) -> Plan:
+    """Expand the inputs into jobs; input collisions and missing inputs become errors, existing outputs skips."""
+    out_real = out_dir.resolve()
+    found: list[tuple[Path, Path, str]] = []  # (src, rel, shown)
+    errors: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = list(_scan(path, recursive, out_real))
+            if not files:
+                log.warning("%s: no images found%s", item, "" if recursive else " (use --recursive for sub-folders)")
+            found += [(f, f.relative_to(path), str(f)) for f in files]
+        elif path.is_file():
+            found.append((path, Path(path.name), item))
+        elif _GLOB_CHARS & set(item):
+            base = _glob_base(item)
+            matches = sorted(glob.glob(item, recursive=True))
+            files = [Path(m) for m in matches if Path(m).is_file() and not _is_within(Path(m).resolve(), out_real)]
+            if not files:
+                errors.append((item, "no files match this pattern"))
+            for f in files:
+                try:
+                    rel = f.relative_to(base)
+                except ValueError:
+                    rel = Path(f.name)
+                found.append((f, rel, str(f)))
+        else:
+            errors.append((item, "no such file or directory"))
+
+    input_paths = {os.path.realpath(src) for src, _, _ in found}
+    jobs: list[Job] = []
+    skipped: list[Job] = []
+    claimed: dict[str, str] = {}
+    seen_src: set[str] = set()
+    for src, rel, shown in found:
+        real_src = os.path.realpath(src)
+        if real_src in seen_src:  # the same file named twice (e.g. a file and its folder)
+            continue
+        seen_src.add(real_src)
+        dst = out_dir / _out_name(rel, suffix, fmt)
+        real_dst = os.path.realpath(dst)
+        if real_dst in input_paths or (dst.exists() and os.path.samefile(dst, src)):
+            errors.append((shown, f"refusing to overwrite an input file with the output {dst} (choose another -o or a --suffix)"))
+            continue
+        if real_dst in claimed:
+            errors.append((shown, f"output {dst} would also be written from {claimed[real_dst]} (rename one, or use --suffix)"))
+            continue
+        claimed[real_dst] = shown
+        job = Job(src, dst, shown)
+        if dst.exists() and not overwrite:
+            skipped.append(job)
+        else:
+            jobs.append(job)
+    return Plan(jobs, errors, skipped)
+
+
+def _prefetch(jobs: list[Job], max_pixels: int | None, slots: threading.Semaphore, out: queue.Queue, stop: threading.Event) -> None:
+    """Decode the jobs' images in order into ``out``, at most one ahead of the consumer (``slots``)."""
+    from ..io.images import load_photo
+
+    for job in jobs:
+        slots.acquire()
+        if stop.is_set():
+            return
+        try:
+            item: Any = load_photo(job.src, max_pixels=max_pixels, name=job.shown)
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            item = err
+        out.put((job, item))
+    out.put(None)
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, ImageReadError):
+        return err.reason
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}" + (f": {err.filename}" if err.filename else "")
+    if isinstance(err, MemoryError):
+        return "out of memory (try a smaller --tile)"
+    return f"{type(err).__name__}: {err}"
+
+
+def _process(derainer: Any, photo: Any, tile: int | None, overlap: int, side_by_side: bool) -> tuple[Any, Any]:
+    import torch
+
+    from ..io.images import side_by_side as widen
+
+    x = torch.from_numpy(photo.rgb).permute(2, 0, 1)[None]
+    result = derainer.run_tiled(x, tile, overlap)[0].permute(1, 2, 0).numpy()
+    if side_by_side:
+        return widen(photo, result)
+    return photo, result
+
+
+def _load_derainer(model_name: str | None, weights: str | None, device: str, precision: str, threads: int | None) -> Any:
+    import torch
+
+    import derain
+    from derain.inference.derainer import Derainer
+    from derain.models.checkpoint import CheckpointError
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise click.BadParameter(str(err), param_hint="--device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: CUDA is not available on this machine")
+    if not model_name and not weights and "default" not in derain.list_models():
+        raise click.ClickException(
+            "no bundled 'default' model in this install; pass --model NAME or --weights PATH "
+            f"(registered: {', '.join(derain.list_models())})"
+        )
+    from .main import load_for_cli  # lazy: main imports this module
+
+    try:
+        model = load_for_cli(model_name, weights)
+        return Derainer(model, device=dev, precision=precision, threads=threads)
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _stdin_to_stdout(derainer: Any, args: dict[str, Any]) -> int:
+    from ..io.images import encode_photo, load_photo
+
+    if sys.stdout.isatty():
+        raise click.UsageError("refusing to write image data to a terminal; redirect stdout (derain - < in.jpg > out.jpg)")
+    start = time.perf_counter()
+    try:
+        photo = load_photo(sys.stdin.buffer.read(), max_pixels=args["max_pixels"], name="<stdin>")
+        photo, result = _process(derainer, photo, args["tile"], args["tile_overlap"], args["side_by_side"])
+        data = encode_photo(photo, result, args["fmt"], args["quality"])
+    except Exception as err:  # noqa: BLE001 - one line, no traceback
+        log.debug("stdin failed", exc_info=True)
+        click.echo(f"error: <stdin>: {_reason(err)}", err=True)
+        _summary(0, 1, 0, time.perf_counter() - start)
+        return 1
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    _summary(1, 0, 0, time.perf_counter() - start)
+    return 0
+
+
+def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "") -> None:
+    rate = ok / seconds if seconds > 0 else 0.0
+    click.echo(f"{ok} ok, {failed} failed, {skipped} skipped in {seconds:.1f} s ({rate:.2f} images/s){hint}", err=True)
+
+
+@click.command("run")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default="derained", show_default=True,
+              help="Output folder (created); inputs keep their names (and folder structure) inside it.")
+@click.option("--model", "model_name", help="Registered model name (its bundled weights) [default: default].")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Model file (.safetensors; .pth with --model).")
+@click.option("--tile", type=click.IntRange(min=0), default=None,
+              help="Tile side in pixels for bounded memory; 0 = never tile [default: 512 above 1 MP].")
+@click.option("--tile-overlap", type=click.IntRange(min=0), default=32, show_default=True, help="Overlap between tiles in pixels.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@click.option("-r", "--recursive", is_flag=True, help="Also take images in sub-folders of folder inputs.")
+@click.option("--suffix", default="", help="Added to output file names (photo.jpg → photo<SUFFIX>.jpg).")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMAT_EXTENSIONS)), help="Output format [default: the input's].")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them). Inputs are never overwritten.")
+@click.option("--side-by-side", is_flag=True, help="Write input | derained side by side.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse images with more pixels (decompression-bomb guard).")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logs (tracebacks of failed files).")
+def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, precision, threads, recursive, suffix, fmt,
+            quality, overwrite, side_by_side, max_pixels, verbose) -> None:
+    """Derain photos: files, folders, globs, or - (stdin to stdout).
+
+    \b
+    derain photo.jpg                     -> derained/photo.jpg
+    derain run pics/ -r -o clean/        -> clean/<same tree as pics>
+    derain run "shots/*.png" --suffix _dr --format jpg
+    derain - < rainy.jpg > clean.jpg
+    """
+    from ..inference.tiling import AUTO_TILE
+
+    if verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+
+    effective_tile = AUTO_TILE if tile is None else tile
+    if effective_tile > 0 and 2 * tile_overlap >= effective_tile:
+        raise click.BadParameter(f"must be less than half the tile ({effective_tile})", param_hint="--tile-overlap")
+    if "-" in inputs:
+        if len(inputs) > 1:
+            raise click.UsageError("'-' (stdin) cannot be combined with other inputs")
+        derainer = _load_derainer(model_name, weights, device, precision, threads)
+        args = dict(max_pixels=max_pixels, tile=tile, tile_overlap=tile_overlap, side_by_side=side_by_side, fmt=fmt, quality=quality)
+        click.get_current_context().exit(_stdin_to_stdout(derainer, args))
+
+    start = time.perf_counter()
+    out_path = Path(out_dir)
+    plan = plan_jobs(inputs, out_path, recursive, suffix, fmt, overwrite)
+    for path, reason in plan.errors:
+        click.echo(f"error: {path}: {reason}", err=True)
+    if not plan.jobs and not plan.skipped and not plan.errors:
+        raise click.ClickException("no images found in the inputs")
+    ok, failed = 0, len(plan.errors)
+    if plan.jobs:
+        derainer = _load_derainer(model_name, weights, device, precision, threads)
+        ok, run_failed = _run_jobs(derainer, plan.jobs, out_path, tile, tile_overlap, fmt, quality, side_by_side, max_pixels)
+        failed += run_failed
+    hint = "; existing outputs were kept (--overwrite replaces them)" if plan.skipped else ""
+    _summary(ok, failed, len(plan.skipped), time.perf_counter() - start, hint)
+    if failed:
+        click.get_current_context().exit(1)
+
+
+def _run_jobs(derainer: Any, jobs: list[Job], out_dir: Path, tile: int | None, overlap: int, fmt: str | None,
+              quality: int, side_by_side: bool, max_pixels: int) -> tuple[int, int]:
+    from tqdm import tqdm
+
+    from ..io.images import save_photo
+
+    slots = threading.Semaphore(2)  # decoded images alive: the one being derained and one prefetched
+    decoded: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    reader = threading.Thread(target=_prefetch, args=(jobs, max_pixels, slots, decoded, stop), name="derain-prefetch", daemon=True)
+    reader.start()
+    ok = failed = 0
+    bar = tqdm(total=len(jobs), unit="img", file=sys.stderr, disable=True if len(jobs) < 2 else None, dynamic_ncols=True)
+
+    def one(job: Job, photo: Any) -> str | None:
+        """Derain and write one decoded image; the reason it failed, or None."""
+        if isinstance(photo, BaseException):
+            if not isinstance(photo, Exception):
+                raise photo  # KeyboardInterrupt, SystemExit in the reader
+            log.debug("%s failed", job.shown, exc_info=photo)
+            return _reason(photo)
+        try:
+            photo, result = _process(derainer, photo, tile, overlap, side_by_side)
+        except Exception as err:  # noqa: BLE001 - one line per file, the rest still run
+            log.debug("%s failed", job.shown, exc_info=True)
+            return f"derain failed: {_reason(err)}"
+        try:
+            job.dst.parent.mkdir(parents=True, exist_ok=True)
+            save_photo(photo, result, job.dst, format=fmt, quality=quality)
+        except Exception as err:  # noqa: BLE001
+            log.debug("%s failed", job.shown, exc_info=True)
+            return f"cannot write {job.dst}: {_reason(err)}"
+        return None
+
+    try:
+        while (entry := decoded.get()) is not None:
+            job = entry[0]
+            try:
+                reason = one(*entry)
+            finally:
+                entry = None  # drop the decoded image before the next one is decoded
+                slots.release()
+                bar.update(1)
+            if reason is None:
+                ok += 1
+            else:
+                failed += 1
+                tqdm.write(f"error: {job.shown}: {reason}", file=sys.stderr)
+    finally:
+        stop.set()
+        slots.release()
+        bar.close()
+    return ok, failed

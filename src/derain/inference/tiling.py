@@ -1,0 +1,146 @@
+"""Tiled inference: run a model on overlapping tiles and blend them, so memory stays bounded.
+
+:func:`derain_tiled` cuts an image into ``tile × tile`` windows that overlap by at least
+``overlap`` pixels, runs ``fn`` on each and accumulates the results (float32) with raised-cosine
+cross-fade weights centred in each overlap, so there are no seams. Tiles are spread evenly and the
+last one ends at the border (shifted inward, never padded), so every tile has the same size.
+The weights are separable (a product of one weight per row and per column), so the normaliser is
+two 1-D sums rather than a full-size buffer: the only full-size buffer is the output.
+
+:func:`resolve_tile` is the automatic policy used by :meth:`Derainer.run_tiled`,
+:func:`derain.derain` and ``derain run``: ``tile=None`` tiles images of more than
+:data:`AUTO_TILE_PIXELS` pixels with :data:`AUTO_TILE`-pixel tiles; ``0`` never tiles.
+
+>>> import torch
+>>> x = torch.rand(1, 3, 70, 90)
+>>> y = derain_tiled(lambda t: t * 0.5, x, tile=32, overlap=8)
+>>> y.shape, torch.allclose(y, x * 0.5)
+(torch.Size([1, 3, 70, 90]), True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+__all__ = ["AUTO_TILE", "AUTO_TILE_PIXELS", "DEFAULT_OVERLAP", "derain_tiled", "resolve_tile", "tile_starts"]
+
+#: Images with more pixels than this are tiled when no tile size is given (about 1 MP).
+AUTO_TILE_PIXELS = 1024 * 1024
+#: Tile side used by the automatic policy.
+AUTO_TILE = 512
+#: Default overlap between neighbouring tiles, in pixels.
+DEFAULT_OVERLAP = 32
+
+
+def resolve_tile(tile: int | None, height: int, width: int) -> int | None:
+    """The tile side to use for an image, or None for one pass over the whole image.
+
+    ``tile=None``: automatic (:data:`AUTO_TILE` above :data:`AUTO_TILE_PIXELS` pixels);
+    ``0``: never tile; ``N``: tiles of ``N`` (None when the image fits in one tile).
+
+    >>> resolve_tile(None, 1000, 1000), resolve_tile(None, 4000, 6000), resolve_tile(0, 4000, 6000), resolve_tile(256, 200, 200)
+    (None, 512, None, None)
+    """
+    if tile is None:
+        return AUTO_TILE if height * width > AUTO_TILE_PIXELS else None
+    if tile < 0:
+        raise ValueError(f"tile must be >= 0, got {tile}")
+    if tile == 0 or (height <= tile and width <= tile):
+        return None
+    return int(tile)
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of the fewest tiles of ``tile`` covering ``length`` with overlaps of at least ``overlap``.
+
+    Spread evenly; the first starts at 0 and the last ends at ``length``.
+
+    >>> tile_starts(1000, 512, 32), tile_starts(300, 512, 32), tile_starts(992, 512, 32)
+    ([0, 244, 488], [0], [0, 480])
+    """
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def _rise(pos: np.ndarray, centre: float, width: float) -> np.ndarray:
+    """0 before ``centre - width/2``, 1 after ``centre + width/2``, raised cosine in between."""
+    if width <= 0:
+        return (pos >= centre).astype(np.float64)
+    t = np.clip((pos - (centre - width / 2)) / width, 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * t)
+
+
+def _axis_weights(starts: list[int], size: int, overlap: int) -> list[np.ndarray]:
+    """One 1-D weight per tile: 1 inside, cross-fading to 0 across the middle of each overlap with a neighbour."""
+    pos_all = [np.arange(s, s + size) + 0.5 for s in starts]
+    weights = []
+    for i, (s, pos) in enumerate(zip(starts, pos_all)):
+        w = np.ones(size)
+        if i > 0:
+            a, b = s, starts[i - 1] + size  # overlap with the previous tile: [a, b)
+            w *= _rise(pos, (a + b) / 2, min(overlap, b - a))
+        if i < len(starts) - 1:
+            a, b = starts[i + 1], s + size
+            w *= 1.0 - _rise(pos, (a + b) / 2, min(overlap, b - a))
+        weights.append(w)
+    return weights
+
+
+def derain_tiled(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    tile: int = AUTO_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+) -> torch.Tensor:
+    """Apply ``fn`` (``(B, C, h, w)`` → ``(B, C', h, w)``) to ``image`` in overlapping tiles and blend.
+
+    ``image`` is ``(C, H, W)`` or ``(B, C, H, W)``; the result has the same layout, float32, on the
+    device ``fn`` returns. Tiles are at most ``tile × tile``; neighbouring tiles overlap by at least
+    ``overlap`` pixels (``overlap < tile / 2``) and are cross-faded over ``overlap`` pixels in the
+    middle of their overlap. An image that fits in one tile is passed to ``fn`` whole.
+    """
+    if tile < 1:
+        raise ValueError(f"tile must be >= 1, got {tile}")
+    if overlap < 0 or 2 * overlap >= tile:
+        raise ValueError(f"overlap must be >= 0 and less than half the tile ({tile}), got {overlap}")
+    squeeze = image.dim() == 3
+    x = image[None] if squeeze else image
+    if x.dim() != 4:
+        raise ValueError(f"expected a (C, H, W) or (B, C, H, W) tensor, got shape {tuple(image.shape)}")
+    batch, _, height, width = x.shape
+    th, tw = min(tile, height), min(tile, width)
+    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    if len(ys) == 1 and len(xs) == 1:
+        out = fn(x).float()
+        return out[0] if squeeze else out
+    wy = _axis_weights(ys, th, overlap)
+    wx = _axis_weights(xs, tw, overlap)
+    sum_y, sum_x = np.zeros(height), np.zeros(width)
+    for s, w in zip(ys, wy):
+        sum_y[s : s + th] += w
+    for s, w in zip(xs, wx):
+        sum_x[s : s + tw] += w
+    out: torch.Tensor | None = None
+    for y0, wyv in zip(ys, wy):
+        for x0, wxv in zip(xs, wx):
+            pred = fn(x[:, :, y0 : y0 + th, x0 : x0 + tw])
+            if pred.dim() != 4 or pred.shape[0] != batch or tuple(pred.shape[-2:]) != (th, tw):
+                raise ValueError(f"fn returned shape {tuple(pred.shape)} for a tile of shape {(batch, x.shape[1], th, tw)}")
+            if out is None:
+                out = torch.zeros(batch, pred.shape[1], height, width, dtype=torch.float32, device=pred.device)
+            weight = torch.from_numpy(np.outer(wyv, wxv).astype(np.float32)).to(pred.device)
+            out[:, :, y0 : y0 + th, x0 : x0 + tw].addcmul_(pred.float(), weight)
+            del pred
+    assert out is not None
+    inv_x = torch.from_numpy((1.0 / sum_x).astype(np.float32)).to(out.device)
+    inv_y = torch.from_numpy((1.0 / sum_y).astype(np.float32)).to(out.device)
+    for r0 in range(0, height, 256):  # normalise in row blocks: no second full-size buffer
+        r1 = min(r0 + 256, height)
+        out[:, :, r0:r1].mul_(inv_y[r0:r1, None] * inv_x[None, :])
+    return out[0] if squeeze else out

@@ -1,0 +1,189 @@
+"""``derain run`` / ``derain PHOTO...`` through the real entry point (``python -m derain.cli.main``).
+
+A tiny identity-initialised model file stands in for the bundled default model, so outputs look
+like their inputs and orientation, alpha and bit depth can be checked on them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_io import bad_corpus, gradient, good_corpus, image_bytes
+
+import derain
+from derain.io.images import load_photo
+
+SUMMARY = re.compile(r"^(\d+) ok, (\d+) failed, (\d+) skipped in [\d.]+ s \([\d.]+ images/s\)", re.M)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    derain.save_model(derain.create_model("efderain-tiny", identity_init=True), path)
+    return path
+
+
+def derain_cli(*args: object, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+    return subprocess.run(
+        [sys.executable, "-m", "derain.cli.main", *map(str, args)],
+        cwd=cwd, input=stdin, capture_output=True, timeout=120, env=env,
+    )
+
+
+def summary(proc: subprocess.CompletedProcess) -> tuple[int, int, int]:
+    match = SUMMARY.search(proc.stderr.decode())
+    assert match, proc.stderr.decode()
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.decode().splitlines() if line.startswith("error:")]
+
+
+def assert_clean(proc: subprocess.CompletedProcess) -> None:
+    err = proc.stderr.decode()
+    assert "Traceback" not in err and "Warning" not in err, err
+
+
+def test_batch_good_and_bad_corpus(tmp_path, weights):
+    inp = tmp_path / "in"
+    good = good_corpus(inp)
+    bad = bad_corpus(inp / "bad")
+    (inp / "sub").mkdir()
+    Image.fromarray(gradient(30, 20)).save(inp / "sub" / "deep.png")
+    (inp / "notes.txt").write_text("not an image extension: ignored")
+    proc = derain_cli("run", "in", "-r", "-o", "out", "--weights", weights, "--threads", 1, cwd=tmp_path)
+    assert_clean(proc)
+    assert proc.returncode == 1
+    assert summary(proc) == (len(good) + 1, len(bad), 0)
+    errors = error_lines(proc)
+    assert len(errors) == len(bad)
+    for key, path in bad.items():  # one clear line naming each bad file
+        rel = str(path.relative_to(tmp_path))
+        assert sum(line.startswith(f"error: {rel}: ") for line in errors) == 1, (key, errors)
+    reasons = "\n".join(errors)
+    for text in ("corrupt or truncated", "empty file (0 bytes)", "not an image", "animated GIF", "too large"):
+        assert text in reasons
+    out = tmp_path / "out"
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == sorted([p.name for p in good.values()] + ["sub/deep.png"])  # tree mirrored, nothing else (no temp files)
+    with Image.open(out / "rgba.png") as img:
+        assert img.mode == "RGBA" and img.size == (24, 16) and np.asarray(img)[..., 3].min() == 77
+    with Image.open(out / "grey.png") as img:
+        assert img.mode == "L"
+    with Image.open(out / "palette.png") as img:
+        assert img.mode == "RGB"
+    assert load_photo(out / "rgb16.png").mode == "RGB;16"
+    assert load_photo(out / "grey16.png").mode == "I;16"
+    with Image.open(out / "cmyk.jpg") as img:
+        assert img.mode == "RGB" and img.format == "JPEG"
+    with Image.open(out / "rotated.jpg") as img:  # rotated upright, orientation reset, EXIF kept
+        assert img.size == (20, 40)
+        assert img.getexif().get(0x0112) == 1 and img.getexif().get(0x010F) == "TestCam"
+        pixels = np.asarray(img)
+        assert pixels[2, 17, 0] > 200 and pixels[2, 17, 2] < 60  # red block now top-right
+    with Image.open(out / "one.png") as img:
+        assert img.size == (1, 1)
+    with Image.open(out / "thin.png") as img:
+        assert img.size == (1, 20000)
+
+
+def test_shorthand_options_skip_and_overwrite(tmp_path, weights):
+    Image.fromarray(gradient(80, 60)).save(tmp_path / "photo.jpg", quality=95)
+    args = ("photo.jpg", "-o", "out", "--suffix", "_dr", "--format", "png", "--side-by-side",
+            "--tile", 32, "--tile-overlap", 8, "--weights", weights, "--threads", 1)
+    proc = derain_cli(*args, cwd=tmp_path)  # no subcommand: `derain photo.jpg` = `derain run photo.jpg`
+    assert_clean(proc)
+    assert proc.returncode == 0 and summary(proc) == (1, 0, 0)
+    out = tmp_path / "out" / "photo_dr.png"
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (160, 60)
+        both = np.asarray(img).astype(int)
+    assert np.abs(both[:, :80] - both[:, 80:]).mean() < 3  # identity model: output | input look alike
+    stamp = out.stat().st_mtime_ns
+    proc = derain_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0 and summary(proc) == (0, 0, 1) and out.stat().st_mtime_ns == stamp
+    assert "--overwrite" in proc.stderr.decode()
+    proc = derain_cli(*args, "--overwrite", cwd=tmp_path)
+    assert proc.returncode == 0 and summary(proc) == (1, 0, 0)
+
+
+def test_never_overwrites_inputs_and_detects_collisions(tmp_path, weights):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    original = image_bytes(Image.fromarray(gradient(16, 12)), "PNG")
+    (tmp_path / "photo.png").write_bytes(original)
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "a" / "x.png")
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "b" / "x.png")
+    proc = derain_cli("run", "photo.png", "a/x.png", "b/x.png", "-o", ".", "--weights", weights, cwd=tmp_path)
+    assert_clean(proc)
+    assert proc.returncode == 1 and summary(proc) == (1, 2, 0)
+    errors = error_lines(proc)
+    assert any(line.startswith("error: photo.png: refusing to overwrite an input") for line in errors), errors
+    assert any(line.startswith("error: b/x.png: output") for line in errors), errors
+    assert (tmp_path / "photo.png").read_bytes() == original
+    assert (tmp_path / "x.png").is_file()
+
+
+def test_stdin_to_stdout(tmp_path, weights):
+    data = image_bytes(Image.fromarray(gradient(40, 30)), "JPEG", quality=95)
+    proc = derain_cli("-", "--weights", weights, cwd=tmp_path, stdin=data)
+    assert_clean(proc)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = tmp_path / "out.jpg"
+    out.write_bytes(proc.stdout)
+    with Image.open(out) as img:
+        assert img.format == "JPEG" and img.size == (40, 30)
+    assert list(tmp_path.iterdir()) == [out]  # nothing else written
+    proc = derain_cli("run", "-", "--weights", weights, cwd=tmp_path, stdin=b"garbage")
+    assert proc.returncode == 1 and proc.stdout == b"" and error_lines(proc) == [
+        "error: <stdin>: not an image file (or a format Pillow cannot read)"
+    ]
+
+
+def test_glob_and_max_pixels(tmp_path, weights):
+    (tmp_path / "g").mkdir()
+    Image.fromarray(gradient(20, 20)).save(tmp_path / "g" / "small.png")
+    Image.fromarray(gradient(30, 30)).save(tmp_path / "g" / "big.png")
+    Image.fromarray(gradient(20, 20)).save(tmp_path / "g" / "skip.jpg")
+    proc = derain_cli("run", "g/*.png", "missing.png", "--max-pixels", 500, "-o", "out", "--weights", weights, cwd=tmp_path)
+    assert_clean(proc)
+    assert proc.returncode == 1 and summary(proc) == (1, 2, 0)
+    assert sorted(error_lines(proc)) == [
+        "error: g/big.png: image too large: 30x30 = 900 pixels exceeds the limit of 500 "
+        "(raise it with --max-pixels / max_pixels= if the file is trusted)",
+        "error: missing.png: no such file or directory",
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small.png"]
+
+
+def test_model_errors_are_one_line(tmp_path, weights):
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "photo.png")
+    proc = derain_cli("run", "photo.png", "--weights", tmp_path / "nothere.safetensors", cwd=tmp_path)
+    assert_clean(proc)
+    assert proc.returncode == 1
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "nothere.safetensors" in lines[0]
+    assert not (tmp_path / "derained").exists()
+    if "default" in derain.list_models():
+        return  # the bundled default model exists: nothing more to check here
+    proc = derain_cli("photo.png", cwd=tmp_path)
+    assert proc.returncode == 1 and "no bundled 'default' model" in proc.stderr.decode()
+    assert "--model NAME or --weights PATH" in proc.stderr.decode()
+
+
+def test_other_commands_still_work(tmp_path):
+    proc = derain_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0 and b"run" in proc.stdout and b"derain PHOTO..." in proc.stdout
+    proc = derain_cli("models", cwd=tmp_path)
+    assert proc.returncode == 0 and b"efderain-tiny" in proc.stdout
+    proc = derain_cli("modles", cwd=tmp_path)
+    assert proc.returncode == 2 and b"No such command 'modles'" in proc.stderr

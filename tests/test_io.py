@@ -1,0 +1,470 @@
+"""Photo I/O (load_photo / save_photo), tiled inference and the ``derain.derain`` API.
+
+The corpus builders here (``make_*``) are also used by ``test_cli_run.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageCms
+
+import derain
+from derain.inference.derainer import Derainer
+from derain.inference.tiling import derain_tiled, resolve_tile, tile_starts
+from derain.io.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    encode_photo,
+    load_photo,
+    photo_from_pil,
+    read_image,
+    resolve_format,
+    save_photo,
+)
+
+torch.set_num_threads(1)
+
+# ----------------------------------------------------------------------------- corpus builders
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png16_bytes(arr: np.ndarray) -> bytes:
+    """A 16-bit PNG written by hand (Pillow cannot), rows cycling through the None/Sub/Up filters."""
+    a = arr if arr.ndim == 3 else arr[:, :, None]
+    h, w, c = a.shape
+    rows = np.ascontiguousarray(a, dtype=">u2").reshape(h, w * c).view(np.uint8).astype(np.int16)
+    bpp = 2 * c
+    raw = bytearray()
+    for y in range(h):
+        f = y % 3
+        r = rows[y]
+        if f == 1:
+            r = r - np.concatenate([np.zeros(bpp, np.int16), r[:-bpp]])
+        elif f == 2:
+            r = r - rows[y - 1]
+        raw += bytes([f]) + (r % 256).astype(np.uint8).tobytes()
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+        + _png_chunk(b"IDAT", zlib.compress(bytes(raw)))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def bomb_png_bytes(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid tiny PNG whose IHDR (with a correct CRC) claims ``width × height`` pixels."""
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def image_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def gradient(width: int, height: int) -> np.ndarray:
+    """A smooth RGB test picture, ``H×W×3`` uint8."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) % 256], axis=2).astype(np.uint8)
+
+
+def rotated_jpeg_bytes() -> bytes:
+    """40×20 stored, EXIF orientation 6 (displayed 20×40), a red block at the stored top-left; Make=TestCam."""
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 10, 6))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "TestCam"
+    return image_bytes(img, "JPEG", exif=exif, quality=95)
+
+
+def animated_gif_bytes() -> bytes:
+    frames = [Image.new("RGB", (8, 8), (80 * i, 255 - 80 * i, 40)) for i in range(3)]
+    return image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+
+
+def good_corpus(folder: Path) -> dict[str, Path]:
+    """Unusual but valid photos: RGBA, grey, palette, 16-bit RGB, 16-bit grey, CMYK, EXIF-rotated, 1×1, 1×20000."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    files = {
+        "rgba": ("rgba.png", image_bytes(Image.fromarray(np.dstack([gradient(24, 16), np.full((16, 24), 77, np.uint8)])), "PNG")),
+        "grey": ("grey.png", image_bytes(Image.fromarray(gradient(24, 16)[:, :, 0]), "PNG")),
+        "palette": ("palette.png", image_bytes(Image.fromarray(gradient(24, 16)).convert("P"), "PNG")),
+        "rgb16": ("rgb16.png", png16_bytes(rng.integers(0, 65536, (16, 24, 3)).astype(np.uint16))),
+        "grey16": ("grey16.png", image_bytes(Image.fromarray(rng.integers(0, 65536, (16, 24)).astype(np.uint16)), "PNG")),
+        "cmyk": ("cmyk.jpg", image_bytes(Image.new("CMYK", (24, 16), (0, 128, 255, 20)), "JPEG")),
+        "rotated": ("rotated.jpg", rotated_jpeg_bytes()),
+        "one": ("one.png", image_bytes(Image.new("RGB", (1, 1), (10, 200, 30)), "PNG")),
+        "thin": ("thin.png", image_bytes(Image.new("RGB", (1, 20000), (90, 90, 90)), "PNG")),
+    }
+    out = {}
+    for key, (name, data) in files.items():
+        (folder / name).write_bytes(data)
+        out[key] = folder / name
+    return out
+
+
+def bad_corpus(folder: Path) -> dict[str, Path]:
+    """Files that must fail with one clear error each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    png = image_bytes(Image.fromarray(gradient(64, 48)), "PNG")
+    jpg = image_bytes(Image.fromarray(gradient(64, 48)), "JPEG")
+    files = {
+        "truncated_png": ("truncated.png", png[: len(png) // 2]),
+        "truncated_jpg": ("truncated.jpg", jpg[: len(jpg) // 2]),
+        "zero": ("zero.png", b""),
+        "text": ("text.jpg", b"this is not an image\n" * 5),
+        "animated": ("animated.gif", animated_gif_bytes()),
+        "bomb": ("bomb.png", bomb_png_bytes()),
+    }
+    out = {}
+    for key, (name, data) in files.items():
+        (folder / name).write_bytes(data)
+        out[key] = folder / name
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_warnings():
+    """Pillow's decompression-bomb and other warnings must not leak."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+# ----------------------------------------------------------------------------- load_photo
+
+
+def test_read_image_still_works(tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(gradient(8, 6)).save(path)
+    assert read_image(path).shape == (6, 8, 3)
+
+
+def test_modes_and_round_trips(tmp_path):
+    files = good_corpus(tmp_path)
+    expected = {
+        "rgba": ("RGBA", "PNG"), "grey": ("L", "PNG"), "palette": ("RGB", "PNG"), "rgb16": ("RGB;16", "PNG"),
+        "grey16": ("I;16", "PNG"), "cmyk": ("RGB", "JPEG"), "rotated": ("RGB", "JPEG"), "one": ("RGB", "PNG"),
+        "thin": ("RGB", "PNG"),
+    }
+    for key, path in files.items():
+        photo = load_photo(path)
+        assert (photo.mode, photo.format) == expected[key], key
+        assert photo.rgb.dtype == np.float32 and photo.rgb.ndim == 3 and photo.rgb.shape[2] == 3
+        assert 0.0 <= photo.rgb.min() and photo.rgb.max() <= 1.0
+        out = tmp_path / "out" / path.name
+        out.parent.mkdir(exist_ok=True)
+        save_photo(photo, photo.rgb, out)
+        back = load_photo(out)
+        assert back.mode == photo.mode and back.size == photo.size, key
+        if photo.format == "PNG":  # lossless: writing the input back gives the input
+            np.testing.assert_array_equal(back.rgb, photo.rgb, err_msg=key)
+    assert load_photo(files["thin"]).size == (1, 20000)
+    assert load_photo(files["one"]).size == (1, 1)
+
+
+def test_alpha_is_kept_exactly(tmp_path):
+    alpha = np.arange(16 * 24, dtype=np.uint8).reshape(16, 24)
+    path = tmp_path / "a.png"
+    Image.fromarray(np.dstack([gradient(24, 16), alpha])).save(path)
+    photo = load_photo(path)
+    save_photo(photo, 1.0 - photo.rgb, tmp_path / "b.png")
+    out = np.asarray(Image.open(tmp_path / "b.png"))
+    np.testing.assert_array_equal(out[:, :, 3], alpha)
+    np.testing.assert_array_equal(out[:, :, :3], 255 - gradient(24, 16))
+    la = tmp_path / "la.png"
+    Image.fromarray(np.dstack([gradient(24, 16)[:, :, 0], alpha])).save(la)
+    photo = load_photo(la)
+    assert photo.mode == "LA" and photo.grey
+    save_photo(photo, photo.rgb, tmp_path / "la_out.png")
+    with Image.open(tmp_path / "la_out.png") as img:
+        assert img.mode == "LA"
+        np.testing.assert_array_equal(np.asarray(img)[:, :, 1], alpha)
+
+
+def test_grey_is_written_grey_and_palette_transparency_kept(tmp_path):
+    photo = load_photo(image_bytes(Image.new("L", (5, 4), 200), "JPEG"))
+    assert photo.grey and photo.mode == "L"
+    assert Image.open(io.BytesIO(encode_photo(photo, photo.rgb))).mode == "L"
+    pal = Image.new("P", (6, 6), 1)
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pal.info["transparency"] = 0
+    pal.putpixel((0, 0), 0)
+    photo = load_photo(image_bytes(pal, "PNG"))
+    assert photo.mode == "RGBA" and photo.alpha[0, 0] == 0 and photo.alpha[1, 1] == 255
+    assert tuple(np.rint(photo.rgb[1, 1] * 255)) == (255, 0, 0)
+
+
+def test_sixteen_bit_precision(tmp_path):
+    rng = np.random.default_rng(1)
+    for channels in (1, 2, 3, 4):
+        arr = rng.integers(0, 65536, (9, 11, channels)).astype(np.uint16).squeeze()
+        photo = load_photo(png16_bytes(arr), name=f"c{channels}.png")
+        assert photo.bits == 16
+        colour = arr if arr.ndim == 2 else arr[:, :, :3] if channels >= 3 else arr[:, :, 0]
+        got = np.rint(photo.rgb * 65535).astype(np.uint16)
+        np.testing.assert_array_equal(got[:, :, 0] if colour.ndim == 2 else got, colour)
+        if channels in (2, 4):
+            np.testing.assert_array_equal(photo.alpha, arr[:, :, -1])
+        for fmt in ("png", "tiff"):  # written back at 16 bits, exactly (LA;16 TIFF falls back to 8 bits)
+            back = load_photo(encode_photo(photo, photo.rgb, fmt))
+            if not (fmt == "tiff" and channels == 2):
+                assert back.bits == 16 and back.mode == photo.mode, (channels, fmt)
+                np.testing.assert_array_equal(back.rgb, photo.rgb)
+        assert load_photo(encode_photo(photo, photo.rgb, "jpg")).bits == 8
+
+
+def test_sixteen_bit_tiff_input():
+    tifffile = pytest.importorskip("tifffile")
+    arr = np.random.default_rng(2).integers(0, 65536, (12, 10, 3)).astype(np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric="rgb", compression="zlib", rowsperstrip=5)
+    photo = load_photo(buf.getvalue())
+    assert photo.mode == "RGB;16"
+    np.testing.assert_array_equal(np.rint(photo.rgb * 65535).astype(np.uint16), arr)
+    np.testing.assert_array_equal(tifffile.imread(io.BytesIO(encode_photo(photo, photo.rgb, "tiff"))), arr)
+
+
+def test_cmyk_becomes_rgb():
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # red
+    photo = load_photo(image_bytes(cmyk, "JPEG"))
+    assert photo.mode == "RGB" and photo.source_mode == "CMYK"
+    r, g, b = np.rint(photo.rgb[4, 4] * 255)
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_exif_orientation_applied_and_reset(tmp_path):
+    photo = load_photo(rotated_jpeg_bytes())
+    assert photo.size == (20, 40)  # rotated 90° as displayed
+    # Orientation 6 = rotate 90° clockwise to display: the stored top-left goes to the top-right.
+    assert photo.rgb[2, 17, 0] > 0.8 and photo.rgb[2, 17, 2] < 0.2
+    assert photo.rgb[2, 2, 2] > 0.8
+    out = tmp_path / "r.jpg"
+    save_photo(photo, photo.rgb, out)
+    with Image.open(out) as img:
+        assert img.size == (20, 40)
+        exif = img.getexif()
+        assert exif.get(0x0112) == 1 and exif.get(0x010F) == "TestCam"
+
+
+def test_icc_and_dpi_carried(tmp_path):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = image_bytes(Image.fromarray(gradient(8, 8)), "PNG", icc_profile=icc, dpi=(300, 300))
+    photo = load_photo(data)
+    for fmt in ("png", "jpg", "tiff", "webp"):
+        with Image.open(io.BytesIO(encode_photo(photo, photo.rgb, fmt))) as img:
+            assert img.info.get("icc_profile") == icc, fmt
+            if fmt != "webp":
+                assert round(img.info["dpi"][0]) == 300, fmt
+    # An RGB profile does not belong on a grey output.
+    grey = load_photo(image_bytes(Image.new("L", (4, 4), 9), "PNG", icc_profile=icc))
+    with Image.open(io.BytesIO(encode_photo(grey, grey.rgb))) as img:
+        assert img.mode == "L" and "icc_profile" not in img.info
+
+
+@pytest.mark.parametrize(
+    "key, reason",
+    [
+        ("truncated_png", "corrupt or truncated"),
+        ("truncated_jpg", "corrupt or truncated"),
+        ("zero", "empty file"),
+        ("text", "not an image"),
+        ("animated", "animated GIF with 3 frames"),
+        ("bomb", "too large"),
+    ],
+)
+def test_bad_files_raise_one_clear_error(tmp_path, key, reason):
+    path = bad_corpus(tmp_path)[key]
+    with pytest.raises(ImageReadError) as info:
+        load_photo(path)
+    assert reason in str(info.value) and str(path) in str(info.value)
+    assert info.value.path == str(path) and reason in info.value.reason
+
+
+def test_pixel_limit(tmp_path):
+    data = image_bytes(Image.new("RGB", (20, 10)), "PNG")
+    assert load_photo(data, max_pixels=200).size == (20, 10)
+    with pytest.raises(ImageReadError, match="200 pixels exceeds the limit of 199"):
+        load_photo(data, max_pixels=199)
+    assert DEFAULT_MAX_PIXELS == 100_000_000
+    # Between Pillow's warning threshold (~89 MP) and ours: no warning leaks, the header is accepted,
+    # and the (missing) pixel data is then reported as truncated.
+    with pytest.raises(ImageReadError, match="corrupt or truncated"):
+        load_photo(bomb_png_bytes(9500, 10000))
+    with pytest.raises(ImageReadError, match="too large"):
+        load_photo(bomb_png_bytes(30000, 30000))
+    with pytest.raises(ImageReadError, match="no such file"):
+        load_photo(tmp_path / "missing.png")
+    with pytest.raises(ImageReadError, match="not a file"):
+        load_photo(tmp_path)
+
+
+def test_save_is_atomic(tmp_path):
+    photo = load_photo(image_bytes(Image.fromarray(gradient(8, 6)), "PNG"))
+    out = tmp_path / "out.png"
+    with pytest.raises(ValueError):
+        save_photo(photo, np.zeros((3, 3, 3), np.float32), out)  # wrong size: nothing written
+    assert list(tmp_path.iterdir()) == []
+    out.write_bytes(b"previous")
+    with pytest.raises(ValueError):
+        save_photo(photo, np.zeros((3, 3, 3), np.float32), out)
+    assert out.read_bytes() == b"previous" and list(tmp_path.iterdir()) == [out]
+    save_photo(photo, photo.rgb, out)
+    with Image.open(out) as img:
+        assert img.size == (8, 6) and list(tmp_path.iterdir()) == [out]
+
+
+def test_formats():
+    assert resolve_format("x.JPG") == "JPEG" and resolve_format("x.tif") == "TIFF"
+    assert resolve_format("noext", fallback="WEBP") == "WEBP" and resolve_format(None) == "PNG"
+    photo = load_photo(image_bytes(Image.fromarray(np.dstack([gradient(8, 8), np.full((8, 8), 5, np.uint8)])), "PNG"))
+    with Image.open(io.BytesIO(encode_photo(photo, photo.rgb, "jpg"))) as img:
+        assert img.format == "JPEG" and img.mode == "RGB"  # JPEG has no alpha
+    with Image.open(io.BytesIO(encode_photo(photo, photo.rgb, "webp"))) as img:
+        assert img.format == "WEBP" and img.mode == "RGBA"
+
+
+def test_photo_from_pil():
+    photo = photo_from_pil(Image.new("I;16", (3, 2), 1000))
+    assert photo.mode == "I;16" and abs(photo.rgb[0, 0, 0] * 65535 - 1000) < 0.01
+
+
+# ----------------------------------------------------------------------------- tiling
+
+
+def test_tile_grid():
+    for length in (1, 100, 512, 513, 1000, 4000, 6000):
+        starts = tile_starts(length, 512, 32)
+        size = min(512, length)
+        assert starts[0] == 0 and starts[-1] + size == length
+        assert all(b - a <= 512 - 32 for a, b in zip(starts, starts[1:]))  # overlap >= 32
+    assert resolve_tile(None, 1024, 1024) is None and resolve_tile(None, 1025, 1024) == 512
+    assert resolve_tile(0, 9999, 9999) is None and resolve_tile(100, 50, 80) is None and resolve_tile(100, 50, 180) == 100
+
+
+def test_tiled_exact_for_pointwise_functions():
+    x = torch.rand(2, 3, 77, 131)
+    calls = []
+
+    def fn(t):
+        calls.append(tuple(t.shape))
+        return t * 0.5 + 0.1
+
+    for tile, overlap in ((32, 8), (40, 0), (64, 31), (200, 32)):
+        calls.clear()
+        out = derain_tiled(fn, x, tile, overlap)
+        torch.testing.assert_close(out, x * 0.5 + 0.1, rtol=0, atol=1e-6)
+        assert all(h <= tile and w <= tile for _, _, h, w in calls)
+    assert derain_tiled(fn, x[0], 32, 8).shape == (3, 77, 131)
+    with pytest.raises(ValueError, match="overlap"):
+        derain_tiled(fn, x, 32, 16)
+
+
+def _contextual_model() -> Derainer:
+    """efderain-tiny starting as the identity, with PyTorch's default conv init so kernels depend on context."""
+    torch.manual_seed(0)
+    model = derain.create_model("efderain-tiny", identity_init=True)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d) and m is not model.outc and m is not model.conv_final:
+                m.reset_parameters()
+        model.outc.weight.mul_(100)
+    return Derainer(model, precision="fp32")
+
+
+def test_tiled_matches_untiled_model():
+    d = _contextual_model()
+    g = torch.Generator().manual_seed(1)
+    x = F.interpolate(torch.rand(1, 3, 25, 38, generator=g), size=(200, 300), mode="bilinear")
+    x = (x + 0.05 * torch.rand(1, 3, 200, 300, generator=g)).clamp(0, 1)
+    full = d.run_tensor(x)
+    assert (full - x).abs().mean() > 0.02  # the model really changes the image
+    tiled = d.run_tiled(x, tile=128, overlap=32)
+    diff = (tiled - full).abs()[..., 16:-16, 16:-16]
+    assert diff.mean() < 2e-3 and diff.max() < 2e-2, (diff.mean().item(), diff.max().item())
+    # Cross-fading beats hard seams with small tiles.
+    seams = (derain_tiled(d.run_tensor, x, 64, 0) - full).abs()[..., 16:-16, 16:-16].max()
+    blended = (derain_tiled(d.run_tensor, x, 64, 16) - full).abs()[..., 16:-16, 16:-16].max()
+    assert blended < seams
+
+
+# ----------------------------------------------------------------------------- derain.derain
+
+
+@pytest.fixture(scope="module")
+def identity_model():
+    return derain.create_model("efderain-tiny", identity_init=True)
+
+
+def test_api_pil_modes(identity_model):
+    for mode, colour in (("RGB", (90, 120, 200)), ("RGBA", (90, 120, 200, 33)), ("L", 120), ("LA", (120, 40)), ("I;16", 30000), ("P", None)):
+        img = Image.new(mode, (40, 30), colour) if colour is not None else Image.fromarray(gradient(40, 30)).convert("P")
+        out = derain.derain(img, model=identity_model, precision="fp32")
+        assert isinstance(out, Image.Image) and out.mode == mode and out.size == (40, 30), mode
+        if mode in ("RGBA", "LA"):
+            assert np.asarray(out)[..., -1].min() == np.asarray(img)[..., -1].min()
+
+
+def test_api_numpy_dtypes_and_shapes(identity_model):
+    rgb = gradient(48, 32)
+    for arr in (rgb, rgb[:, :, 0], rgb[:, :, :1], np.dstack([rgb, np.full((32, 48), 7, np.uint8)]),
+                rgb.astype(np.uint16) * 257, rgb.astype(np.float32) / 255, rgb.astype(np.float64) / 255):
+        out = derain.derain(arr, model=identity_model, precision="fp32")
+        assert out.dtype == arr.dtype and out.shape == arr.shape
+        scale = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(arr.dtype, 1)
+        assert np.abs(out.astype(np.float64) - arr).mean() / scale < 0.02  # identity-initialised
+    np.testing.assert_array_equal(derain.derain(np.dstack([rgb, np.full((32, 48), 7, np.uint8)]), model=identity_model)[..., 3], 7)
+    with pytest.raises(ValueError):
+        derain.derain(np.zeros((4, 4, 2), np.uint8), model=identity_model)
+    with pytest.raises(TypeError):
+        derain.derain(np.zeros((4, 4, 3), np.int32), model=identity_model)
+
+
+def test_api_tensor_and_tiling(identity_model):
+    x = torch.rand(2, 3, 40, 56, dtype=torch.float64)
+    out = derain.derain(x, model=identity_model, precision="fp32")
+    assert out.shape == x.shape and out.dtype == torch.float64
+    tiled = derain.derain(x[0], model=identity_model, precision="fp32", tile=32, tile_overlap=8)
+    assert tiled.shape == (3, 40, 56)
+    with pytest.raises(TypeError):
+        derain.derain("not an image", model=identity_model)
+
+
+def test_api_default_model_message():
+    if "default" in derain.list_models():
+        pytest.skip("a bundled default model is registered")
+    with pytest.raises(ValueError, match="no bundled 'default' model"):
+        derain.derain(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_multi_frame_files(tmp_path):
+    first, second = Image.new("RGB", (16, 12), (250, 10, 10)), Image.new("RGB", (16, 12), (10, 10, 250))
+    mpo = image_bytes(first, "MPO", save_all=True, append_images=[second])  # phone JPEG with a second picture
+    photo = load_photo(mpo)
+    assert photo.format == "JPEG" and photo.rgb[6, 8, 0] > 0.9  # the main (first) picture
+    pages = [Image.new("RGB", (16, 12), (0, 0, 9 * i)) for i in range(2)]  # fresh: Pillow keeps JPEG encoder state on saved images
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(ImageReadError, match="multi-page TIFF with 2 frames"):
+        load_photo(tmp_path / "pages.tif")

@@ -22,7 +22,9 @@ from ..io.images import ImageReadError  # noqa: E402
 from ..models.checkpoint import CheckpointError  # noqa: E402
 from ..training.config import ConfigError  # noqa: E402
 from .demo import demo_cmd  # noqa: E402
+from .export import export_cmd  # noqa: E402
 from .run import DefaultRunGroup, run_cmd  # noqa: E402  (`derain PHOTO...` = `derain run PHOTO...`)
+from .video import video_cmd  # noqa: E402
 
 USER_ERRORS = (DatasetError, CheckpointError, ConfigError, ImageReadError, FileNotFoundError)
 
@@ -64,6 +66,8 @@ def cli(verbose: bool) -> None:
 
 cli.add_command(run_cmd)
 cli.add_command(demo_cmd)
+cli.add_command(video_cmd)
+cli.add_command(export_cmd)
 
 
 @cli.command("models")

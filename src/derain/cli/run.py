@@ -220,7 +220,12 @@ def _process(derainer: Any, photo: Any, tile: int | None, overlap: int, side_by_
     return photo, result
 
 
-def _load_derainer(model_name: str | None, weights: str | None, device: str, precision: str, threads: int | None) -> Any:
+def _load_derainer(model_name: str | None, weights: str | None, device: str, precision: str, threads: int | None,
+                   backend: str = "torch", onnx_path: str | None = None) -> Any:
+    if backend == "onnxruntime" or onnx_path:
+        from .export import onnx_derainer_for_cli
+
+        return onnx_derainer_for_cli(model_name, weights, onnx_path, device, precision, threads)
     import torch
 
     import derain
@@ -285,6 +290,10 @@ def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+              help="Inference engine; onnxruntime (CPU, fp32) exports the model to ONNX once per run.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False),
+              help="Run this file from `derain export` with onnxruntime (instead of --model/--weights).")
 @click.option("-r", "--recursive", is_flag=True, help="Also take images in sub-folders of folder inputs.")
 @click.option("--suffix", default="", help="Added to output file names (photo.jpg → photo<SUFFIX>.jpg).")
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMAT_EXTENSIONS)), help="Output format [default: the input's].")
@@ -294,8 +303,8 @@ def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images with more pixels (decompression-bomb guard).")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs (tracebacks of failed files).")
-def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, precision, threads, recursive, suffix, fmt,
-            quality, overwrite, side_by_side, max_pixels, verbose) -> None:
+def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, precision, threads, backend, onnx_path, recursive,
+            suffix, fmt, quality, overwrite, side_by_side, max_pixels, verbose) -> None:
     """Derain photos: files, folders, globs, or - (stdin to stdout).
 
     \b
@@ -315,7 +324,7 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
     if "-" in inputs:
         if len(inputs) > 1:
             raise click.UsageError("'-' (stdin) cannot be combined with other inputs")
-        derainer = _load_derainer(model_name, weights, device, precision, threads)
+        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path)
         args = dict(max_pixels=max_pixels, tile=tile, tile_overlap=tile_overlap, side_by_side=side_by_side, fmt=fmt, quality=quality)
         click.get_current_context().exit(_stdin_to_stdout(derainer, args))
 
@@ -328,7 +337,7 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
         raise click.ClickException("no images found in the inputs")
     ok, failed = 0, len(plan.errors)
     if plan.jobs:
-        derainer = _load_derainer(model_name, weights, device, precision, threads)
+        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path)
         ok, run_failed = _run_jobs(derainer, plan.jobs, out_path, tile, tile_overlap, fmt, quality, side_by_side, max_pixels)
         failed += run_failed
     hint = "; existing outputs were kept (--overwrite replaces them)" if plan.skipped else ""

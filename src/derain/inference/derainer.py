@@ -8,10 +8,33 @@ from torch import nn
 
 from .precision import autocast, prepare_model, resolve_precision
 
-__all__ = ["Derainer"]
+__all__ = ["Derainer", "DerainerBase"]
 
 
-class Derainer:
+class DerainerBase:
+    """What every inference backend shares: tiling and the numpy-image call, on top of ``run_tensor``."""
+
+    def run_tensor(self, batch: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run_tiled(self, batch: torch.Tensor, tile: int | None = None, overlap: int = 32) -> torch.Tensor:
+        """:meth:`run_tensor` in overlapping, blended tiles (bounded memory; see :mod:`derain.inference.tiling`).
+
+        ``tile=None`` tiles only large images (automatic), ``0`` never tiles, ``N`` uses ``N×N`` tiles.
+        """
+        from .tiling import derain_tiled, resolve_tile
+
+        size = resolve_tile(tile, int(batch.shape[-2]), int(batch.shape[-1]))
+        return self.run_tensor(batch) if size is None else derain_tiled(self.run_tensor, batch, size, overlap)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an H×W×3 image, got shape {image.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+        return self.run_tensor(x)[0].permute(1, 2, 0).numpy()
+
+
+class Derainer(DerainerBase):
     """Holds a model ready for repeated inference.
 
     ``derainer(image)`` takes an ``H×W×3`` float32 numpy image in [0, 1] and returns the derained
@@ -47,19 +70,3 @@ class Derainer:
         with autocast(self.precision, self.device):
             out = self.model(x)
         return out.float().clamp_(0, 1).cpu().contiguous()
-
-    def run_tiled(self, batch: torch.Tensor, tile: int | None = None, overlap: int = 32) -> torch.Tensor:
-        """:meth:`run_tensor` in overlapping, blended tiles (bounded memory; see :mod:`derain.inference.tiling`).
-
-        ``tile=None`` tiles only large images (automatic), ``0`` never tiles, ``N`` uses ``N×N`` tiles.
-        """
-        from .tiling import derain_tiled, resolve_tile
-
-        size = resolve_tile(tile, int(batch.shape[-2]), int(batch.shape[-1]))
-        return self.run_tensor(batch) if size is None else derain_tiled(self.run_tensor, batch, size, overlap)
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an H×W×3 image, got shape {image.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-        return self.run_tensor(x)[0].permute(1, 2, 0).numpy()

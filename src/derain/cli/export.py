@@ -1,0 +1,118 @@
+"""``derain export --format onnx -o model.onnx``: write a model for ONNX Runtime (and other runtimes).
+
+The file has dynamic batch, height and width; EfDeRain's padding to a multiple is left to the
+runtime (see :mod:`derain.inference.onnx_export`). By default the export is checked: ONNX Runtime
+and torch run the same random odd-sized image and must agree within 1e-3.
+
+Also :func:`onnx_derainer_for_cli`, the ONNX Runtime backend of ``derain run`` / ``derain video``
+(``--backend onnxruntime`` exports the model once per process to a temporary file; ``--onnx PATH``
+uses an exported file).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..inference.onnx_export import DEFAULT_OPSET
+
+__all__ = ["export_cmd", "onnx_derainer_for_cli", "VERIFY_TOLERANCE"]
+
+#: Largest max-abs difference between ONNX Runtime and torch that ``--verify`` accepts.
+VERIFY_TOLERANCE = 1e-3
+
+
+def _load_model(model_name: str | None, weights: str | None) -> Any:
+    import derain
+    from derain.models.checkpoint import CheckpointError
+
+    from .main import load_for_cli  # lazy: main imports this module
+
+    if not model_name and not weights and "default" not in derain.list_models():
+        raise click.ClickException(
+            "no bundled 'default' model in this install; pass --model NAME or --weights PATH "
+            f"(registered: {', '.join(derain.list_models())})"
+        )
+    try:
+        return load_for_cli(model_name, weights)
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+def onnx_derainer_for_cli(model_name: str | None, weights: str | None, onnx_path: str | None, device: str,
+                          precision: str, threads: int | None) -> Any:
+    """An :class:`~derain.inference.onnx_export.OnnxDerainer` for the CLI options (CPU, fp32)."""
+    from ..inference.onnx_export import OnnxDerainer
+
+    if device != "cpu":
+        raise click.BadParameter("the onnxruntime backend runs on the CPU only", param_hint="--device")
+    if precision not in ("auto", "fp32"):
+        raise click.BadParameter(f"the onnxruntime backend runs in fp32 only (got {precision})", param_hint="--precision")
+    if onnx_path and (model_name or weights):
+        raise click.UsageError("--onnx PATH is the model: leave out --model/--weights")
+    try:
+        if onnx_path:
+            return OnnxDerainer(onnx_path, threads=threads)
+        return OnnxDerainer.from_model(_load_model(model_name, weights), threads=threads)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _verify(model: Any, path: Path, multiple: int) -> float:
+    """Max abs difference between ONNX Runtime and torch on one random image of odd size."""
+    import torch
+
+    from ..inference.derainer import Derainer
+    from ..inference.onnx_export import OnnxDerainer
+
+    gen = torch.Generator().manual_seed(0)
+    h, w = (multiple + 13, 2 * multiple + 7) if multiple > 1 else (45, 67)  # odd: padding is exercised
+    x = torch.rand(1, 3, h, w, generator=gen)
+    reference = Derainer(model, precision="fp32").run_tensor(x)
+    result = OnnxDerainer(path).run_tensor(x)
+    return float((reference - result).abs().max())
+
+
+@click.command("export")
+@click.option("--model", "model_name", help="Registered model name (its bundled weights) [default: default].")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Model file (.safetensors; .pth with --model).")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Export format.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write (e.g. model.onnx).")
+@click.option("--opset", type=click.IntRange(min=13), default=DEFAULT_OPSET, show_default=True, help="ONNX opset version.")
+@click.option("--dynamo", is_flag=True, help="Use the torch.export-based exporter (same results, much slower to export).")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help=f"Check ONNX Runtime against torch on a random image (max abs difference <= {VERIFY_TOLERANCE:g}).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+def export_cmd(model_name, weights, fmt, output, opset, dynamo, verify, overwrite) -> None:
+    """Export a model to ONNX (dynamic batch, height and width; pad to the model's multiple at run time).
+
+    \b
+    derain export --model efderain-cpu -o derain.onnx
+    derain export --weights my.safetensors -o my.onnx
+    derain run photos/ --onnx derain.onnx
+    """
+    from ..inference.onnx_export import export_onnx, exportable_core
+
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} exists (use --overwrite to replace it)")
+    if not out.parent.is_dir() and str(out.parent):
+        raise click.ClickException(f"{out.parent}: output folder does not exist")
+    model = _load_model(model_name, weights)
+    _, multiple = exportable_core(model)
+    try:
+        export_onnx(model, out, opset=opset, dynamo=dynamo)
+    except Exception as err:  # noqa: BLE001 - exporter failures: one line
+        raise click.ClickException(f"export failed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
+    size_mb = os.path.getsize(out) / 1e6
+    click.echo(f"wrote {out} ({size_mb:.1f} MB, {fmt}, opset {opset}; input 'image' (batch, 3, height, width), "
+               f"padded to multiples of {multiple} by the runtime)", err=True)
+    if verify:
+        diff = _verify(model, out, multiple)
+        if diff > VERIFY_TOLERANCE:
+            out.unlink(missing_ok=True)
+            raise click.ClickException(f"verification failed: onnxruntime differs from torch by {diff:.2e} (> {VERIFY_TOLERANCE:g}); file removed")
+        click.echo(f"verified: onnxruntime matches torch within {diff:.1e} (max abs)", err=True)

@@ -1,0 +1,435 @@
+"""Derain a video file with PyAV: decode, derain in batches, re-encode; audio copied as is.
+
+:func:`derain_video` reads ``src`` (any container/codec FFmpeg decodes), runs every frame of its
+first video stream through a derainer (anything with ``run_tensor((B, 3, H, W) float [0, 1])``, such
+as :class:`~derain.inference.derainer.Derainer` or the ONNX Runtime backend), and writes ``dst``:
+
+* **Same timing.** The output video stream has the input's frame rate, and every frame keeps its
+  input timestamp (the encoder works in the input stream's time base), so variable frame rate
+  content stays in sync. The muxer may pick its own time base for storage (MP4 does); timestamps
+  are rescaled, not renumbered.
+* **Audio copied, not re-encoded.** Every audio stream is remuxed packet by packet
+  (``add_stream_from_template``). An audio codec the output container cannot hold is dropped with a
+  warning (say, Vorbis into ``.mp4`` on an FFmpeg without it); pick a container that holds it
+  (``.mkv`` holds everything) to keep it. Subtitle and data streams are not copied.
+* **Same resolution, odd sizes included.** The default pixel format is ``yuv420p`` (plays
+  everywhere). Its 2×2 chroma subsampling makes x264 and x265 refuse odd sides (mpeg4 and VP9
+  take them). For an odd width or height that the codec refuses in ``yuv420p`` the encoder uses a
+  format without chroma subsampling (``yuv444p``, else an RGB format the codec has) at the exact
+  input size — H.264 in 4:4:4 (High 4:4:4 profile) decodes with FFmpeg/VLC/mpv but not in every
+  browser or phone; only a codec with none of those formats gets the frames edge-padded by one
+  pixel to even sides (a warning says so, and :attr:`VideoResult.padded` is set).
+* **Atomic.** The result is written to a hidden temporary file next to ``dst``
+  (``.<name>.<random>.part<ext>``) and moved over ``dst`` with :func:`os.replace` only when
+  complete; on any error or ``KeyboardInterrupt`` the temporary file is deleted and ``dst`` is left
+  as it was.
+
+Colour: frames are converted to RGB and back with FFmpeg's default (BT.601) matrices both ways, so
+the round trip is consistent; colour tags of the input are not copied. Rotation metadata of phone
+videos is not carried over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "VideoError",
+    "VideoInfo",
+    "VideoResult",
+    "CRF_CODECS",
+    "TEMP_MARKER",
+    "derain_video",
+    "parse_bitrate",
+    "probe_video",
+    "temp_path_for",
+]
+
+log = logging.getLogger(__name__)
+
+#: Encoders that take a constant-rate-factor (``crf``) option.
+CRF_CODECS = frozenset({"libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libsvtav1", "libaom-av1"})
+#: CRF used for the CRF codecs when neither ``crf`` nor ``bitrate`` is given (visually near-lossless).
+DEFAULT_CRF = 18
+#: The temporary output is ``.<name>.<random>.part<ext>`` in the output's folder.
+TEMP_MARKER = ".part"
+#: Encoder options that stop encoders printing their own logs (x265 writes to stderr itself).
+_QUIET_OPTIONS = {"libx265": {"x265-params": "log-level=none"}}
+#: Pixel formats without chroma subsampling, tried in order for odd frame sizes.
+_FULL_CHROMA = ("yuv444p", "gbrp", "rgb24", "bgr24", "bgr0", "yuvj444p")
+
+
+class VideoError(Exception):
+    """A problem with the user's input or options (bad file, no video stream, codec refused...)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` finds in a file."""
+
+    width: int
+    height: int
+    frame_rate: Fraction | None
+    frames: int  # 0 when the container does not say
+    duration: float | None  # seconds
+    codec: str
+    audio_codecs: tuple[str, ...]
+
+
+@dataclass
+class VideoResult:
+    """What :func:`derain_video` wrote."""
+
+    frames: int
+    seconds: float
+    width: int
+    height: int
+    pix_fmt: str
+    codec: str
+    audio_streams: int
+    padded: bool = False
+    dropped_audio: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def parse_bitrate(text: str | int) -> int:
+    """``"4M"`` → 4000000, ``"800k"`` → 800000, ``"2500000"`` → 2500000 (bits per second).
+
+    >>> parse_bitrate("4M"), parse_bitrate("800k"), parse_bitrate(1500)
+    (4000000, 800000, 1500)
+    """
+    if isinstance(text, int):
+        value = float(text)
+    else:
+        s = text.strip().lower().removesuffix("bps").removesuffix("b/s")
+        scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(s[-1:], 1.0)
+        if scale != 1.0:
+            s = s[:-1]
+        try:
+            value = float(s) * scale
+        except ValueError:
+            raise ValueError(f"bitrate must look like 4M, 800k or 2500000, got {text!r}") from None
+    if not value >= 1000:
+        raise ValueError(f"bitrate must be at least 1k (bits/s), got {text!r}")
+    return int(value)
+
+
+def _open_input(src: str | os.PathLike[str]) -> Any:
+    """Open ``src`` for reading; every failure is a :class:`VideoError` with one clear line."""
+    import av
+
+    path = Path(src)
+    if not path.exists():
+        raise VideoError(f"{src}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{src}: is a folder, not a video file")
+    try:
+        container = av.open(str(path), "r")
+    except av.error.FFmpegError as err:
+        raise VideoError(f"{src}: not a readable video file ({err.strerror or err})") from None
+    except OSError as err:
+        raise VideoError(f"{src}: cannot open ({err.strerror or err})") from None
+    fmt = container.format.name
+    if fmt.endswith("_pipe") or fmt in ("image2", "tiff", "webp"):
+        container.close()
+        raise VideoError(f"{src}: is a still image, not a video (use `derain run` for photos)")
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{src}: has no video stream")
+    return container
+
+
+def _frame_rate(stream: Any) -> Fraction | None:
+    for rate in (stream.average_rate, getattr(stream, "guessed_rate", None), stream.base_rate):
+        if rate:
+            return Fraction(rate)
+    return None
+
+
+def probe_video(src: str | os.PathLike[str]) -> VideoInfo:
+    """Size, frame rate, frame count, duration and codecs of ``src`` (:class:`VideoError` if unreadable)."""
+    with _open_input(src) as container:
+        vs = container.streams.video[0]
+        duration = None
+        if vs.duration is not None and vs.time_base:
+            duration = float(vs.duration * vs.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        return VideoInfo(
+            width=vs.codec_context.width,
+            height=vs.codec_context.height,
+            frame_rate=_frame_rate(vs),
+            frames=int(vs.frames or 0),
+            duration=duration,
+            codec=vs.codec_context.name,
+            audio_codecs=tuple(a.codec_context.name for a in container.streams.audio),
+        )
+
+
+def temp_path_for(dst: str | os.PathLike[str]) -> Path:
+    """Create (empty) and return the hidden temporary file :func:`derain_video` writes before the rename."""
+    dst = Path(dst)
+    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=f"{TEMP_MARKER}{dst.suffix}")
+    os.close(fd)
+    return Path(name)
+
+
+def _is_subsampled(pix_fmt: str) -> tuple[bool, bool]:
+    """(horizontally, vertically) chroma-subsampled?"""
+    import av
+
+    fmt = av.VideoFormat(pix_fmt)
+    return fmt.chroma_width(64) < 64, fmt.chroma_height(64) < 64
+
+
+def _encoder_opens(codec: Any, pix_fmt: str, width: int, height: int) -> bool:
+    """Whether ``codec`` accepts ``pix_fmt`` at ``width×height`` (a throwaway encoder is opened)."""
+    import av
+
+    ctx = av.CodecContext.create(codec.name, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
+    ctx.time_base = Fraction(1, 25)
+    ctx.framerate = Fraction(25, 1)
+    ctx.options = dict(_QUIET_OPTIONS.get(codec.name, {}))
+    try:
+        ctx.open()
+        return True
+    except av.error.FFmpegError:
+        return False
+    finally:
+        del ctx
+
+
+def _choose_pix_fmt(codec: Any, pix_fmt: str | None, width: int, height: int) -> tuple[str, bool]:
+    """The encoder's pixel format and whether frames must be padded to even sides.
+
+    Even sizes (and odd ones the codec takes in a subsampled format, like mpeg4 and VP9 do) keep
+    ``pix_fmt`` (default ``yuv420p``). For a codec that refuses odd sides in it (x264, x265) the first
+    full-chroma format it has is used at the exact size; padding to even sides is the last resort.
+    """
+    formats = [f.name for f in (codec.video_formats or [])]
+    if pix_fmt is not None and formats and pix_fmt not in formats:
+        raise VideoError(f"codec {codec.name} does not take pixel format {pix_fmt!r} (it takes: {', '.join(formats)})")
+    chosen = pix_fmt or ("yuv420p" if not formats or "yuv420p" in formats else formats[0])
+    sub_w, sub_h = _is_subsampled(chosen)
+    if not ((sub_w and width % 2) or (sub_h and height % 2)) or _encoder_opens(codec, chosen, width, height):
+        return chosen, False
+    if pix_fmt is not None:
+        raise VideoError(
+            f"codec {codec.name} needs even frame sides in {pix_fmt} but the video is {width}x{height}; "
+            "leave --pix-fmt out (a format without chroma subsampling is chosen) or use yuv444p"
+        )
+    for candidate in _FULL_CHROMA:
+        if candidate in formats and _encoder_opens(codec, candidate, width, height):
+            log.info("odd frame size %dx%d: encoding as %s (no chroma subsampling) at the exact size", width, height, candidate)
+            return candidate, False
+    return chosen, True
+
+
+def _encoder_stream(out: Any, codec_name: str, rate: Fraction | None, time_base: Fraction, width: int, height: int,
+                    pix_fmt: str | None, bitrate: int | None, crf: float | None, threads: int | None) -> tuple[Any, bool]:
+    import av
+
+    try:
+        codec = av.codec.Codec(codec_name, "w")
+    except Exception:  # noqa: BLE001 - UnknownCodecError and friends
+        raise VideoError(f"unknown video encoder {codec_name!r} (try libx264, libx265, libvpx-vp9 or mpeg4)") from None
+    if codec.type != "video":
+        raise VideoError(f"{codec_name!r} is not a video encoder")
+    if codec.canonical_name not in out.supported_codecs:
+        raise VideoError(
+            f"{codec_name} ({codec.canonical_name}) cannot be stored in a {out.format.name} file; "
+            f"choose another --codec (this container's default is {out.default_video_codec}) or output file type"
+        )
+    if crf is not None and codec_name not in CRF_CODECS:
+        raise VideoError(f"codec {codec_name} has no CRF setting; use --bitrate instead (CRF codecs: {', '.join(sorted(CRF_CODECS))})")
+    fmt, pad = _choose_pix_fmt(codec, pix_fmt, width, height)
+    options: dict[str, str] = dict(_QUIET_OPTIONS.get(codec_name, {}))
+    if crf is None and bitrate is None and codec_name in CRF_CODECS:
+        crf = DEFAULT_CRF
+    if crf is not None:
+        options["crf"] = f"{crf:g}"
+        if codec_name in ("libvpx", "libvpx-vp9"):
+            options["b"] = "0"  # constant quality mode
+    stream = out.add_stream(codec_name, rate=rate, options=options)
+    stream.width = width + (width % 2 if pad else 0)
+    stream.height = height + (height % 2 if pad else 0)
+    stream.pix_fmt = fmt
+    stream.time_base = time_base
+    stream.codec_context.time_base = time_base
+    if bitrate is not None:
+        stream.bit_rate = bitrate
+    if threads:
+        stream.codec_context.thread_count = threads
+    return stream, pad
+
+
+def derain_video(
+    derainer: Any,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    batch: int = 4,
+    codec: str = "libx264",
+    bitrate: int | str | None = None,
+    crf: float | None = None,
+    pix_fmt: str | None = None,
+    threads: int | None = None,
+    tile: int | None = 0,
+    tile_overlap: int = 32,
+    audio: bool = True,
+    progress: bool | None = None,
+) -> VideoResult:
+    """Derain the first video stream of ``src`` into ``dst`` (atomically); copy its audio as is.
+
+    Args:
+        derainer: an object with ``run_tensor`` (and optionally ``run_tiled``), e.g. a ``Derainer``.
+        batch: frames derained together.
+        codec: video encoder (FFmpeg name).
+        bitrate: target bit rate (``"4M"``, ``800000``); exclusive with ``crf``.
+        crf: constant rate factor for the CRF codecs (default :data:`DEFAULT_CRF` when no bitrate).
+        pix_fmt: encoder pixel format (default ``yuv420p``; a full-chroma format for odd sizes).
+        threads: decoder/encoder threads (the derainer's threads are its own).
+        tile: tile side for ``run_tiled`` (0 = whole frames, None = automatic as ``derain run``).
+        audio: copy the audio streams.
+        progress: tqdm bar on stderr (None = only on a terminal).
+
+    Raises:
+        VideoError: unreadable input, no video stream, refused codec/options, decoding/encoding failure.
+        ``dst`` is replaced if it exists (the CLI asks for ``--overwrite``); it is never left half-written.
+    """
+    import av
+    from tqdm import tqdm
+
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if crf is not None and bitrate is not None:
+        raise VideoError("give either a bitrate or a crf, not both")
+    bits = parse_bitrate(bitrate) if bitrate is not None else None
+    src_path, dst_path = Path(src), Path(dst)
+    if dst_path.exists() and src_path.exists() and os.path.samefile(src_path, dst_path):
+        raise VideoError(f"refusing to overwrite the input {src} with the output")
+    if not dst_path.parent.is_dir():
+        raise VideoError(f"{dst_path.parent}: output folder does not exist")
+
+    start = time.perf_counter()
+    tmp: Path | None = None
+    try:
+        with _open_input(src_path) as inp:
+            vs = inp.streams.video[0]
+            vs.thread_type = "AUTO"
+            if threads:
+                vs.codec_context.thread_count = threads
+            width, height = vs.codec_context.width, vs.codec_context.height
+            if width < 1 or height < 1:
+                raise VideoError(f"{src}: video stream has no frame size")
+            time_base = vs.time_base or Fraction(1, 90000)
+            rate = _frame_rate(vs)
+            in_audio = list(inp.streams.audio) if audio else []
+
+            tmp = temp_path_for(dst_path)
+            try:
+                out = av.open(str(tmp), "w", options={"movflags": "+faststart"} if dst_path.suffix.lower() in (".mp4", ".mov", ".m4v") else {})
+            except (av.error.FFmpegError, ValueError) as err:
+                raise VideoError(f"{dst}: cannot write this file type ({err})") from None
+            with out:
+                ovs, pad = _encoder_stream(out, codec, rate, time_base, width, height, pix_fmt, bits, crf, threads)
+                audio_map: dict[int, Any] = {}
+                dropped: list[str] = []
+                supported = out.supported_codecs
+                for a in in_audio:
+                    name = a.codec_context.name
+                    if name not in supported:
+                        dropped.append(name)
+                        log.warning("audio stream #%d (%s) cannot be stored in %s; dropped (use .mkv to keep it)", a.index, name, dst_path.suffix or "this container")
+                        continue
+                    audio_map[a.index] = out.add_stream_from_template(a)
+                if pad:
+                    log.warning("codec %s needs even frame sides: %dx%d is padded to %dx%d", codec, width, height, ovs.width, ovs.height)
+
+                total = int(vs.frames or 0)
+                if not total and vs.duration and rate:
+                    total = round(float(vs.duration * vs.time_base * rate))
+                bar = tqdm(total=total or None, unit="frame", file=sys.stderr, disable=None if progress is None else not progress,
+                           dynamic_ncols=True, desc=dst_path.name)
+                pending: list[Any] = []
+                written = 0
+                last_pts: int | None = None
+                step = max(1, int(round(1 / (rate * time_base)))) if rate else 1
+
+                def flush() -> None:
+                    nonlocal written
+                    if not pending:
+                        return
+                    rgb = np.stack([f.to_ndarray(format="rgb24") for f in pending])
+                    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0)
+                    if tile != 0 and hasattr(derainer, "run_tiled"):
+                        y = derainer.run_tiled(x, tile, tile_overlap)
+                    else:
+                        y = derainer.run_tensor(x)
+                    arr = y.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+                    if pad:
+                        arr = np.pad(arr, ((0, 0), (0, ovs.height - height), (0, ovs.width - width), (0, 0)), mode="edge")
+                    for src_frame, img in zip(pending, arr):
+                        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                        frame.pts = src_frame.pts
+                        frame.time_base = time_base
+                        for packet in ovs.encode(frame):
+                            out.mux(packet)
+                    written += len(pending)
+                    bar.update(len(pending))
+                    pending.clear()
+
+                try:
+                    for packet in inp.demux(vs, *[a for a in in_audio if a.index in audio_map]):
+                        if packet.stream.index == vs.index:
+                            for frame in packet.decode():
+                                if frame.pts is None:  # raw streams: frames at the frame rate
+                                    frame.pts = 0 if last_pts is None else last_pts + step
+                                elif last_pts is not None and frame.pts <= last_pts:
+                                    frame.pts = last_pts + 1  # encoders need strictly increasing timestamps
+                                last_pts = frame.pts
+                                pending.append(frame)
+                                if len(pending) >= batch:
+                                    flush()
+                        elif packet.dts is not None:  # a flush packet at EOF has none
+                            packet.stream = audio_map[packet.stream.index]
+                            out.mux(packet)
+                    flush()
+                    for packet in ovs.encode(None):
+                        out.mux(packet)
+                finally:
+                    bar.close()
+                if written == 0:
+                    raise VideoError(f"{src}: no video frames could be decoded")
+                result = VideoResult(
+                    frames=written, seconds=0.0, width=ovs.width, height=ovs.height, pix_fmt=ovs.pix_fmt, codec=codec,
+                    audio_streams=len(audio_map), padded=pad, dropped_audio=dropped,
+                )
+        os.replace(tmp, dst_path)
+        tmp = None
+    except av.error.FFmpegError as err:
+        raise VideoError(f"{src}: video processing failed: {err.strerror or err}") from None
+    finally:
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+    result.seconds = time.perf_counter() - start
+    return result
+

@@ -154,6 +154,13 @@ _efderain(
     outc_at_full_resolution=False,
     identity_init=True,
 )
+_efderain(
+    "default",
+    "The bundled default: efderain-cpu trained here on clean photos with real rain layers, rendered rain and "
+    "RainMix (derain train default-cpu); see MODEL_CARD.md.",
+    weights="default.safetensors",
+    **{k: v for k, v in _REGISTRY["efderain-cpu"].config.items() if k in PAPER.to_dict()},
+)
 
 register_model(
     ModelSpec(

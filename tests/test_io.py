@@ -452,13 +452,6 @@ def test_api_tensor_and_tiling(identity_model):
         derain.derain("not an image", model=identity_model)
 
 
-def test_api_default_model_message():
-    if "default" in derain.list_models():
-        pytest.skip("a bundled default model is registered")
-    with pytest.raises(ValueError, match="no bundled 'default' model"):
-        derain.derain(np.zeros((8, 8, 3), np.uint8))
-
-
 def test_multi_frame_files(tmp_path):
     first, second = Image.new("RGB", (16, 12), (250, 10, 10)), Image.new("RGB", (16, 12), (10, 10, 250))
     mpo = image_bytes(first, "MPO", save_all=True, append_images=[second])  # phone JPEG with a second picture

@@ -26,16 +26,10 @@ VERIFY_TOLERANCE = 1e-3
 
 
 def _load_model(model_name: str | None, weights: str | None) -> Any:
-    import derain
     from derain.models.checkpoint import CheckpointError
 
     from .main import load_for_cli  # lazy: main imports this module
 
-    if not model_name and not weights and "default" not in derain.list_models():
-        raise click.ClickException(
-            "no bundled 'default' model in this install; pass --model NAME or --weights PATH "
-            f"(registered: {', '.join(derain.list_models())})"
-        )
     try:
         return load_for_cli(model_name, weights)
     except (CheckpointError, ValueError, FileNotFoundError) as err:

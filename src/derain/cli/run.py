@@ -228,7 +228,6 @@ def _load_derainer(model_name: str | None, weights: str | None, device: str, pre
         return onnx_derainer_for_cli(model_name, weights, onnx_path, device, precision, threads)
     import torch
 
-    import derain
     from derain.inference.derainer import Derainer
     from derain.models.checkpoint import CheckpointError
 
@@ -238,11 +237,6 @@ def _load_derainer(model_name: str | None, weights: str | None, device: str, pre
         raise click.BadParameter(str(err), param_hint="--device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise click.ClickException("--device cuda: CUDA is not available on this machine")
-    if not model_name and not weights and "default" not in derain.list_models():
-        raise click.ClickException(
-            "no bundled 'default' model in this install; pass --model NAME or --weights PATH "
-            f"(registered: {', '.join(derain.list_models())})"
-        )
     from .main import load_for_cli  # lazy: main imports this module
 
     try:

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..inference.derainer import Derainer
+from ..io.atomic import atomic_output
 from ..io.images import read_image
 from .metrics import get_protocol, quantize
 from .pairs import Pair, PairSet, find_pairs
@@ -119,17 +120,13 @@ class EvalResult:
     def write_csv(self, path: str | os.PathLike[str]) -> None:
         """One row per image: name, seconds, then PSNR/SSIM/input PSNR/input SSIM per protocol."""
         cols = [f"{p}_{k}" for p in self.protocols for k in ("psnr", "ssim", "input_psnr", "input_ssim")]
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["name", "seconds", *cols])
             for im in self.images:
                 writer.writerow(
                     [im.name, f"{im.seconds:.6f}", *(f"{im.scores[p][k]:.6f}" for p in self.protocols for k in ("psnr", "ssim", "input_psnr", "input_ssim"))]
                 )
-        os.replace(tmp, path)
 
 
 def _model_name(model: nn.Module) -> str:
@@ -194,8 +191,7 @@ def evaluate(
             in_psnr, in_ssim = protocol.score(model_input, clean)
             scores[name] = {"psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim}
             if out_dir and n == 0:
-                tmp = out_dir / f".{pair.name}.png.tmp"
-                Image.fromarray(quantize(pred, protocol.quantize_mode)).save(tmp, format="PNG")
-                os.replace(tmp, out_dir / f"{pair.name}.png")
+                with atomic_output(out_dir / f"{pair.name}.png") as tmp:
+                    Image.fromarray(quantize(pred, protocol.quantize_mode)).save(tmp, format="PNG")
         result.images.append(ImageResult(pair.name, seconds, scores))
     return result

@@ -42,10 +42,8 @@ T = TypeVar("T")
 
 @functools.lru_cache(maxsize=4)
 def _named(name: str, device: str, precision: str) -> Derainer:
-    from ..models.registry import create_model, list_models
+    from ..models.registry import create_model
 
-    if name == "default" and "default" not in list_models():
-        raise ValueError("no bundled 'default' model in this install; pass model=NAME or an nn.Module")
     return Derainer(create_model(name, pretrained=True), device=device, precision=precision)
 
 

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from ..models.efderain import pad_to_multiple
+from ..io.atomic import atomic_output
 from .derainer import DerainerBase
 
 __all__ = [
@@ -168,14 +169,8 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "derain"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    try:  # atomic: a complete file or none
-        onnx.save(proto, tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:  # a complete file or none
+        onnx.save(proto, str(tmp))
     return path
 
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import struct
 import sys
 import threading
@@ -55,6 +54,8 @@ from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .atomic import atomic_output
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -725,15 +726,8 @@ def save_photo(
     """
     path = Path(path)
     fmt = resolve_format(path, format, photo.format)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            _write(photo, derained, fp, fmt, quality)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "xb") as fp:
+        _write(photo, derained, fp, fmt, quality)
     return path
 
 

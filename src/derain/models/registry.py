@@ -14,7 +14,7 @@ import fnmatch
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 

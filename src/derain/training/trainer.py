@@ -41,6 +41,7 @@ from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import quantize
 from ..evaluation.pairs import Pair, find_pairs
 from ..inference.derainer import Derainer
+from ..io.atomic import atomic_output
 from ..io.images import read_image
 from ..models.checkpoint import load_model, save_model
 from ..models.registry import create_model
@@ -77,9 +78,8 @@ def lr_factor(step: int, decay_start: int, iterations: int) -> float:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _rng_states() -> dict[str, Any]:
@@ -162,12 +162,10 @@ def _truncate_csv(path: Path, step: int) -> None:
     if not rows:
         return
     fields = list(rows[0])
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(r for r in rows if int(r["step"]) <= step)
-    os.replace(tmp, path)
 
 
 def _distributed() -> tuple[int, int]:

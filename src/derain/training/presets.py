@@ -1,7 +1,7 @@
 """Training presets shipped with the package (``src/derain/configs/*.yaml``).
 
->>> sorted(list_presets())[:2]
-['paper-v1', 'paper-v2']
+>>> [p for p in list_presets() if p.startswith("paper-")]
+['paper-v1', 'paper-v2', 'paper-v3', 'paper-v4']
 """
 
 from __future__ import annotations

@@ -45,28 +45,26 @@ def make_video(path: Path, width: int, height: int, frames: int = FRAMES, fps: i
         for packet in v.encode(None):
             c.mux(packet)
         if a is not None:
-            total = SAMPLE_RATE * frames // fps
-            for k in range(0, total, 1024):
-                t = np.arange(k, k + 1024) / SAMPLE_RATE
-                frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="fltp", layout="mono")
-                frame.sample_rate, frame.pts = SAMPLE_RATE, k
-                for packet in a.encode(frame):
-                    c.mux(packet)
-            for packet in a.encode(None):
-                c.mux(packet)
+            mux_tone(c, a, SAMPLE_RATE * frames // fps, amplitude=0.3)
     return path
+
+
+def mux_tone(c, a, total: int, amplitude: float) -> None:
+    """Encode ``total`` samples of a 440 Hz mono tone into audio stream ``a`` of container ``c``."""
+    for k in range(0, total, 1024):
+        t = np.arange(k, k + 1024) / SAMPLE_RATE
+        frame = av.AudioFrame.from_ndarray((amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = SAMPLE_RATE, k
+        for packet in a.encode(frame):
+            c.mux(packet)
+    for packet in a.encode(None):
+        c.mux(packet)
 
 
 def make_audio_only(path: Path) -> Path:
     with av.open(str(path), "w") as c:
         a = c.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        for k in range(0, SAMPLE_RATE // 2, 1024):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = SAMPLE_RATE, k
-            for packet in a.encode(frame):
-                c.mux(packet)
-        for packet in a.encode(None):
-            c.mux(packet)
+        mux_tone(c, a, SAMPLE_RATE // 2, amplitude=0.0)
     return path
 
 

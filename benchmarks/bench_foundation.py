@@ -12,18 +12,10 @@ import argparse
 import json
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 import derain
-from derain.bench.timing import machine_description, time_call
+from derain.bench.timing import machine_description, model_gflops, time_call
 from derain.inference.precision import autocast, prepare_model
 from derain.ops import pixel_dilation_filter2d
-
-
-def model_gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() / 1e9
 
 
 def main() -> None:

@@ -21,19 +21,10 @@ from pathlib import Path
 
 import torch
 
-import derain
+from derain.bench.quality import load_model_spec
 from derain.bench.timing import machine_description
 from derain.evaluation.evaluate import evaluate, expand_protocols
 from derain.evaluation.pairs import find_pairs
-
-
-def load(spec: str) -> tuple[str, torch.nn.Module]:
-    if "=" in spec:
-        name, path = spec.split("=", 1)
-        return f"{name} ({Path(path).name})", derain.load_model(path, name=name)
-    if Path(spec).is_file():
-        return Path(spec).name, derain.load_model(spec)
-    return spec, derain.create_model(spec, pretrained=True)
 
 
 def main() -> None:
@@ -54,7 +45,7 @@ def main() -> None:
     print("|" + "---|" * (header.count("|") - 1))
     rows = []
     for spec in args.model:
-        label, model = load(spec)
+        label, model = load_model_spec(spec)
         for data in args.data:
             folder, _, last = data.partition("@last")
             pairs = find_pairs(folder)

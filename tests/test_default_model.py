@@ -38,3 +38,17 @@ def test_bf16_close_to_fp32() -> None:
     fp32 = derain.derain(x, precision="fp32")
     bf16 = derain.derain(x, precision="bf16")
     assert (fp32 - bf16).abs().mean() < 0.01
+
+
+def test_rain100l_score_is_the_model_cards(shared_dataset) -> None:
+    """``derain eval ../shared/data/Rain100L --model default --protocol y`` gives MODEL_CARD.md's number."""
+    from pathlib import Path
+
+    from derain.evaluation.evaluate import evaluate
+
+    result = evaluate(derain.load_model(), shared_dataset("Rain100L"), "y", precision="fp32", progress=False)
+    psnr, ssim = result.metrics["y"]["psnr"], result.metrics["y"]["ssim"]
+    assert result.n == 100
+    assert abs(psnr - 30.2269) < 0.005 and abs(ssim - 0.92229) < 5e-4, (psnr, ssim)
+    card = (Path(__file__).resolve().parents[1] / "MODEL_CARD.md").read_text()
+    assert f"{psnr:.2f} / {ssim:.4f}" in card

@@ -93,6 +93,8 @@ class TestConfig:
             ("decay_start=99999", "decay_start"),
             ("rainmix=true", "streaks"),
             ("sources=[{kind: web, path: x}]", "source kind"),
+            ("sources=[{kind: rain_layers, path: c, layers: [p], scale: [0.9, 0.2]}]", "scale"),
+            ("sources=[{kind: rain_layers, path: c, layers: [p], max_rotation: 120}]", "max_rotation"),
         ],
     )
     def test_invalid(self, override: str, match: str) -> None:
@@ -105,7 +107,11 @@ class TestConfig:
             cfg = load_config(resolve_preset(name))
             assert cfg.model in derain.list_models()
         v = {n: load_config(resolve_preset(f"paper-{n}")) for n in ("v1", "v2", "v3", "v4")}
-        assert (v["v1"].model, v["v1"].loss) == ("efderain-v1", "l1")
+        assert (v["v1"].model, v["v1"].loss) == ("efderain-paper", "l1")
+        v1 = derain.create_model(v["v1"].model, **v["v1"].model_overrides)  # the v1 head is an override...
+        assert v1.config == derain.create_model("efderain-v1").config
+        small_v1 = load_config(resolve_preset("paper-v1"), ["model=efderain-small"])  # ...so a smaller model keeps it
+        assert derain.create_model(small_v1.model, **small_v1.model_overrides).config.dilations == (1,)
         assert (v["v2"].model, v["v2"].loss, v["v2"].rainmix) == ("efderain-paper", "l1", False)
         assert (v["v3"].loss, v["v3"].rainmix) == ("l1_ssim", False)
         assert (v["v4"].loss, v["v4"].rainmix) == ("l1_ssim", True)
@@ -142,6 +148,22 @@ class TestSamples:
         assert torch.equal(ra, rb) and torch.equal(ca, cb)
         assert ra.shape == (3, 32, 32) and not torch.equal(a[6][0], ra)
         assert float((ra - ca).abs().mean()) > 0.005  # rain was added
+
+    def test_rain_layer_intensity_scale(self, clean_folder, tmp_path) -> None:
+        """A source's ``scale`` multiplies the real rain layer: a constant +100/255 layer at x0.5 adds 50/255."""
+        pairs = tmp_path / "pairs"
+        for sub in ("rainy", "clean"):
+            (pairs / sub).mkdir(parents=True)
+        clean = np.full((40, 40, 3), 80, np.uint8)
+        Image.fromarray(clean).save(pairs / "clean" / "a.png")
+        Image.fromarray(clean + 100).save(pairs / "rainy" / "a.png")
+        source = {"kind": "rain_layers", "path": str(clean_folder), "layers": [str(pairs)], "max_rotation": 10}
+        for scale, added in (([0.5, 0.5], 50 / 255), ([1.0, 1.0], 100 / 255)):
+            cfg = load_config(None, [f"sources=[{yaml.safe_dump({**source, 'scale': scale}, default_flow_style=True).strip()}]",
+                                     "crop=32", "validation.synthetic=0"])
+            rainy, clean_crop = TrainingSamples(cfg).sample(0)
+            expected = np.minimum(clean_crop + added, 1.0)
+            assert np.abs(rainy - expected).max() < 2 / 255
 
     def test_batch_sampler(self) -> None:
         ranks = [list(StepBatchSampler(2, start=1, stop=3, rank=r, world=2)) for r in (0, 1)]

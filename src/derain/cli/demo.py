@@ -58,7 +58,7 @@ def synthetic_scene(width: int = 481, height: int = 321, seed: int = 0) -> np.nd
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo_cmd(output: str, rain: str, model_name: str | None, weights: str | None, seed: int) -> None:
     """Derain a synthetic rainy photo and write before/after side by side (no input file needed)."""
-    from derain.cli.main import load_for_cli
+    from .common import load_for_cli
     from derain.data.render import RainRenderer
     from derain.evaluation.metrics import calculate_psnr, quantize
     from derain.inference.derainer import Derainer

@@ -28,7 +28,7 @@ VERIFY_TOLERANCE = 1e-3
 def _load_model(model_name: str | None, weights: str | None) -> Any:
     from derain.models.checkpoint import CheckpointError
 
-    from .main import load_for_cli  # lazy: main imports this module
+    from .common import load_for_cli
 
     try:
         return load_for_cli(model_name, weights)

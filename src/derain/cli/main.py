@@ -7,50 +7,20 @@ traceback.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
-from typing import Any, Callable
 
 import click
 
 __all__ = ["main", "cli"]
 
-# Errors that are the user's input, not a bug: printed as one line.
-from ..evaluation.pairs import DatasetError  # noqa: E402
-from ..io.images import ImageReadError  # noqa: E402
-from ..models.checkpoint import CheckpointError  # noqa: E402
-from ..training.config import ConfigError  # noqa: E402
+from .bench import bench_group, explain_cmd  # noqa: E402
+from .common import USER_ERRORS, load_for_cli, user_errors  # noqa: E402,F401  (re-exported for the subcommands)
 from .demo import demo_cmd  # noqa: E402
 from .export import export_cmd  # noqa: E402
 from .run import DefaultRunGroup, run_cmd  # noqa: E402  (`derain PHOTO...` = `derain run PHOTO...`)
+from .serve import serve_cmd  # noqa: E402
 from .video import video_cmd  # noqa: E402
-
-USER_ERRORS = (DatasetError, CheckpointError, ConfigError, ImageReadError, FileNotFoundError)
-
-
-def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the known input errors into ``click.ClickException`` (``Error: ...``, exit 1)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as e:
-            raise click.ClickException(str(e)) from None
-        except ValueError as e:  # bad option values that reached the library
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
-
-
-def load_for_cli(model: str | None, weights: str | None, default: str = "default") -> Any:
-    """``--model NAME`` (bundled weights), ``--weights PATH`` (file's own config), or both (file into NAME)."""
-    import derain
-
-    if weights:
-        return derain.load_model(weights, name=model)
-    return derain.create_model(model or default, pretrained=True)
 
 
 @click.group(cls=DefaultRunGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,6 +38,9 @@ cli.add_command(run_cmd)
 cli.add_command(demo_cmd)
 cli.add_command(video_cmd)
 cli.add_command(export_cmd)
+cli.add_command(bench_group)
+cli.add_command(explain_cmd)
+cli.add_command(serve_cmd)
 
 
 @cli.command("models")

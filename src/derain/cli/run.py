@@ -237,7 +237,7 @@ def _load_derainer(model_name: str | None, weights: str | None, device: str, pre
         raise click.BadParameter(str(err), param_hint="--device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise click.ClickException("--device cuda: CUDA is not available on this machine")
-    from .main import load_for_cli  # lazy: main imports this module
+    from .common import load_for_cli
 
     try:
         model = load_for_cli(model_name, weights)

@@ -124,6 +124,18 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     return x, (h, w)
 
 
+def _filtering_layout(t: Tensor) -> Tensor:
+    """Half-precision kernels as fp32, in plain (NCHW-contiguous) layout.
+
+    The filtering is memory-bound elementwise work over row slices: on the CPU it runs about 20x
+    faster in fp32 on contiguous tensors than in bf16 on channels_last ones (the layout reduced
+    precision inference uses for the convolutions), and fp32 accumulation is more accurate.
+    """
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t.contiguous()
+
+
 class EfDeRain(nn.Module):
     """Kernel prediction network + pixel-wise dilation filtering + fusion.
 
@@ -139,6 +151,8 @@ class EfDeRain(nn.Module):
     def __init__(self, config: EfDeRainConfig = PAPER) -> None:
         super().__init__()
         self.config = config
+        # "fast" (in-place accumulation) or "reference" (stacked shifts, the released code's way); same function
+        self.filter_implementation = "fast"
         w, d, kl = config.widths, config.depth, config.kernel_level
         levels = len(w)
         # Encoder: conv1..conv{levels}
@@ -201,15 +215,16 @@ class EfDeRain(nn.Module):
         if cfg.outc_at_full_resolution:
             if scale > 1:
                 feat = F.interpolate(feat, scale_factor=scale, mode="bilinear", align_corners=False)
-            return self.outc(feat)
-        feat = self.outc(feat)
+            return _filtering_layout(self.outc(feat))
+        feat = _filtering_layout(self.outc(feat))  # convert at low resolution: 4x less to copy
         if scale > 1:
             feat = F.interpolate(feat, scale_factor=scale, mode="bilinear", align_corners=False)
         return feat
 
     def filter(self, x: Tensor, kernels: Tensor) -> Tensor:
         """Pixel-wise dilation filtering of ``x`` with ``kernels`` and fusion."""
-        filtered = pixel_dilation_filter2d(x.to(kernels.dtype), kernels, self.config.dilations)
+        kernels = _filtering_layout(kernels)
+        filtered = pixel_dilation_filter2d(x.to(kernels.dtype).contiguous(), kernels, self.config.dilations, self.filter_implementation)
         return self.conv_final(filtered) if self.config.fusion else filtered
 
     def forward(self, x: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ class SourceConfig:
         ``synthetic``: clean photos from ``path`` with rain rendered on the fly (``preset``: light/medium/heavy/mixed).
         ``rain_layers``: clean photos from ``path`` with real rain layers (rainy − clean) of the pairs in
         ``layers`` composited onto them; the last ``holdout`` pairs of ``layers`` are left out (validation).
+        Each layer's intensity is scaled by U(``scale``) and rotated by up to ``max_rotation`` degrees.
     """
 
     kind: str = "synthetic"
@@ -39,6 +40,8 @@ class SourceConfig:
     layers: list[str] = field(default_factory=list)
     holdout: int = 0
     layout: str = "auto"
+    scale: tuple[float, float] = (0.7, 1.1)
+    max_rotation: float = 0.0
 
 
 @dataclass
@@ -105,6 +108,10 @@ class TrainConfig:
                 raise ConfigError(f"source weights must be > 0, got {s.weight}")
             if s.kind == "rain_layers" and not s.layers:
                 raise ConfigError("a rain_layers source needs `layers`: paired folders to take rain layers from")
+            if len(s.scale) != 2 or not 0 < s.scale[0] <= s.scale[1]:
+                raise ConfigError(f"source scale must be [low, high] with 0 < low <= high, got {list(s.scale)}")
+            if not 0 <= s.max_rotation <= 90:
+                raise ConfigError(f"source max_rotation must be in [0, 90] degrees, got {s.max_rotation}")
         if self.rainmix and not self.streaks:
             raise ConfigError("rainmix needs `streaks`: a folder of rain-streak images")
 

@@ -130,10 +130,11 @@ class RainLayerSource:
         if not pairs:
             raise DatasetError(f"no rain-layer pairs left in {cfg.layers} after holding out {cfg.holdout}")
         self.bank = RainLayerBank.from_pairs([(p.rainy, p.clean) for p in pairs])
+        self.scale, self.max_rotation = (float(cfg.scale[0]), float(cfg.scale[1])), float(cfg.max_rotation)
 
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
         clean = _to_float(_random_crop([_load(str(self.files[int(rng.integers(len(self.files)))]))], crop, rng)[0])
-        return self.bank.augment(clean, rng), clean
+        return self.bank.augment(clean, rng, scale=self.scale, max_rotation=self.max_rotation), clean
 
 
 def build_sources(cfg: TrainConfig) -> list[Source]:

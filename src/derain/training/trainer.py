@@ -49,7 +49,7 @@ from .config import TrainConfig
 from .dataset import StepBatchSampler, TrainingSamples, build_sources, clean_split
 from .losses import build_loss
 
-__all__ = ["train", "TrainResult", "lr_factor"]
+__all__ = ["train", "TrainResult", "ValidationSets", "lr_factor"]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
 
 
-class _Validation:
+class ValidationSets:
     """Validation pairs (never test sets) and the synthetic held-out pairs, scored with protocol ``y``."""
 
     def __init__(self, cfg: TrainConfig) -> None:
@@ -190,7 +190,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     samples = TrainingSamples(cfg, build_sources(cfg))
-    validation = _Validation(cfg) if rank == 0 else None
+    validation = ValidationSets(cfg) if rank == 0 else None
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **cfg.model_overrides)
@@ -309,7 +309,7 @@ def _record_rank_checksums(model: nn.Module, out: Path, rank: int) -> None:
     dist.barrier()
 
 
-def _write_sample(model: nn.Module, validation: _Validation, path: Path) -> None:
+def _write_sample(model: nn.Module, validation: ValidationSets, path: Path) -> None:
     rainy = validation.first_image()
     if rainy is None:
         return

@@ -1,0 +1,176 @@
+"""``derain bench speed|quality|ablation`` and ``derain explain``: the paper's tables and figures.
+
+Each prints a markdown table and writes what it is asked to (``--json``/``--csv``, a PNG plot).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import load_for_cli, user_errors
+
+__all__ = ["bench_group", "explain_cmd"]
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``WxH`` → ``(H, W)``."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: sizes look like 481x321 (width x height)") from None
+    if w < 1 or h < 1:
+        raise click.BadParameter(f"{text!r}: width and height must be positive")
+    return h, w
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _need_matplotlib() -> None:
+    """Fail before any work when the plot cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.ClickException("plots need matplotlib: pip install 'derain[bench]'") from None
+
+
+def _echo_row(text: str) -> None:
+    click.echo(text, err=True)
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Benchmarks that reproduce the paper's tables and figures on this machine."""
+
+
+@bench_group.command("speed")
+@click.option("--model", "models", multiple=True, help="Registered name or 'efderain-paper (released path)'; repeatable. "
+              "Default: default, efderain-paper, the released path, prenet.")
+@click.option("--size", "sizes", multiple=True, default=("481x321", "1920x1080"), show_default=True, help="WxH; repeatable.")
+@click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1), default=(1, 8), show_default=True)
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default=("fp32", "bf16"), show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--max-cell-seconds", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Time budget per (size, batch, precision) cell: fewer repeats when slow; skipped when one call is estimated above half of it.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows as JSON here.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the rows as CSV here.")
+@user_errors
+def speed_cmd(models, sizes, batches, precisions, device, threads, repeats, warmup, max_cell_seconds, json_path, csv_path) -> None:
+    """Milliseconds per image of each model, side by side, with GFLOPs and speed-up ratios."""
+    from derain.bench.speed import DEFAULT_MODELS, run_speed
+
+    _threads(threads)
+    shape = [_size(s) for s in sizes]
+    report = run_speed(
+        models or DEFAULT_MODELS, shape, batches, precisions, device=device, warmup=warmup, repeats=repeats,
+        max_cell_seconds=max_cell_seconds,
+        progress=lambda r: _echo_row(f"{r.model} {r.size[1]}x{r.size[0]} b{r.batch} {r.precision}: " + (r.skipped or f"{r.ms:.1f} ms/image")),
+    )
+    click.echo(report.table())
+    if json_path:
+        report.write_json(json_path)
+    if csv_path:
+        report.write_csv(csv_path)
+
+
+@bench_group.command("quality")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "models", multiple=True, required=True, help="NAME, NAME=WEIGHTS or WEIGHTS_FILE; repeatable.")
+@click.option("--protocol", type=click.Choice(["y", "efderain-rgb"]), default="y", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@click.option("--limit", type=click.IntRange(min=1), help="First N pairs only.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG: PSNR and SSIM vs ms per image (log x).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the points as JSON here.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the points as CSV here.")
+@user_errors
+def quality_cmd(dataset_dir, models, protocol, precision, threads, limit, plot_path, json_path, csv_path) -> None:
+    """Quality vs time of models on one paired folder (paper Fig. 1/4)."""
+    from derain.bench.quality import plot_quality, quality_table, run_quality, write_points
+
+    if plot_path:
+        _need_matplotlib()
+    _threads(threads)
+    points = run_quality(
+        models, dataset_dir, protocol, precision, limit,
+        progress=lambda p: _echo_row(f"{p.model}: {p.psnr:.2f} dB / {p.ssim:.4f}, {p.ms:.1f} ms/image"),
+    )
+    click.echo(quality_table(points, precision))
+    if json_path:
+        write_points(points, json_path, "json")
+    if csv_path:
+        write_points(points, csv_path, "csv")
+    if plot_path:
+        plot_quality(points, plot_path)
+
+
+@bench_group.command("ablation")
+@click.option("--iterations", type=click.IntRange(min=1), default=1500, show_default=True,
+              help="Training steps per variant (the budget; the paper-size run is 50000 on a GPU).")
+@click.option("--model", help="Architecture for every variant (default: each preset's, the released network).")
+@click.option("--variant", "variants", multiple=True, type=click.Choice(["v1", "v2", "v3", "v4"]), help="Repeatable (default: all four).")
+@click.option("--test", "tests", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Test folders scored for reporting only (never used to choose anything); repeatable.")
+@click.option("--out-dir", default="runs/ablation", show_default=True, type=click.Path(file_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows as JSON here.")
+@click.argument("overrides", nargs=-1)
+@user_errors
+def ablation_cmd(iterations, model, variants, tests, out_dir, json_path, overrides) -> None:
+    """Paper Table 2: train v1-v4 with one budget, score on validation (and test) sets.
+
+    OVERRIDES are training config key=value pairs applied to every variant (crop=128 threads=2 ...).
+    """
+    from derain.bench.ablation import VARIANTS, ablation_table, run_ablation, write_rows
+
+    rows = run_ablation(iterations, out_dir, tests, model, overrides, variants or tuple(VARIANTS), log=_echo_row)
+    click.echo(ablation_table(rows))
+    if json_path:
+        write_rows(rows, json_path)
+
+
+@click.command("explain")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--model", "model_name", help="Registered EfDeRain model (default: the bundled default).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors, or .pth with --model).")
+@click.option("--point", "points", multiple=True, help="Y,X pixel to explain; repeatable (default: picked automatically).")
+@click.option("--n-points", type=click.IntRange(min=1, max=8), default=4, show_default=True)
+@click.option("--max-side", type=click.IntRange(min=16), default=800, show_default=True, help="Downscale larger images to this side first.")
+@user_errors
+def explain_cmd(image, output, model_name, weights, points, n_points, max_side) -> None:
+    """Draw the predicted per-pixel kernels at each dilation, with centre-weight and entropy maps (paper Fig. 2c)."""
+    import numpy as np
+    from PIL import Image
+
+    from derain.bench.explain import explain_image, plot_explanation
+    from derain.io.images import read_image
+
+    _need_matplotlib()
+    parsed = []
+    for p in points:
+        try:
+            y, x = (int(v) for v in p.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{p!r}: points look like Y,X (e.g. 120,200)", param_hint="--point") from None
+        parsed.append((y, x))
+    rgb = read_image(image)
+    scale = max_side / max(rgb.shape[:2])
+    if scale < 1:
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+        click.echo(f"downscaled to {size[0]}x{size[1]} (--max-side {max_side}); points refer to that size", err=True)
+    model = load_for_cli(model_name, weights)
+    e = explain_image(model, rgb.astype(np.float32) / 255, parsed or None, n_points)
+    plot_explanation(e, output)
+    for n, (y, x, kind) in enumerate(e.points, start=1):
+        click.echo(f"{n}: {kind} y={y} x={x} centre weight {e.centre_weight[y, x]:.3f} entropy {e.entropy[y, x]:.3f}")
+    click.echo(f"wrote {Path(output)}", err=True)

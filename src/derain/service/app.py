@@ -1,0 +1,268 @@
+"""The HTTP service: :func:`create_app` builds the FastAPI app that ``derain serve`` runs.
+
+Endpoints:
+
+* ``POST /v1/derain``: the image as the multipart field ``file`` or as the raw body; query
+  ``format`` (``png``/``jpeg``/``webp``; default: the input's format), ``quality`` (1-100, JPEG and
+  WebP), ``tile`` (tile side; default automatic; ``0``: one pass, only for images of at most 1 MP:
+  larger ones are always tiled, with tiles of at most ``max_tile``). Answers the derained image
+  with its content type, ``Content-Disposition`` (``<name>_derained.<ext>``) and ``Server-Timing``
+  (queue, decode, derain, encode, total).
+* ``GET /healthz``: ``{"status": "ok", "model": {...}, "queue": {...}}``.
+* ``GET /v1/models``: ``{"models": [{"name", "params", "precision"}]}``.
+* ``GET /``: the web page (``static/``: plain HTML/JS/CSS, nothing from elsewhere).
+* ``GET /docs``, ``GET /openapi.json``: FastAPI's API docs.
+
+Errors are JSON ``{"error", "request_id"}``: 400 (corrupt image, empty or malformed upload), 404,
+405, 413 (upload over ``max_upload_mb``, or more than ``max_pixels`` pixels), 415 (not an image),
+422 (bad query options), 503 with ``Retry-After`` (``workers + queue_size`` requests already
+admitted), 500 (a bug: logged with its traceback, never sent). A client that disconnects during its
+upload is logged with status 499 (no traceback; not a server error).
+
+The model is loaded once, when the app is built; inference runs in ``workers`` threads with room
+for ``queue_size`` more requests (:mod:`derain.service.inference_pool`), off the event loop. A
+request takes its place *before* its upload is read, so a request still uploading counts against
+the queue like one waiting for a worker: uploads held in memory are bounded by
+``workers + queue_size`` (times ``max_upload_mb``), and one model pass by ``max_tile``².
+
+>>> import derain
+>>> from fastapi.testclient import TestClient
+>>> app = create_app(derain.create_model("efderain-tiny"), precision="fp32")
+>>> with TestClient(app) as client:
+...     client.get("/v1/models").json()["models"][0]["name"]
+'efderain-tiny'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, AsyncIterator
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from torch import nn
+
+from ..inference.api import get_derainer
+from ..inference.derainer import Derainer
+from ..inference.tiling import AUTO_TILE, DEFAULT_OVERLAP
+from .errors import ApiError, ErrorBody, install_error_handlers
+from .inference_pool import InferencePool, QueueFull
+from .limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_TILE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE_SIZE
+from .middleware import RequestContextMiddleware
+from .pipeline import derain_upload, download_name, media_type
+from .uploads import read_upload
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_TILE",
+    "DEFAULT_MAX_UPLOAD_MB",
+    "DEFAULT_QUEUE_SIZE",
+    "Health",
+    "ModelInfo",
+    "ModelList",
+    "OutputFormat",
+    "create_app",
+    "model_info",
+]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: The page loads nothing from anywhere else (results are shown as blob: URLs).
+PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' blob:; object-src 'none'; base-uri 'none'"
+
+
+class OutputFormat(str, Enum):
+    """Formats ``POST /v1/derain?format=`` can write."""
+
+    png = "png"
+    jpeg = "jpeg"
+    jpg = "jpg"
+    webp = "webp"
+
+
+class ModelInfo(BaseModel):
+    """The served model."""
+
+    name: str
+    params: int
+    precision: str
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``."""
+
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    """``GET /healthz``."""
+
+    status: str
+    model: ModelInfo
+    queue: dict[str, int]
+
+
+def model_info(derainer: Derainer, name: str | None = None) -> ModelInfo:
+    """Name (``name``, else the model's registry name, else its class), parameter count and precision."""
+    model = derainer.model
+    shown = name or getattr(model, "registry_name", None) or type(model).__name__
+    return ModelInfo(name=str(shown), params=sum(p.numel() for p in model.parameters()), precision=derainer.precision)
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "Corrupt or truncated image, empty upload, or a form without a `file` field",
+        413: "Upload larger than the size limit, or an image with more pixels than the limit",
+        415: "Not an image (or a format Pillow cannot read)",
+        422: "Invalid query options",
+        503: "`workers + queue_size` requests already admitted (running, waiting, or still uploading); see `Retry-After`",
+    }.items()
+}
+_TILE_HELP = (
+    f"Tile side in pixels (0, or more than {2 * DEFAULT_OVERLAP}); default: automatic ({AUTO_TILE}-pixel tiles above 1 MP). "
+    "0: one pass over the whole image, only up to 1 MP. Images above 1 MP are always tiled, with tiles of at most "
+    "this server's maximum, {max_tile}; a larger tile or 0 is capped to it."
+)
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The image: the multipart field `file`, or the raw request body.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+            "image/*": _BINARY,
+            "application/octet-stream": _BINARY,
+        },
+    }
+}
+
+
+def create_app(
+    model: str | nn.Module | Derainer | None = None,
+    *,
+    workers: int = 1,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_tile: int = DEFAULT_MAX_TILE,
+    precision: str = "auto",
+) -> FastAPI:
+    """Build the service around ``model`` (None: the bundled default; a registered name; an ``nn.Module``).
+
+    Args:
+        model: the model, loaded once here.
+        workers: inference threads (requests derained at the same time).
+        queue_size: requests admitted beyond the ``workers`` running ones; beyond that, 503 with
+            ``Retry-After``. A request is admitted before its upload is read, so one still uploading
+            takes a place too (with ``queue_size=0`` a slow upload makes others get 503 even while
+            the worker is idle): that bounds the uploads held in memory to ``workers + queue_size``.
+        max_pixels: larger images get 413 (None: no limit).
+        max_upload_mb: larger uploads get 413 (MiB), checked while the body is read.
+        max_tile: largest tile side (> 64); images over 1 MP or over ``max_tile²`` pixels are always
+            tiled with tiles of at most this, whatever ``?tile=`` asks (see
+            :func:`~derain.service.pipeline.server_tile`).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`derain.inference.precision`).
+    """
+    if max_upload_mb <= 0:
+        raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb}")
+    if max_pixels is not None and max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    if max_tile <= 2 * DEFAULT_OVERLAP:
+        raise ValueError(f"max_tile must be more than {2 * DEFAULT_OVERLAP} (twice the tile overlap), got {max_tile}")
+    derainer = get_derainer(model, "cpu", precision)
+    pool = InferencePool(workers, queue_size)
+    info = model_info(derainer, model if isinstance(model, str) else "default" if model is None else None)
+    upload_limit = int(max_upload_mb * 1024 * 1024)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.shutdown()
+
+    app = FastAPI(
+        title="derain",
+        summary="Remove rain from photos on a CPU (EfficientDeRain).",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.pool = pool
+    app.state.derainer = derainer
+    app.state.model_info = info
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.post(
+        "/v1/derain",
+        summary="Derain an image",
+        response_class=Response,
+        responses={200: {"description": "The derained image", "content": {t: {} for t in ("image/png", "image/jpeg", "image/webp")}}, **_ERRORS},
+        openapi_extra=_UPLOAD_BODY,
+    )
+    async def derain_image(
+        request: Request,
+        format: Annotated[OutputFormat | None, Query(description="Output format; default: the input's.")] = None,
+        quality: Annotated[int, Query(ge=1, le=100, description="JPEG/WebP quality.")] = 95,
+        # a default rather than Annotated: the help names this app's max_tile, a local (annotations are strings here)
+        tile: int | None = Query(None, ge=0, description=_TILE_HELP.format(max_tile=max_tile)),
+    ) -> Response:
+        """Remove rain from the uploaded image; the result comes back in the input's format unless `format` says otherwise."""
+        if tile and tile <= 2 * DEFAULT_OVERLAP:
+            raise ApiError(422, f"invalid request: tile must be 0 or more than {2 * DEFAULT_OVERLAP} (twice the tile overlap)")
+        try:
+            place = pool.reserve()
+        except QueueFull as full:
+            raise ApiError(503, str(full), {"Retry-After": str(full.retry_after)}) from None
+        with place:
+            upload = await read_upload(request, upload_limit)
+            job = functools.partial(
+                derain_upload, derainer, upload.data, max_pixels=max_pixels,
+                format=format.value if format else None, quality=quality, tile=tile, max_tile=max_tile,
+                name=upload.filename or "<upload>",
+            )
+            result = await place.run(job)
+        timings = {"queue": place.queue_ms, **result.timings_ms}
+        request.state.log_fields.update(
+            model=info.name, width=result.width, height=result.height, format=result.format, tile=result.tile,
+            **{f"{k}_ms": round(v, 1) for k, v in timings.items()},
+        )
+        headers = {
+            "Content-Disposition": f'inline; filename="{download_name(upload.filename, result.format)}"',
+            "Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items()),
+            "X-Derain-Model": info.name,
+        }
+        return Response(result.data, media_type=media_type(result.format), headers=headers)
+
+    @app.get("/healthz", response_model=Health, summary="Liveness and load")
+    async def healthz() -> Health:
+        """`ok` with the served model and the queue's state."""
+        return Health(status="ok", model=info, queue=pool.stats())
+
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+
+    @app.get("/v1/models", response_model=ModelList, summary="The served model")
+    async def models() -> ModelList:
+        """The model this server runs: name, parameter count and precision."""
+        return ModelList(models=[info])
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Content-Security-Policy": PAGE_CSP})
+
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("derain")
+    except Exception:  # noqa: BLE001 - running from a source tree without metadata
+        return "0"

@@ -1,0 +1,105 @@
+// derain's web page: pick or drop a photo, POST it to /v1/derain, show before/after with a slider,
+// offer the result for download and say how long it took. Plain JS, nothing loaded from elsewhere.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  dropzone: $("dropzone"), file: $("file"), format: $("format"), quality: $("quality"), status: $("status"),
+  result: $("result"), before: $("before"), after: $("after"), divider: $("divider"), slider: $("slider"),
+  download: $("download"), time: $("time"),
+};
+const urls = { before: null, after: null };
+
+function setStatus(text, isError = false) {
+  els.status.textContent = text;
+  els.status.classList.toggle("error", isError);
+}
+
+function showObjectUrl(key, img, blob) {
+  if (urls[key]) URL.revokeObjectURL(urls[key]);
+  urls[key] = URL.createObjectURL(blob);
+  img.src = urls[key];
+  return urls[key];
+}
+
+function setSlider(percent) {
+  els.after.style.clipPath = `inset(0 0 0 ${percent}%)`;
+  els.divider.style.left = `${percent}%`;
+}
+
+function fileNameFrom(response, fallback) {
+  const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+  return match ? match[1] : fallback;
+}
+
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    return `${response.status}: ${body.error}`;
+  } catch {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+async function derainFile(file) {
+  if (!file) return;
+  document.body.dataset.state = "working";
+  els.result.hidden = true;
+  els.download.removeAttribute("href");
+  els.time.textContent = "";
+  setStatus(`Deraining ${file.name}…`);
+  showObjectUrl("before", els.before, file);
+
+  const params = new URLSearchParams();
+  if (els.format.value) params.set("format", els.format.value);
+  if (els.quality.value) params.set("quality", els.quality.value);
+  const body = new FormData();
+  body.append("file", file, file.name);
+
+  const started = performance.now();
+  let response;
+  try {
+    response = await fetch(`/v1/derain?${params}`, { method: "POST", body });
+  } catch (err) {
+    setStatus(`Cannot reach the server: ${err.message}`, true);
+    document.body.dataset.state = "error";
+    return;
+  }
+  if (!response.ok) {
+    setStatus(await errorMessage(response), true);
+    document.body.dataset.state = "error";
+    return;
+  }
+  const blob = await response.blob();
+  const roundTrip = performance.now() - started;
+  const serverMs = Number(response.headers.get("X-Process-Time-Ms"));
+
+  els.download.href = showObjectUrl("after", els.after, blob);
+  els.download.download = fileNameFrom(response, "derained");
+  await els.after.decode().catch(() => {});
+  const server = Number.isFinite(serverMs) && serverMs > 0 ? `${Math.round(serverMs)} ms on the server, ` : "";
+  els.time.textContent = `Took ${server}${Math.round(roundTrip)} ms in all`;
+  setSlider(els.slider.value);
+  els.result.hidden = false;
+  setStatus(`Done: ${file.name}`);
+  document.body.dataset.state = "done";
+}
+
+els.file.addEventListener("change", () => derainFile(els.file.files[0]));
+els.slider.addEventListener("input", () => setSlider(els.slider.value));
+for (const name of ["dragenter", "dragover"]) {
+  els.dropzone.addEventListener(name, (event) => {
+    event.preventDefault();
+    els.dropzone.classList.add("over");
+  });
+}
+for (const name of ["dragleave", "drop"]) {
+  els.dropzone.addEventListener(name, () => els.dropzone.classList.remove("over"));
+}
+els.dropzone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  const file = event.dataTransfer.files[0];
+  if (file) derainFile(file);
+});
+document.addEventListener("dragover", (event) => event.preventDefault());  // a near miss must not open the file
+document.addEventListener("drop", (event) => event.preventDefault());

@@ -1,0 +1,483 @@
+"""The HTTP service (``derain serve``) through the real app, in-process (FastAPI's TestClient).
+
+Most tests serve ``efderain-tiny`` with random weights (fast); one serves the bundled default,
+and one runs ``derain serve --port 0`` in a subprocess. Every status code the service answers is
+checked: 200, 400, 404, 405, 413 (bytes, streamed bytes, pixels), 415, 422, 500, 503 with
+Retry-After (made deterministic by a model that blocks until the test lets it go), and the 499
+logged for a client that disconnects mid-upload; and the tile cap that bounds one model pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from PIL import Image
+from torch import nn
+
+import derain
+from derain.cli.main import cli
+from derain.service import create_app
+from derain.service.middleware import LOGGER_NAME
+from derain.service.testing import encode_image, rainy_photo, running_server
+
+
+def decoded(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def assert_error(response, status: int, *words: str) -> dict:
+    """A JSON error body with the request's ID, the given words, and no traceback."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "request_id"}
+    assert body["request_id"] == response.headers["x-request-id"]
+    for word in words:
+        assert word in body["error"], body
+    assert "Traceback" not in response.text and 'File "' not in response.text and ".py" not in response.text
+    return body
+
+
+PHOTO = rainy_photo()
+PNG = encode_image(PHOTO)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return derain.create_model("efderain-tiny")
+
+
+@pytest.fixture(scope="module")
+def client(tiny):
+    with TestClient(create_app(tiny, precision="fp32")) as c:
+        yield c
+
+
+# ------------------------------------------------------------------------------------- 200
+
+
+def test_multipart_png_comes_back_as_png_of_the_same_size(client):
+    r = client.post("/v1/derain", files={"file": ("rain shot.png", PNG, "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    assert r.headers["content-disposition"] == 'inline; filename="rain_shot_derained.png"'
+    out = decoded(r.content)
+    assert out.format == "PNG" and out.size == PHOTO.size and out.mode == "RGB"
+    assert len(r.headers["x-request-id"]) >= 16
+    assert float(r.headers["x-process-time-ms"]) > 0
+    timing = r.headers["server-timing"]
+    for part in ("queue;dur=", "decode;dur=", "derain;dur=", "encode;dur=", "total;dur="):
+        assert part in timing, timing
+
+
+def test_raw_body_and_format_follow_the_input(client):
+    jpeg = encode_image(PHOTO, "JPEG", quality=90)
+    r = client.post("/v1/derain", content=jpeg, headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/jpeg"
+    assert decoded(r.content).format == "JPEG" and decoded(r.content).size == PHOTO.size
+
+
+@pytest.mark.parametrize("fmt, media, pil", [("webp", "image/webp", "WEBP"), ("jpeg", "image/jpeg", "JPEG"), ("png", "image/png", "PNG")])
+def test_format_option_overrides_the_input_format(client, fmt, media, pil):
+    r = client.post(f"/v1/derain?format={fmt}", files={"file": ("x.png", PNG)})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == media
+    out = decoded(r.content)
+    assert out.format == pil and out.size == PHOTO.size
+
+
+def test_quality_changes_lossy_output(client):
+    small = client.post("/v1/derain?format=jpeg&quality=5", content=PNG).content
+    large = client.post("/v1/derain?format=jpeg&quality=100", content=PNG).content
+    assert len(small) < 0.75 * len(large)
+
+
+def test_tiling_option_keeps_the_size(client):
+    big = rainy_photo(200, 150, seed=1)
+    r = client.post("/v1/derain?tile=96", content=encode_image(big))
+    assert r.status_code == 200, r.text
+    assert decoded(r.content).size == (200, 150)
+    whole = decoded(client.post("/v1/derain?tile=0", content=encode_image(big)).content)
+    tiled = np.asarray(decoded(r.content), np.float32)
+    assert np.abs(tiled - np.asarray(whole, np.float32)).mean() < 3.0
+
+
+def test_alpha_and_grey_are_kept(client):
+    rgba = PHOTO.convert("RGBA")
+    rgba.putalpha(77)
+    out = decoded(client.post("/v1/derain", content=encode_image(rgba)).content)
+    assert out.mode == "RGBA" and out.getpixel((3, 3))[3] == 77
+    grey = decoded(client.post("/v1/derain", content=encode_image(PHOTO.convert("L"))).content)
+    assert grey.mode == "L" and grey.size == PHOTO.size
+
+
+def test_default_model_derains_and_changes_the_image():
+    with TestClient(create_app()) as c:  # the bundled default model
+        assert c.get("/v1/models").json()["models"][0]["name"] == "default"
+        r = c.post("/v1/derain", files={"file": ("rain.png", PNG, "image/png")})
+    assert r.status_code == 200, r.text
+    out = np.asarray(decoded(r.content), np.float32)
+    assert out.shape == (PHOTO.height, PHOTO.width, 3)
+    diff = np.abs(out - np.asarray(PHOTO, np.float32))
+    assert diff.mean() > 1.0, "the default model returned the input unchanged"
+    assert r.headers["x-derain-model"] == "default"
+
+
+# ----------------------------------------------------------------------- info and the page
+
+
+def test_healthz_models_and_docs(client, tiny):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert health["queue"] == {"workers": 1, "queue_size": 8, "admitted": 0, "running": 0}
+    models = client.get("/v1/models").json()["models"]
+    assert models == [{"name": "efderain-tiny", "params": sum(p.numel() for p in tiny.parameters()), "precision": "fp32"}]
+    assert health["model"] == models[0]
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/derain"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in body and "image/*" in body
+    assert {"/healthz", "/v1/models"} <= set(spec["paths"])
+    assert "swagger" in client.get("/docs").text.lower()
+
+
+def test_page_and_its_assets_are_local(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    page = r.text
+    for asset in ("/static/app.js", "/static/app.css"):
+        assert asset in page
+        assert client.get(asset).status_code == 200
+    text = page + client.get("/static/app.js").text + client.get("/static/app.css").text
+    assert "http://" not in text and "https://" not in text and "//cdn" not in text
+
+
+# --------------------------------------------------------------------------- client errors
+
+
+def test_not_an_image_is_415(client):
+    assert_error(client.post("/v1/derain", content=b"hello, this is text"), 415, "not an image")
+    assert_error(client.post("/v1/derain", files={"file": ("notes.txt", b"plain text", "text/plain")}), 415)
+
+
+def test_corrupt_image_is_400(client):
+    assert_error(client.post("/v1/derain", content=PNG[: len(PNG) // 2]), 400, "corrupt or truncated")
+    assert_error(client.post("/v1/derain", content=encode_image(PHOTO, "JPEG")[:300]), 400)
+
+
+def test_empty_or_malformed_uploads_are_400(client):
+    assert_error(client.post("/v1/derain", content=b""), 400, "empty upload")
+    assert_error(client.post("/v1/derain", files={"photo": ("x.png", PNG)}), 400, "'file'")
+    assert_error(client.post("/v1/derain", data={"file": "not a file"}, files={"other": ("x", b"x")}), 400, "'file'")
+    two = [("file", ("a.png", PNG)), ("file", ("b.png", PNG))]
+    assert_error(client.post("/v1/derain", files=two), 400)
+    bad = client.post("/v1/derain", content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=x"})
+    assert bad.status_code == 400
+
+
+def test_bad_options_are_422(client):
+    assert_error(client.post("/v1/derain?quality=0", content=PNG), 422, "quality")
+    assert_error(client.post("/v1/derain?format=gif", content=PNG), 422, "format")
+    assert_error(client.post("/v1/derain?tile=16", content=PNG), 422, "tile")
+    assert_error(client.post("/v1/derain?tile=-1", content=PNG), 422, "tile")
+
+
+def test_unknown_route_is_404_and_wrong_method_405(client):
+    assert_error(client.get("/v2/derain"), 404)
+    r = client.get("/v1/derain")
+    assert_error(r, 405)
+    assert r.headers["allow"] == "POST"
+    assert_error(client.delete("/healthz"), 405)
+    assert client.head("/healthz").status_code == 200 and client.head("/").status_code == 200
+    assert_error(client.post("/v1/models"), 405)
+
+
+def test_upload_over_the_byte_limit_is_413(tiny):
+    with TestClient(create_app(tiny, precision="fp32", max_upload_mb=10 / 1024)) as c:  # 10 KiB
+        big = encode_image(rainy_photo(200, 150))
+        assert len(big) > 20_000
+        assert_error(c.post("/v1/derain", content=big), 413, "upload too large", "10 KiB")
+        assert_error(c.post("/v1/derain", files={"file": ("big.png", big)}), 413, "upload too large")
+        # no Content-Length (chunked): cut off while streaming
+        chunks = (big[i : i + 4096] for i in range(0, len(big), 4096))
+        assert_error(c.post("/v1/derain", content=chunks), 413, "upload too large")
+        # a small one still passes, and the refused ones gave their places back
+        assert c.post("/v1/derain", content=encode_image(rainy_photo(40, 30))).status_code == 200
+        assert c.get("/healthz").json()["queue"]["admitted"] == 0
+
+
+def asgi_post(app, headers: list[tuple[bytes, bytes]], messages: list[dict]) -> tuple[list[dict], int]:
+    """POST /v1/derain straight into the ASGI app, the body as ``messages``; (what was sent, messages read)."""
+    incoming = list(messages)
+    read, sent = [], []
+
+    async def receive():
+        read.append(1)
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/derain", "raw_path": b"/v1/derain", "query_string": b"", "root_path": "",
+        "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app,
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent, len(read)
+
+
+def test_declared_length_over_the_limit_is_refused_before_reading(tiny):
+    app = create_app(tiny, precision="fp32", max_upload_mb=0.01)
+    body = [{"type": "http.request", "body": b"x" * 100, "more_body": False}]
+    sent, read = asgi_post(app, [(b"content-length", b"999999999"), (b"content-type", b"image/png")], body)
+    assert sent[0]["status"] == 413
+    assert not read, "the body was read although Content-Length was over the limit"
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["raw", "multipart"])
+def test_client_disconnect_mid_upload_is_a_499_not_a_server_error(tiny, caplog, multipart):
+    app = create_app(tiny, precision="fp32")
+    if multipart:
+        content_type = b"multipart/form-data; boundary=xyz"
+        first = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + PNG[:500]
+    else:
+        content_type, first = b"image/png", PNG[:500]
+    headers = [(b"content-length", str(len(PNG) + 200).encode()), (b"content-type", content_type)]
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        sent, _ = asgi_post(app, headers, [{"type": "http.request", "body": first, "more_body": True}])  # then disconnect
+    assert sent[0]["status"] == 499
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING], "a client abort was logged as an error"
+    assert not any(rec.exc_info for rec in caplog.records)
+    (line,) = access_lines(caplog)
+    assert line["status"] == 499 and line["path"] == "/v1/derain"
+    assert app.state.pool.admitted == 0
+
+
+def test_too_many_pixels_is_413(tiny):
+    with TestClient(create_app(tiny, precision="fp32", max_pixels=5000)) as c:
+        body = assert_error(c.post("/v1/derain", content=PNG), 413, "too large", "6,144 pixels")
+        assert "5,000" in body["error"]
+        assert c.post("/v1/derain", content=encode_image(rainy_photo(50, 40))).status_code == 200
+
+
+# ------------------------------------------------------------------- server errors and load
+
+
+class GatedModel(nn.Module):
+    """Returns its input once ``gate`` is set; counts the calls that started."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+        self.started = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.started += 1
+        assert self.gate.wait(60), "test never opened the gate"
+        return x
+
+
+class ShapeRecorder(nn.Module):
+    """Returns its input; records the (height, width) of every pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.passes.append(tuple(x.shape[-2:]))
+        return x
+
+
+class BrokenModel(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("secret internal detail in /src/model.py")
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_full_queue_is_503_with_retry_after():
+    gate = threading.Event()
+    model = GatedModel(gate)
+    app = create_app(model, workers=1, queue_size=1, precision="fp32")
+    pool = app.state.pool
+    with TestClient(app) as c:
+        answers: dict[int, object] = {}
+
+        def post(i: int) -> None:
+            answers[i] = c.post("/v1/derain", content=PNG)
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        try:
+            # one request running in the worker, one waiting in the queue
+            wait_for(lambda: pool.stats()["running"] == 1 and pool.admitted == 2)
+            r = c.post("/v1/derain", content=PNG)
+            body = assert_error(r, 503, "busy")
+            assert int(r.headers["retry-after"]) >= 1
+            assert c.get("/healthz").json()["queue"]["admitted"] == 2  # health still answers
+        finally:
+            gate.set()
+            for t in threads:
+                t.join(60)
+        assert [answers[i].status_code for i in range(2)] == [200, 200]
+        assert model.started == 2
+        wait_for(lambda: pool.admitted == 0)
+        assert c.post("/v1/derain", content=PNG).status_code == 200
+    assert body["request_id"] != answers[0].headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    "query, size, tile, biggest_pass",
+    [
+        ("?tile=0", (200, 150), 96, (96, 96)),  # over max_tile²: tiled although 0 asks for one pass
+        ("?tile=5000", (200, 150), 96, (96, 96)),  # a tile larger than the image: capped
+        ("", (200, 150), 96, (96, 96)),  # automatic (512) capped too
+        ("?tile=80", (200, 150), 80, (80, 80)),  # a smaller tile is kept
+        ("?tile=0", (90, 70), 0, (70, 90)),  # small enough: one pass, as asked
+        ("", (90, 70), 0, (70, 90)),
+    ],
+)
+def test_the_server_caps_the_tile_so_one_pass_stays_bounded(caplog, query, size, tile, biggest_pass):
+    model = ShapeRecorder()
+    with TestClient(create_app(model, precision="fp32", max_tile=96)) as c, caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        r = c.post(f"/v1/derain{query}", content=encode_image(rainy_photo(*size)))
+    assert r.status_code == 200, r.text
+    assert decoded(r.content).size == size
+    assert max(model.passes) == biggest_pass
+    if tile:
+        assert len(model.passes) > 1 and all(h <= tile and w <= tile for h, w in model.passes)
+    assert [line["tile"] for line in access_lines(caplog) if line["path"] == "/v1/derain"] == [tile]
+
+
+def test_inference_failure_is_a_bare_500_and_logged(caplog):
+    with TestClient(create_app(BrokenModel(), precision="fp32")) as c, caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        r = c.post("/v1/derain", content=PNG)
+        assert_error(r, 500, "internal server error")
+        assert "secret" not in r.text
+        assert c.get("/healthz").json()["queue"]["admitted"] == 0
+    failures = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
+    assert failures and failures[0].exc_info is not None  # the traceback goes to the log
+    assert json.loads(failures[0].getMessage())["request_id"] == r.headers["x-request-id"]
+
+
+# ---------------------------------------------------------------- request IDs and the log
+
+
+def access_lines(caplog) -> list[dict]:
+    lines = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == LOGGER_NAME and rec.levelno == logging.INFO]
+    assert all(line["event"] == "request" for line in lines)
+    return lines
+
+
+def test_access_log_is_one_json_line_per_request(client, caplog):
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        ok = client.post("/v1/derain?format=webp", files={"file": ("a.png", PNG)})
+        missing = client.get("/nowhere")
+    lines = access_lines(caplog)
+    assert len(lines) == 2
+    first, second = lines
+    assert first["request_id"] == ok.headers["x-request-id"]
+    assert (first["method"], first["path"], first["query"], first["status"]) == ("POST", "/v1/derain", "format=webp", 200)
+    assert first["duration_ms"] > 0 and first["bytes_out"] == len(ok.content) and first["bytes_in"] > len(PNG)
+    assert (first["width"], first["height"], first["format"], first["model"]) == (96, 64, "WEBP", "efderain-tiny")
+    assert first["derain_ms"] > 0 and "queue_ms" in first
+    assert (second["status"], second["path"], second["request_id"]) == (404, "/nowhere", missing.headers["x-request-id"])
+
+
+def test_client_request_id_is_kept_when_sane(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "cam-7.frame_42"}).headers["x-request-id"] == "cam-7.frame_42"
+    replaced = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
+    assert replaced != "bad id\twith spaces" and len(replaced) == 32
+    a, b = (client.get("/healthz").headers["x-request-id"] for _ in range(2))
+    assert a != b
+
+
+# ------------------------------------------------------------------------------- the factory
+
+
+def test_create_app_rejects_bad_limits(tiny):
+    for kwargs in ({"workers": 0}, {"queue_size": -1}, {"max_upload_mb": 0}, {"max_pixels": 0}, {"max_tile": 64}):
+        with pytest.raises(ValueError):
+            create_app(tiny, **kwargs)
+    with pytest.raises(ValueError):
+        create_app(tiny, precision="fp64")
+
+
+# ---------------------------------------------------------------------------- derain serve
+
+
+def exited_cleanly(result) -> bool:
+    """CliRunner keeps an uncaught exception in ``result.exception`` (never in the output): only SystemExit is clean."""
+    return result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_serve_rejects_bad_options():
+    runner = CliRunner()
+    for args, option in (
+        (["--workers", "0"], "--workers"), (["--port", "70000"], "--port"), (["--max-upload-mb", "0"], "--max-upload-mb"),
+        (["--queue-size", "-1"], "--queue-size"), (["--precision", "x"], "--precision"), (["--threads", "0"], "--threads"),
+        (["--max-tile", "64"], "--max-tile"),
+    ):
+        result = runner.invoke(cli, ["serve", *args])
+        assert result.exit_code == 2 and exited_cleanly(result), (args, result.output, result.exception)
+        assert f"Invalid value for '{option}'" in result.output, result.output
+
+
+def test_serve_reports_a_busy_port_and_bad_weights(tmp_path):
+    runner = CliRunner()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = runner.invoke(cli, ["serve", "--port", str(port)])
+    assert result.exit_code == 1 and exited_cleanly(result), (result.output, result.exception)
+    assert f"Error: cannot listen on 127.0.0.1:{port}" in result.output, result.output
+    missing = tmp_path / "missing.safetensors"
+    result = runner.invoke(cli, ["serve", "--port", "0", "--weights", str(missing)])
+    assert result.exit_code == 1 and exited_cleanly(result), (result.output, result.exception)
+    assert result.output.startswith("Error: ") and "missing.safetensors" in result.output, result.output
+    result = runner.invoke(cli, ["serve", "--port", "0", "--model", "no-such-model"])
+    assert result.exit_code == 1 and exited_cleanly(result), (result.output, result.exception)
+    assert result.output.startswith("Error: ") and "no-such-model" in result.output, result.output
+
+
+def test_serve_on_port_0_prints_the_bound_url_and_caps_the_tile(tmp_path):
+    """A real ``derain serve`` subprocess: the printed URL is the port it bound, the options reach the app."""
+    args = ("--workers", "2", "--threads", "1", "--queue-size", "3", "--max-tile", "128")
+    with running_server(*args, log_path=tmp_path / "serve.log") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        assert server.url.startswith("http://127.0.0.1:") and port > 0
+        startup = server.log_lines()[0]
+        assert startup.startswith(f"derain serve: {server.url} (model default") and "2 workers, 1 torch thread each, queue 3" in startup
+        assert server.health["queue"] == {"workers": 2, "queue_size": 3, "admitted": 0, "running": 0}
+        request = urllib.request.Request(f"{server.url}/v1/derain?tile=0", data=encode_image(rainy_photo(200, 150)),
+                                         headers={"Content-Type": "image/png"})
+        with urllib.request.urlopen(request, timeout=120) as r:
+            assert r.status == 200 and decoded(r.read()).size == (200, 150)
+        (line,) = server.wait_for_access("/v1/derain")
+        assert (line["status"], line["tile"]) == (200, 128)

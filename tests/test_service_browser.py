@@ -1,0 +1,152 @@
+"""The web page in a real browser: ``derain serve --port 0`` in a subprocess, headless Chromium driven by Playwright.
+
+Uses Debian's ``chromium`` (``/usr/bin/chromium``; Playwright's own browser download is not used)
+and the bundled default model. Skipped where Chromium or Playwright is missing, except in CI
+(``CI`` set), where that is a failure: ``.ci/run`` installs both.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+from typing import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from derain.service.testing import RunningServer, encode_image, rainy_photo, running_server
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+def _require(what: str) -> None:
+    """Skip without ``what``; in CI, which installs it, fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} not found, but CI must run the browser test (.ci/run installs it)")
+    pytest.skip(f"{what} not found (apt-get install chromium; pip install playwright)")
+
+
+def chromium_path() -> str:
+    path = os.environ.get("DERAIN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        _require("Chromium (Debian's chromium package)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[RunningServer]:
+    """``derain serve --port 0`` (bundled default model) on loopback: the URL it prints, and its stderr log."""
+    log = tmp_path_factory.mktemp("serve") / "stderr.log"
+    with running_server(log_path=log) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium under Playwright (checked before the server starts)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require("Playwright (pip install playwright)")
+    executable = chromium_path()
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    """The served page in a fresh tab that records every URL it asks for and every script error."""
+    context = browser.new_context(accept_downloads=True)
+    tab = context.new_page()
+    tab.requests = []
+    tab.on("request", lambda request: tab.requests.append(request.url))
+    tab.console_errors = []
+    tab.on("console", lambda msg: msg.type == "error" and tab.console_errors.append(msg.text))
+    tab.on("pageerror", lambda exc: tab.console_errors.append(str(exc)))
+    tab.goto(server.url + "/")
+    yield tab
+    context.close()
+
+
+def fetch_bytes(page, url_expression: str) -> bytes:
+    """Bytes of a URL (e.g. the download link's blob:) fetched inside the page."""
+    b64 = page.evaluate(
+        """async (expr) => {
+            const response = await fetch(eval(expr));
+            const bytes = new Uint8Array(await response.arrayBuffer());
+            let text = "";
+            for (let i = 0; i < bytes.length; i += 8192) text += String.fromCharCode(...bytes.subarray(i, i + 8192));
+            return btoa(text);
+        }""",
+        url_expression,
+    )
+    return base64.b64decode(b64)
+
+
+def test_pick_a_photo_see_before_after_and_download(page, server):
+    base = server.url
+    photo = rainy_photo(160, 112, seed=3)
+    page.set_input_files("#file", files=[{"name": "street.png", "mimeType": "image/png", "buffer": encode_image(photo)}])
+    page.wait_for_selector("body[data-state=done]", timeout=120_000)
+
+    assert page.is_visible("#result") and page.is_visible("#before") and page.is_visible("#after")
+    assert "Done: street.png" in page.inner_text("#status")
+    assert page.get_attribute("#download", "download") == "street_derained.png"
+    took = page.inner_text("#time")
+    assert "ms on the server" in took and "ms in all" in took, took
+
+    result = Image.open(io.BytesIO(fetch_bytes(page, "document.getElementById('download').href")))
+    result.load()
+    assert result.format == "PNG" and result.size == photo.size
+    diff = np.abs(np.asarray(result.convert("RGB"), np.float32) - np.asarray(photo, np.float32))
+    assert diff.mean() > 1.0, "the page's result equals the input"
+    assert page.evaluate("document.getElementById('after').naturalWidth") == photo.width
+
+    # the comparison slider moves the boundary between before and after
+    page.eval_on_selector("#slider", "el => { el.value = 20; el.dispatchEvent(new Event('input')); }")
+    assert "20%" in page.eval_on_selector("#after", "el => el.style.clipPath")
+    assert page.eval_on_selector("#divider", "el => el.style.left") == "20%"
+
+    # nothing but this server was asked for anything
+    assert page.requests and all(url.startswith((base, "blob:", "data:")) for url in page.requests), page.requests
+    assert not page.console_errors, page.console_errors
+    access = server.wait_for_access("/v1/derain")
+    assert any(a["status"] == 200 and a["width"] == 160 for a in access), access
+
+
+def test_drop_a_jpeg_and_choose_webp(page):
+    photo = rainy_photo(120, 90, seed=4)
+    page.select_option("#format", "webp")
+    page.evaluate(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+            document.body.dataset.state = "";
+            document.getElementById("dropzone").dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+        }""",
+        base64.b64encode(encode_image(photo, "JPEG", quality=92)).decode(),
+    )
+    page.wait_for_selector("body[data-state=done]", timeout=120_000)
+    assert page.get_attribute("#download", "download") == "dropped_derained.webp"
+    result = Image.open(io.BytesIO(fetch_bytes(page, "document.getElementById('download').href")))
+    assert result.format == "WEBP" and result.size == photo.size
+    page.select_option("#format", "")
+
+
+def test_a_file_that_is_no_image_shows_the_error(page):
+    page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a photo"}])
+    page.wait_for_selector("body[data-state=error]", timeout=60_000)
+    status = page.inner_text("#status")
+    assert status.startswith("415:") and "not an image" in status, status
+    assert page.is_hidden("#result")

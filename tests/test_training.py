@@ -251,7 +251,8 @@ def test_torchrun_two_processes(clean_folder, tmp_path) -> None:
 
 def test_cli_errors(tmp_path) -> None:
     bad = write_config(tmp_path / "bad.yaml", {"sources": [{"kind": "synthetic", "path": str(tmp_path / "none")}], "iterations": 2, "decay_start": 1})
-    proc = subprocess.run(_derain_cmd("train", str(bad)), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(_derain_cmd("train", str(bad), f"out_dir={tmp_path / 'out'}"), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing written for a run that cannot start
     proc = subprocess.run(_derain_cmd("train", str(tmp_path / "missing.yaml")), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "no config file" in proc.stderr

@@ -185,12 +185,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     torch.set_flush_denormal(True)  # the released init (gain 0.02) makes denormal activations: 10-40x slower on CPU
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     out = Path(cfg.out_dir)
+    samples = TrainingSamples(cfg, build_sources(cfg))  # dataset errors end here, before anything is written
+    validation = ValidationSets(cfg) if rank == 0 else None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-    samples = TrainingSamples(cfg, build_sources(cfg))
-    validation = ValidationSets(cfg) if rank == 0 else None
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **cfg.model_overrides)

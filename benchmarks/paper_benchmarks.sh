@@ -16,7 +16,7 @@ derain bench ablation --iterations 1500 --model efderain-cpu --test "$DATA/Rain1
 derain bench speed --json "$OUT/speed.json" --csv "$OUT/speed.csv" | tee "$OUT/speed.md"
 
 # Quality vs time on the test set (reported only) and on the heavy validation pairs.
-MODELS=(--model default
+MODELS=(--model default --model fast
         --model "prenet=$DATA/peers/prenet/Rain100L.pth" --model "prenet=$DATA/peers/prenet/Rain100H.pth")
 for v in v1 v2 v3 v4; do MODELS+=(--model "runs/ablation/$v/best.safetensors"); done
 derain bench quality "$DATA/Rain100L" "${MODELS[@]}" --plot docs/bench/quality_rain100l.png \

@@ -1,8 +1,9 @@
-"""The bundled default model: loads offline as the registered `default` and removes rain."""
+"""The bundled models (`default`, `fast`): load offline under their registered names and remove rain."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import derain
@@ -13,24 +14,32 @@ from derain.models.registry import bundled_weights_path
 
 
 def test_bundled_weights_load_as_default() -> None:
-    assert "default" in derain.list_models(pretrained=True)
-    path = bundled_weights_path("default")
-    assert path.is_file() and path.stat().st_size < 10 * 2**20  # a few MB, fp16
+    assert set(derain.list_models(pretrained=True)) == {"default", "fast"}
     model = derain.load_model()
     assert model.registry_name == "default"
     assert model.config == derain.create_model("efderain-cpu").config
     assert not model.training
 
 
-def test_default_removes_rain_from_a_synthetic_photo() -> None:
+@pytest.mark.parametrize(("name", "architecture"), [("default", "efderain-cpu"), ("fast", "efderain-cpu-fast")])
+def test_bundled_weights_load(name: str, architecture: str) -> None:
+    path = bundled_weights_path(name)
+    assert path.is_file() and path.stat().st_size < 10 * 2**20  # a few MB, fp16
+    model = derain.create_model(name, pretrained=True)
+    assert model.registry_name == name
+    assert model.config == derain.create_model(architecture).config
+
+
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_bundled_model_removes_rain_from_a_synthetic_photo(name: str) -> None:
     clean = synthetic_scene(seed=1)
     for preset, gain in (("light", 0.5), ("heavy", 3.0)):
         rainy = quantize(RainRenderer(preset).render(clean.astype(np.float32) / 255, np.random.default_rng(5)))
-        derained = derain.derain(rainy, precision="fp32")
+        derained = derain.derain(rainy, model=name, precision="fp32")
         assert derained.dtype == np.uint8 and derained.shape == rainy.shape
         before = calculate_psnr(rainy, clean, test_y_channel=True)
         after = calculate_psnr(derained, clean, test_y_channel=True)
-        assert after > before + gain, (preset, before, after)
+        assert after > before + gain, (name, preset, before, after)
 
 
 def test_bf16_close_to_fp32() -> None:
@@ -40,15 +49,16 @@ def test_bf16_close_to_fp32() -> None:
     assert (fp32 - bf16).abs().mean() < 0.01
 
 
-def test_rain100l_score_is_the_model_cards(shared_dataset) -> None:
-    """``derain eval ../shared/data/Rain100L --model default --protocol y`` gives MODEL_CARD.md's number."""
+@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 29.1581, 0.92726), ("fast", 28.5032, 0.89513)])
+def test_rain100l_score_is_the_model_cards(shared_dataset, name: str, golden_psnr: float, golden_ssim: float) -> None:
+    """``derain eval ../shared/data/Rain100L --model NAME --protocol y`` gives MODEL_CARD.md's number."""
     from pathlib import Path
 
     from derain.evaluation.evaluate import evaluate
 
-    result = evaluate(derain.load_model(), shared_dataset("Rain100L"), "y", precision="fp32", progress=False)
+    result = evaluate(derain.create_model(name, pretrained=True), shared_dataset("Rain100L"), "y", precision="fp32", progress=False)
     psnr, ssim = result.metrics["y"]["psnr"], result.metrics["y"]["ssim"]
     assert result.n == 100
-    assert abs(psnr - 30.2269) < 0.005 and abs(ssim - 0.92229) < 5e-4, (psnr, ssim)
+    assert abs(psnr - golden_psnr) < 0.005 and abs(ssim - golden_ssim) < 5e-4, (psnr, ssim)
     card = (Path(__file__).resolve().parents[1] / "MODEL_CARD.md").read_text()
     assert f"{psnr:.2f} / {ssim:.4f}" in card

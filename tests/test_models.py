@@ -154,6 +154,23 @@ class TestRegistry:
         spec = model_spec(name)
         assert spec.name == name and spec.description
 
+    def test_forward_is_the_uncropped_filtering(self, name: str) -> None:
+        """forward skips the padding beyond the taps' reach at full resolution: same output as filtering all of it."""
+        model = derain.create_model(name).eval()
+        if not isinstance(model, EfDeRain):
+            pytest.skip("not an EfDeRain network")
+        torch.manual_seed(0)
+        for p in model.parameters():  # away from the identity init so every tap matters
+            p.data.add_(torch.randn_like(p) * 0.05)
+        x = torch.rand(1, 3, 37, 70, requires_grad=True)
+        padded, (h, w) = pad_to_multiple(x, model.config.multiple)
+        assert padded.shape[-2] > h + 5 or padded.shape[-1] > w + 5  # the cropped path runs
+        full = model.filter(padded, model.predict_kernels(padded))[..., :h, :w]
+        out = model(x)
+        torch.testing.assert_close(out, full, rtol=1e-5, atol=1e-5)
+        out.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+
     def test_wrong_input(self, name: str) -> None:
         with pytest.raises(ValueError, match="expected input"):
             derain.create_model(name)(torch.rand(1, 4, 16, 16))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -235,11 +236,18 @@ def test_resume_after_kill_9(clean_folder, tmp_path) -> None:
     assert sorted(read_losses(tmp_path / "ref")) == list(range(1, 41))
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_torchrun_two_processes(clean_folder, tmp_path) -> None:
     """`torchrun --nproc_per_node 2`: DDP on gloo; both ranks end with identical parameters."""
     cfg = write_config(tmp_path / "d.yaml", tiny_config(clean_folder, tmp_path / "ddp", iterations=4, decay_start=2, validation={"every": 0}))
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "derain.cli.main", "train", str(cfg)],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         "-m", "derain.cli.main", "train", str(cfg)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

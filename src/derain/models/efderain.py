@@ -136,6 +136,24 @@ def _filtering_layout(t: Tensor) -> Tensor:
     return t.contiguous()
 
 
+def _upsample(t: Tensor, scale: int, size: tuple[int, int] | None = None) -> Tensor:
+    """Bilinear ×``scale`` (``align_corners=False``); with ``size``, only its top-left ``size`` (same values).
+
+    >>> t = torch.rand(1, 2, 5, 6)
+    >>> torch.equal(_upsample(t, 4, (9, 13)), _upsample(t, 4)[..., :9, :13])
+    True
+    """
+    if scale == 1:
+        return t if size is None else t[..., : size[0], : size[1]]
+    if size is None:
+        return F.interpolate(t, scale_factor=scale, mode="bilinear", align_corners=False)
+    # Output row i reads input rows floor((i + 0.5) / scale - 0.5) and the next one, so h // scale + 2 rows
+    # suffice; passing the scale keeps the sampling positions of the full upsampling.
+    h, w = size
+    low = t[..., : min(t.shape[-2], h // scale + 2), : min(t.shape[-1], w // scale + 2)]
+    return torch.ops.aten.upsample_bilinear2d.default(low, [h, w], False, float(scale), float(scale))
+
+
 class EfDeRain(nn.Module):
     """Kernel prediction network + pixel-wise dilation filtering + fusion.
 
@@ -197,8 +215,12 @@ class EfDeRain(nn.Module):
     def block(self, index: int) -> Basic:
         return getattr(self, f"conv{index}")
 
-    def predict_kernels(self, x: Tensor) -> Tensor:
-        """Per-pixel kernels ``(B, C·k², H, W)`` for an input whose sides are multiples of ``config.multiple``."""
+    def predict_kernels(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """Per-pixel kernels ``(B, C·k², H, W)`` for an input whose sides are multiples of ``config.multiple``.
+
+        With ``size = (h, w)`` only the kernels of the top-left ``h×w`` pixels are computed at full
+        resolution (same values: the upsampling keeps its scale, only fewer rows and columns).
+        """
         cfg = self.config
         levels = len(cfg.widths)
         skips = []
@@ -212,14 +234,12 @@ class EfDeRain(nn.Module):
             up = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
             feat = self.block(levels + 1 + n)(torch.cat([skips[lv], up], dim=1))
         scale = cfg.stem * 2**cfg.kernel_level
+        if size is not None and tuple(size) == tuple(x.shape[-2:]):
+            size = None
         if cfg.outc_at_full_resolution:
-            if scale > 1:
-                feat = F.interpolate(feat, scale_factor=scale, mode="bilinear", align_corners=False)
-            return _filtering_layout(self.outc(feat))
-        feat = _filtering_layout(self.outc(feat))  # convert at low resolution: 4x less to copy
-        if scale > 1:
-            feat = F.interpolate(feat, scale_factor=scale, mode="bilinear", align_corners=False)
-        return feat
+            return _filtering_layout(self.outc(_upsample(feat, scale, size)))
+        # convert at low resolution: 4x less to copy
+        return _upsample(_filtering_layout(self.outc(feat)), scale, size)
 
     def filter(self, x: Tensor, kernels: Tensor) -> Tensor:
         """Pixel-wise dilation filtering of ``x`` with ``kernels`` and fusion."""
@@ -233,6 +253,11 @@ class EfDeRain(nn.Module):
                 f"expected input of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}"
             )
         padded, (h, w) = pad_to_multiple(x, self.config.multiple)
-        out = self.filter(padded, self.predict_kernels(padded))
+        # The output's h×w pixels only need the filtering (and kernels) that far plus the reach of the
+        # widest tap and of the fusion conv: the rest of the padding is cut off before full resolution.
+        cfg = self.config
+        reach = max(cfg.dilations) * (cfg.kernel_size // 2) + (1 if cfg.fusion else 0)
+        size = (min(padded.shape[-2], h + reach), min(padded.shape[-1], w + reach))
+        out = self.filter(padded[..., : size[0], : size[1]], self.predict_kernels(padded, size))
         return out[..., :h, :w]
 

@@ -145,7 +145,7 @@ def _upsample(t: Tensor, scale: int, size: tuple[int, int] | None = None) -> Ten
     """
     if scale == 1:
         return t if size is None else t[..., : size[0], : size[1]]
-    if size is None:
+    if size is None or tuple(size) == (t.shape[-2] * scale, t.shape[-1] * scale):
         return F.interpolate(t, scale_factor=scale, mode="bilinear", align_corners=False)
     # Output row i reads input rows floor((i + 0.5) / scale - 0.5) and the next one, so h // scale + 2 rows
     # suffice; passing the scale keeps the sampling positions of the full upsampling.
@@ -234,8 +234,6 @@ class EfDeRain(nn.Module):
             up = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
             feat = self.block(levels + 1 + n)(torch.cat([skips[lv], up], dim=1))
         scale = cfg.stem * 2**cfg.kernel_level
-        if size is not None and tuple(size) == tuple(x.shape[-2:]):
-            size = None
         if cfg.outc_at_full_resolution:
             return _filtering_layout(self.outc(_upsample(feat, scale, size)))
         # convert at low resolution: 4x less to copy

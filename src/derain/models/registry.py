@@ -118,6 +118,11 @@ def _efderain(name: str, description: str, weights: str | None = None, **fields:
     register_model(ModelSpec(name, "efderain", config, description, weights))
 
 
+def _bundled(name: str, architecture: str, description: str) -> None:
+    """A registered EfDeRain ``architecture`` with weights ``weights/{name}.safetensors`` in the package."""
+    register_model(ModelSpec(name, "efderain", dict(_REGISTRY[architecture].config), description, f"{name}.safetensors"))
+
+
 _efderain(
     "efderain-paper",
     "The authors' released network exactly: widths 64-512, 3 convs per block, kernels at H/2 upsampled, "
@@ -154,12 +159,11 @@ _efderain(
     outc_at_full_resolution=False,
     identity_init=True,
 )
-_efderain(
+_bundled(
     "default",
+    "efderain-cpu",
     "The bundled default: efderain-cpu trained here on clean photos with real rain layers, rendered rain and "
     "RainMix (derain train default-cpu, then default-cpu-ft, then default-cpu-v3); see MODEL_CARD.md.",
-    weights="default.safetensors",
-    **{k: v for k, v in _REGISTRY["efderain-cpu"].config.items() if k in PAPER.to_dict()},
 )
 _efderain(
     "efderain-cpu-fast",
@@ -167,12 +171,11 @@ _efderain(
     "predicted at H/4 and upsampled x4: about 1.5x faster than efderain-cpu.",
     **{**_REGISTRY["efderain-cpu"].config, "stem": 4, "widths": (24, 48, 96, 192)},
 )
-_efderain(
+_bundled(
     "fast",
+    "efderain-cpu-fast",
     "The bundled fast model: efderain-cpu-fast trained here like the default (derain train default-cpu-v3 with "
     "a stem-4 KPN); less accurate, about 1.5x faster; see MODEL_CARD.md.",
-    weights="fast.safetensors",
-    **{k: v for k, v in _REGISTRY["efderain-cpu-fast"].config.items() if k in PAPER.to_dict()},
 )
 
 register_model(

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import derain
 from derain.models import CheckpointError, EfDeRain, EfDeRainConfig, model_spec
 from derain.models.efderain import pad_to_multiple
+from derain.ops.fused_filter import fused_filter_available
 
 PAPER_PARAMS = 27_395_406
 
@@ -133,6 +134,17 @@ class TestEfDeRainConfig:
 
 
 @pytest.mark.parametrize("name", derain.list_models())
+def perturbed_efderain(name: str) -> EfDeRain:
+    """Registered model ``name`` in eval mode, weights moved away from the identity init so every tap matters."""
+    model = derain.create_model(name).eval()
+    if not isinstance(model, EfDeRain):
+        pytest.skip("not an EfDeRain network")
+    torch.manual_seed(0)
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
 class TestRegistry:
     """Every registered model: smoke, shape, any size, backward, eval determinism."""
 
@@ -156,12 +168,7 @@ class TestRegistry:
 
     def test_forward_is_the_uncropped_filtering(self, name: str) -> None:
         """forward skips the padding beyond the taps' reach at full resolution: same output as filtering all of it."""
-        model = derain.create_model(name).eval()
-        if not isinstance(model, EfDeRain):
-            pytest.skip("not an EfDeRain network")
-        torch.manual_seed(0)
-        for p in model.parameters():  # away from the identity init so every tap matters
-            p.data.add_(torch.randn_like(p) * 0.05)
+        model = perturbed_efderain(name)
         x = torch.rand(1, 3, 37, 70, requires_grad=True)
         padded, (h, w) = pad_to_multiple(x, model.config.multiple)
         assert padded.shape[-2] > h + 5 or padded.shape[-1] > w + 5  # the cropped path runs
@@ -170,6 +177,20 @@ class TestRegistry:
         torch.testing.assert_close(out, full, rtol=1e-5, atol=1e-5)
         out.sum().backward()
         assert x.grad is not None and torch.isfinite(x.grad).all()
+
+    def test_fused_kernel_is_the_eager_path(self, name: str) -> None:
+        """Inference runs the full-resolution stage in the fused C kernel: same output as the eager path."""
+        model = perturbed_efderain(name)
+        x = torch.rand(2, 3, 37, 70)
+        with torch.no_grad():
+            fused_expected = fused_filter_available() and model.config.fusion and not model.config.outc_at_full_resolution
+            assert model.uses_fused_kernel(x) == fused_expected
+            out = model(x)
+            model.filter_implementation = "fast"
+            assert not model.uses_fused_kernel(x)
+            torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
+        model.filter_implementation = "auto"
+        assert not model.uses_fused_kernel(x.requires_grad_())  # training needs the eager path's gradient
 
     def test_wrong_input(self, name: str) -> None:
         with pytest.raises(ValueError, match="expected input"):

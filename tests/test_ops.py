@@ -1,14 +1,16 @@
-"""Pixel-wise (dilated) filtering: fast vs reference, gradients, exceptions, hand-made cases."""
+"""Pixel-wise (dilated) filtering: fast vs reference, gradients, exceptions, hand-made cases; the fused kernel vs the eager path."""
 
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from derain.ops import PixelDilationFilter2d, PixelFilter2d, pixel_dilation_filter2d, pixel_filter2d
+from derain.ops.fused_filter import fused_filter_available, upsample_filter_fuse
 
 
 def released_filter(image: torch.Tensor, kernels: torch.Tensor, dilation: int) -> torch.Tensor:
@@ -193,3 +195,78 @@ def test_all_taps_each_position_once() -> None:
             ys, xs = slice(max(0, -dy), 9 - max(0, dy)), slice(max(0, -dx), 9 - max(0, dx))
             expected[..., ys, xs] = image[..., max(0, dy) : 9 + min(0, dy), max(0, dx) : 9 + min(0, dx)]
             assert torch.equal(out, expected), (k, d, i, j)
+
+
+def eager_upsample_filter_fuse(image, low, scale, dilations, weight, bias, out_size):
+    """The eager path the fused kernel replaces: bilinear upsampling, pixel-wise filtering, 3×3 fusion."""
+    h, w = image.shape[-2:]
+    kernels = F.interpolate(low, scale_factor=scale, mode="bilinear", align_corners=False) if scale > 1 else low
+    filtered = pixel_dilation_filter2d(image, kernels[..., :h, :w].contiguous(), dilations, "reference")
+    return F.conv2d(filtered, weight, bias, padding=1)[..., : out_size[0], : out_size[1]]
+
+
+@pytest.mark.skipif(not fused_filter_available(), reason="the C extension derain.ops._fused_filter is not built")
+class TestUpsampleFilterFuse:
+    @pytest.mark.parametrize(
+        "b, c, h, w, scale, k, dilations, out_size",
+        [
+            (1, 3, 326, 486, 4, 3, (1, 2, 3, 4), (321, 481)),  # the fast model at 481×321
+            (2, 3, 37, 51, 2, 3, (1, 2, 3, 4), (30, 40)),
+            (1, 3, 40, 72, 8, 3, (1, 2, 3, 4), (40, 72)),
+            (1, 3, 17, 20, 3, 3, (1, 2), (17, 20)),  # a scale without the interior fast path
+            (1, 3, 9, 13, 1, 5, (1, 3), (9, 13)),
+            (1, 1, 5, 7, 4, 3, (2,), (5, 7)),  # smaller than the taps' reach
+            (3, 4, 20, 33, 2, 3, (4, 1), (19, 33)),
+        ],
+    )
+    def test_equals_eager_path(self, b, c, h, w, scale, k, dilations, out_size) -> None:
+        g = torch.Generator().manual_seed(h * w)
+        image = torch.rand(b, c, h, w, generator=g)
+        low = torch.randn(b, c * k * k, -(-h // scale) + 1, -(-w // scale) + 2, generator=g)
+        weight = torch.randn(c, len(dilations) * c, 3, 3, generator=g)
+        bias = torch.randn(c, generator=g)
+        expected = eager_upsample_filter_fuse(image, low, scale, dilations, weight, bias, out_size)
+        out = upsample_filter_fuse(image, low, scale, dilations, weight, bias, out_size)
+        assert out.shape == expected.shape and out.dtype == torch.float32
+        torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-5)
+
+    def test_threads_give_identical_results(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        image, low = torch.rand(2, 3, 45, 61, generator=g), torch.randn(2, 27, 12, 16, generator=g)
+        weight, bias = torch.randn(3, 12, 3, 3, generator=g), torch.randn(3, generator=g)
+        runs = [upsample_filter_fuse(image, low, 4, (1, 2, 3, 4), weight, bias, threads=t) for t in (1, 2, 3, 7)]
+        assert all(torch.equal(runs[0], r) for r in runs[1:])
+
+    def test_reduced_precision_inputs_compute_in_fp32(self) -> None:
+        image, low = torch.rand(1, 3, 16, 16), torch.randn(1, 27, 8, 8)
+        weight, bias = torch.randn(3, 12, 3, 3), torch.randn(3)
+        expected = upsample_filter_fuse(image.bfloat16().float(), low.bfloat16().float(), 2, (1, 2, 3, 4), weight, bias)
+        out = upsample_filter_fuse(image.bfloat16(), low.bfloat16(), 2, (1, 2, 3, 4), weight, bias)
+        assert out.dtype == torch.float32 and torch.equal(out, expected)
+
+    @pytest.mark.parametrize(
+        "image, low, kwargs, match",
+        [
+            (torch.rand(3, 8, 8), torch.rand(1, 27, 4, 4), {}, "4-D"),
+            (torch.rand(1, 3, 8, 8), torch.rand(1, 26, 4, 4), {}, "C\\*k\\*k"),
+            (torch.rand(1, 3, 8, 8), torch.rand(2, 27, 4, 4), {}, "C\\*k\\*k"),
+            (torch.rand(1, 3, 8, 8), torch.rand(1, 12, 4, 4), {}, "odd k"),
+            (torch.rand(1, 3, 9, 8), torch.rand(1, 27, 4, 4), {}, "do not cover"),
+            (torch.rand(1, 3, 8, 8), torch.rand(1, 27, 4, 4), {"scale": 0}, "positive integer"),
+            (torch.rand(1, 3, 8, 8), torch.rand(1, 27, 4, 4), {"dilations": ()}, "dilations"),
+            (torch.rand(1, 3, 8, 8), torch.rand(1, 27, 4, 4), {"dilations": (1, 2)}, "fusion must be"),
+            (torch.rand(1, 3, 8, 8), torch.rand(1, 27, 4, 4), {"out_size": (9, 8)}, "out_size"),
+        ],
+    )
+    def test_exceptions(self, image, low, kwargs, match) -> None:
+        args = {"scale": 2, "dilations": (1, 2, 3, 4), "weight": torch.rand(3, 12, 3, 3), "bias": torch.rand(3)}
+        args.update(kwargs)
+        with pytest.raises(ValueError, match=match):
+            upsample_filter_fuse(image, low, **args)
+
+
+def test_fused_kernel_is_built_in_ci() -> None:
+    """CI builds the package with a C compiler: the fused kernel must be there (users without one fall back)."""
+    if not os.environ.get("CI"):
+        pytest.skip("only required in CI (a machine without a C compiler installs without the kernel)")
+    assert fused_filter_available()

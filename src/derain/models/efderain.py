@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .arch_config import ArchConfig
 
+from ..ops.fused_filter import fused_filter_available, upsample_filter_fuse
 from ..ops.pixel_filter import pixel_dilation_filter2d
 
 __all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "pad_to_multiple"]
@@ -169,8 +170,11 @@ class EfDeRain(nn.Module):
     def __init__(self, config: EfDeRainConfig = PAPER) -> None:
         super().__init__()
         self.config = config
-        # "fast" (in-place accumulation) or "reference" (stacked shifts, the released code's way); same function
-        self.filter_implementation = "fast"
+        # How the full-resolution stage runs (the same function each way):
+        #   "auto": the fused C kernel where it can (see `uses_fused_kernel`), else "fast";
+        #   "fast": eager upsampling, in-place accumulating filtering, fusion conv;
+        #   "reference": as "fast" but the filtering stacks shifted copies (the released code's way).
+        self.filter_implementation = "auto"
         w, d, kl = config.widths, config.depth, config.kernel_level
         levels = len(w)
         # Encoder: conv1..conv{levels}
@@ -215,12 +219,8 @@ class EfDeRain(nn.Module):
     def block(self, index: int) -> Basic:
         return getattr(self, f"conv{index}")
 
-    def predict_kernels(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-        """Per-pixel kernels ``(B, C·k², H, W)`` for an input whose sides are multiples of ``config.multiple``.
-
-        With ``size = (h, w)`` only the kernels of the top-left ``h×w`` pixels are computed at full
-        resolution (same values: the upsampling keeps its scale, only fewer rows and columns).
-        """
+    def kernel_features(self, x: Tensor) -> Tensor:
+        """The KPN's output at the kernel level (``1/scale`` resolution, ``C·k²`` channels), before ``outc``."""
         cfg = self.config
         levels = len(cfg.widths)
         skips = []
@@ -233,16 +233,54 @@ class EfDeRain(nn.Module):
         for n, lv in enumerate(self.decoder_levels):
             up = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
             feat = self.block(levels + 1 + n)(torch.cat([skips[lv], up], dim=1))
-        scale = cfg.stem * 2**cfg.kernel_level
-        if cfg.outc_at_full_resolution:
-            return _filtering_layout(self.outc(_upsample(feat, scale, size)))
+        return feat
+
+    @property
+    def kernel_scale(self) -> int:
+        """Resolution factor between the image and the predicted kernels."""
+        return self.config.stem * 2**self.config.kernel_level
+
+    def predict_kernels(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """Per-pixel kernels ``(B, C·k², H, W)`` for an input whose sides are multiples of ``config.multiple``.
+
+        With ``size = (h, w)`` only the kernels of the top-left ``h×w`` pixels are computed at full
+        resolution (same values: the upsampling keeps its scale, only fewer rows and columns).
+        """
+        feat = self.kernel_features(x)
+        if self.config.outc_at_full_resolution:
+            return _filtering_layout(self.outc(_upsample(feat, self.kernel_scale, size)))
         # convert at low resolution: 4x less to copy
-        return _upsample(_filtering_layout(self.outc(feat)), scale, size)
+        return _upsample(_filtering_layout(self.outc(feat)), self.kernel_scale, size)
+
+    def uses_fused_kernel(self, x: Tensor) -> bool:
+        """Whether ``forward(x)`` runs the full-resolution stage in the fused C kernel.
+
+        With ``filter_implementation == "auto"``, where the kernel is built
+        (:func:`~derain.ops.fused_filter.fused_filter_available`), on the CPU, with the fusion conv,
+        kernels predicted before ``outc``'s upsampling, fp32 input and weights (under autocast too:
+        the kernel computes in fp32), not while tracing or compiling, and no gradient to compute (the kernel has no
+        backward: training runs the eager path).
+        """
+        cfg = self.config
+        return (
+            self.filter_implementation == "auto"
+            and fused_filter_available()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and cfg.fusion
+            and self.conv_final.weight.dtype == torch.float32
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and not cfg.outc_at_full_resolution
+            and cfg.in_channels <= 4
+            and not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
+        )
 
     def filter(self, x: Tensor, kernels: Tensor) -> Tensor:
         """Pixel-wise dilation filtering of ``x`` with ``kernels`` and fusion."""
         kernels = _filtering_layout(kernels)
-        filtered = pixel_dilation_filter2d(x.to(kernels.dtype).contiguous(), kernels, self.config.dilations, self.filter_implementation)
+        impl = "reference" if self.filter_implementation == "reference" else "fast"
+        filtered = pixel_dilation_filter2d(x.to(kernels.dtype).contiguous(), kernels, self.config.dilations, impl)
         return self.conv_final(filtered) if self.config.fusion else filtered
 
     def forward(self, x: Tensor) -> Tensor:
@@ -256,6 +294,11 @@ class EfDeRain(nn.Module):
         cfg = self.config
         reach = max(cfg.dilations) * (cfg.kernel_size // 2) + (1 if cfg.fusion else 0)
         size = (min(padded.shape[-2], h + reach), min(padded.shape[-1], w + reach))
+        if self.uses_fused_kernel(x):
+            low = _filtering_layout(self.outc(self.kernel_features(padded)))
+            image = padded[..., : size[0], : size[1]]
+            fusion = self.conv_final
+            return upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, fusion.weight, fusion.bias, (h, w))
         out = self.filter(padded[..., : size[0], : size[1]], self.predict_kernels(padded, size))
         return out[..., :h, :w]
 

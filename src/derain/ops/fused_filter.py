@@ -1,0 +1,137 @@
+"""Fused inference kernel of EfDeRain's full-resolution stage (C extension ``_fused_filter``).
+
+EfDeRain predicts its per-pixel kernels at ``1/scale`` resolution; the eager path then upsamples them
+(``C·k²`` full-resolution channels), filters the image at every dilation (``N·C`` channels) and fuses
+the results with a 3×3 convolution. All three are memory-bound at full resolution. The fused kernel
+does them in one pass, row by row, keeping one row of kernels and three rows of filtered maps in
+cache: same function, fp32, no gradient.
+
+The extension is built by ``pip install`` where a C compiler exists; :func:`fused_filter_available`
+says whether it is, and :class:`~derain.models.efderain.EfDeRain` falls back to the eager path when
+it is not (or when a gradient is needed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:  # built by setup.py; optional
+    from . import _fused_filter
+except ImportError:  # pragma: no cover - depends on the build
+    _fused_filter = None
+
+
+def _torch_openmp() -> tuple[int, int, int] | None:
+    """Addresses of ``GOMP_parallel``, ``omp_get_thread_num``, ``omp_get_num_threads`` in PyTorch's OpenMP runtime.
+
+    The kernel runs its rows on the same thread team as PyTorch's operators (whose threads keep
+    spinning for a while after each operator: fresh threads would compete with them for the cores).
+    Found among the libraries this process has loaded (Linux); ``None`` elsewhere, and the kernel
+    starts threads of its own.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libgomp" in line or "/libomp" in line or "/libiomp" in line}
+        for path in sorted(paths):
+            lib = ctypes.CDLL(path)  # already loaded: the same handle
+            names = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+            if all(hasattr(lib, n) for n in names):
+                return tuple(ctypes.cast(getattr(lib, n), ctypes.c_void_p).value for n in names)  # type: ignore[return-value]
+    except OSError:
+        pass
+    return None
+
+
+if _fused_filter is not None:
+    _openmp = _torch_openmp()
+    if _openmp is not None:
+        _fused_filter.set_openmp(*_openmp)
+
+__all__ = ["fused_filter_available", "upsample_filter_fuse"]
+
+
+def fused_filter_available() -> bool:
+    """True where the C extension is built (then CPU inference uses it)."""
+    return _fused_filter is not None
+
+
+def upsample_filter_fuse(
+    image: Tensor,
+    low_kernels: Tensor,
+    scale: int,
+    dilations: Sequence[int],
+    weight: Tensor,
+    bias: Tensor,
+    out_size: tuple[int, int] | None = None,
+    threads: int | None = None,
+) -> Tensor:
+    """Bilinear ×``scale`` upsampling of ``low_kernels``, pixel-wise dilation filtering of ``image``, 3×3 fusion.
+
+    Equal (up to float rounding) to ``conv2d(pixel_dilation_filter2d(image, up(low_kernels)), weight,
+    bias, padding=1)`` cropped to ``out_size``, where ``up`` is ``interpolate(scale_factor=scale,
+    mode="bilinear", align_corners=False)`` cropped to the image's size.
+
+    Args:
+        image: ``(B, C, H, W)`` CPU tensor (computed in fp32).
+        low_kernels: ``(B, C·k², h, w)`` kernels with ``h·scale >= H`` and ``w·scale >= W``.
+        scale: integer upsampling factor (1 = kernels already at full resolution).
+        dilations: dilations, in the order of the fusion's input channel groups.
+        weight: fusion weight ``(C, len(dilations)·C, 3, 3)``; ``bias``: ``(C,)``.
+        out_size: ``(Ho, Wo)`` top-left part of the result to return (default: the image's size).
+        threads: worker threads (default: ``torch.get_num_threads()``).
+
+    Returns:
+        ``(B, C, Ho, Wo)`` fp32 tensor.
+
+    Example:
+        >>> image = torch.rand(1, 3, 9, 10)
+        >>> low = torch.zeros(1, 27, 5, 5)
+        >>> low[:, 4::9] = 1.0  # centre taps: every dilation returns the image
+        >>> weight = torch.zeros(3, 12, 3, 3)
+        >>> for c in range(3):
+        ...     weight[c, c, 1, 1] = 1.0  # fusion keeps dilation 1's result
+        >>> out = upsample_filter_fuse(image, low, 2, (1, 2, 3, 4), weight, torch.zeros(3))
+        >>> torch.allclose(out, image)
+        True
+    """
+    if _fused_filter is None:
+        raise RuntimeError("derain.ops._fused_filter is not built (no C compiler at install time)")
+    if image.dim() != 4 or low_kernels.dim() != 4:
+        raise ValueError(f"image and low_kernels must be 4-D, got {tuple(image.shape)} and {tuple(low_kernels.shape)}")
+    if image.device.type != "cpu" or low_kernels.device.type != "cpu":
+        raise ValueError("upsample_filter_fuse runs on the CPU")
+    b, c, h, w = image.shape
+    taps = low_kernels.shape[1] // c if c else 0
+    k = int(round(taps**0.5))
+    if low_kernels.shape[0] != b or taps * c != low_kernels.shape[1] or k * k != taps or k % 2 == 0:
+        raise ValueError(f"low_kernels must be (B, C*k*k, h, w) with odd k for image {tuple(image.shape)}, got {tuple(low_kernels.shape)}")
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    hl, wl = low_kernels.shape[-2:]
+    if hl * scale < h or wl * scale < w:
+        raise ValueError(f"low_kernels {tuple(low_kernels.shape)} upsampled x{scale} do not cover the image {h}x{w}")
+    dilations = tuple(int(d) for d in dilations)
+    if not dilations or min(dilations) < 1:
+        raise ValueError(f"dilations must be non-empty and >= 1, got {dilations}")
+    n = len(dilations)
+    if tuple(weight.shape) != (c, n * c, 3, 3) or tuple(bias.shape) != (c,):
+        raise ValueError(f"fusion must be ({c}, {n * c}, 3, 3) + ({c},), got {tuple(weight.shape)} + {tuple(bias.shape)}")
+    ho, wo = out_size if out_size is not None else (h, w)
+    if not (0 < ho <= h and 0 < wo <= w):
+        raise ValueError(f"out_size {out_size} must be within the image's {h}x{w}")
+    # zero columns stand for the taps outside the image (the kernel reads whole blocks past the right edge)
+    reach = max(dilations) * (k // 2)
+    image = F.pad(image.detach().to(torch.float32), (reach, reach + _fused_filter.BLOCK))
+    tensors = [t.detach().to(torch.float32).contiguous() for t in (image, low_kernels, weight, bias)]
+    out = torch.empty(b, c, ho, wo, dtype=torch.float32)
+    _fused_filter.filter_fuse(
+        *(t.data_ptr() for t in tensors), out.data_ptr(),
+        b, c, h, w, reach, hl, wl, k, ho, wo, int(scale), dilations,
+        int(threads or torch.get_num_threads()),
+    )  # fmt: skip
+    return out

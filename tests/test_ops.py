@@ -235,6 +235,14 @@ class TestUpsampleFilterFuse:
         image, low = torch.rand(2, 3, 45, 61, generator=g), torch.randn(2, 27, 12, 16, generator=g)
         weight, bias = torch.randn(3, 12, 3, 3, generator=g), torch.randn(3, generator=g)
         runs = [upsample_filter_fuse(image, low, 4, (1, 2, 3, 4), weight, bias, threads=t) for t in (1, 2, 3, 7)]
+        from derain.ops import fused_filter
+
+        assert fused_filter._openmp is not None  # Linux + PyTorch's libgomp: runs on PyTorch's OpenMP team
+        fused_filter._fused_filter.set_openmp(0, 0, 0)  # the kernel's own threads instead
+        try:
+            runs += [upsample_filter_fuse(image, low, 4, (1, 2, 3, 4), weight, bias, threads=t) for t in (2, 3)]
+        finally:
+            fused_filter._fused_filter.set_openmp(*fused_filter._openmp)
         assert all(torch.equal(runs[0], r) for r in runs[1:])
 
     def test_reduced_precision_inputs_compute_in_fp32(self) -> None:
@@ -270,3 +278,19 @@ def test_fused_kernel_is_built_in_ci() -> None:
     if not os.environ.get("CI"):
         pytest.skip("only required in CI (a machine without a C compiler installs without the kernel)")
     assert fused_filter_available()
+
+
+def test_without_the_extension_models_run_the_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without a C compiler installs without the kernel: inference falls back, same output."""
+    import derain
+    from derain.ops import fused_filter
+
+    model = derain.create_model("default", pretrained=True).eval()
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        expected = model(x)
+        monkeypatch.setattr(fused_filter, "_fused_filter", None)
+        assert not fused_filter_available() and not model.uses_fused_kernel(x)
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="not built"):
+        upsample_filter_fuse(x, torch.rand(1, 27, 20, 28), 2, (1, 2, 3, 4), torch.rand(3, 12, 3, 3), torch.rand(3))

@@ -12,7 +12,7 @@ mkdir -p "$OUT" docs/bench
 derain bench ablation --iterations 1500 --model efderain-cpu --test "$DATA/Rain100L" \
     --out-dir runs/ablation --json "$OUT/ablation.json" crop=128 threads=2 | tee "$OUT/ablation.md"
 
-# Speed side by side (paper Fig. 1/4 x-axis): default, efderain-paper, the released code path, PReNet.
+# Speed side by side (paper Fig. 1/4 x-axis): default, fast, efderain-paper, the released code path, PReNet.
 derain bench speed --json "$OUT/speed.json" --csv "$OUT/speed.csv" | tee "$OUT/speed.md"
 
 # Quality vs time on the test set (reported only) and on the heavy validation pairs.

@@ -133,7 +133,6 @@ class TestEfDeRainConfig:
         assert model(torch.rand(2, 3, 19, 21)).shape == (2, 3, 19, 21)
 
 
-@pytest.mark.parametrize("name", derain.list_models())
 def perturbed_efderain(name: str) -> EfDeRain:
     """Registered model ``name`` in eval mode, weights moved away from the identity init so every tap matters."""
     model = derain.create_model(name).eval()
@@ -145,6 +144,7 @@ def perturbed_efderain(name: str) -> EfDeRain:
     return model
 
 
+@pytest.mark.parametrize("name", derain.list_models())
 class TestRegistry:
     """Every registered model: smoke, shape, any size, backward, eval determinism."""
 

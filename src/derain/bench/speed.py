@@ -41,7 +41,7 @@ from .timing import machine_description, model_gflops, time_call
 __all__ = ["RELEASED_PATH", "DEFAULT_MODELS", "SpeedRow", "SpeedReport", "build_speed_model", "run_speed"]
 
 RELEASED_PATH = "efderain-paper (released path)"
-DEFAULT_MODELS = ("default", "efderain-paper", RELEASED_PATH, "prenet")
+DEFAULT_MODELS = ("default", "fast", "efderain-paper", RELEASED_PATH, "prenet")
 
 
 def build_speed_model(name: str) -> nn.Module:

@@ -51,7 +51,7 @@ def bench_group() -> None:
 
 @bench_group.command("speed")
 @click.option("--model", "models", multiple=True, help="Registered name or 'efderain-paper (released path)'; repeatable. "
-              "Default: default, efderain-paper, the released path, prenet.")
+              "Default: default, fast, efderain-paper, the released path, prenet.")
 @click.option("--size", "sizes", multiple=True, default=("481x321", "1920x1080"), show_default=True, help="WxH; repeatable.")
 @click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1), default=(1, 8), show_default=True)
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default=("fp32", "bf16"), show_default=True)

@@ -14,6 +14,9 @@ The config generalises it for CPU-sized variants: widths, convs per block, the l
 the decoder stops (kernels predicted at ``1/2**kernel_level`` resolution and upsampled),
 kernel size, dilation set, and whether ``outc`` runs before or after the upsampling (it is
 1×1 and linear, and bilinear weights sum to one, so both orders give the same result).
+
+CPU inference runs the full-resolution stage (kernel upsampling, filtering, fusion) in one fused C
+kernel (:mod:`derain.ops.fused_filter`) where it is built; training and other devices run it eagerly.
 """
 
 from __future__ import annotations
@@ -258,8 +261,8 @@ class EfDeRain(nn.Module):
         With ``filter_implementation == "auto"``, where the kernel is built
         (:func:`~derain.ops.fused_filter.fused_filter_available`), on the CPU, with the fusion conv,
         kernels predicted before ``outc``'s upsampling, fp32 input and weights (under autocast too:
-        the kernel computes in fp32), not while tracing or compiling, and no gradient to compute (the kernel has no
-        backward: training runs the eager path).
+        the kernel computes in fp32), not while tracing or compiling, and no gradient to compute
+        (the kernel has no backward: training runs the eager path).
         """
         cfg = self.config
         return (

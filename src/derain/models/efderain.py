@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .arch_config import ArchConfig
 
-from ..ops.fused_filter import fused_filter_available, upsample_filter_fuse
+from ..ops.fused_filter import fused_filter_supports, upsample_filter_fuse
 from ..ops.pixel_filter import pixel_dilation_filter2d
 
 __all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "pad_to_multiple"]
@@ -258,8 +258,8 @@ class EfDeRain(nn.Module):
     def uses_fused_kernel(self, x: Tensor) -> bool:
         """Whether ``forward(x)`` runs the full-resolution stage in the fused C kernel.
 
-        With ``filter_implementation == "auto"``, where the kernel is built
-        (:func:`~derain.ops.fused_filter.fused_filter_available`), on the CPU, with the fusion conv,
+        With ``filter_implementation == "auto"``, where the kernel is built and handles the config
+        (:func:`~derain.ops.fused_filter.fused_filter_supports`), on the CPU, with the fusion conv,
         kernels predicted before ``outc``'s upsampling, fp32 input and weights (under autocast too:
         the kernel computes in fp32), not while tracing or compiling, and no gradient to compute
         (the kernel has no backward: training runs the eager path).
@@ -267,7 +267,7 @@ class EfDeRain(nn.Module):
         cfg = self.config
         return (
             self.filter_implementation == "auto"
-            and fused_filter_available()
+            and fused_filter_supports(cfg.in_channels, len(cfg.dilations))
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and cfg.fusion
@@ -275,7 +275,6 @@ class EfDeRain(nn.Module):
             and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling()
             and not cfg.outc_at_full_resolution
-            and cfg.in_channels <= 4
             and not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
         )
 

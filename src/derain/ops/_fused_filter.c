@@ -352,7 +352,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused_filter", NULL
 
 PyMODINIT_FUNC PyInit__fused_filter(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "BLOCK", XB) < 0) {
+    if (m && (PyModule_AddIntConstant(m, "BLOCK", XB) < 0 || PyModule_AddIntConstant(m, "MAX_CHANNELS", MAX_C) < 0 ||
+              PyModule_AddIntConstant(m, "MAX_DILATIONS", MAX_DILATIONS) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -52,12 +52,21 @@ if _fused_filter is not None:
     if _openmp is not None:
         _fused_filter.set_openmp(*_openmp)
 
-__all__ = ["fused_filter_available", "upsample_filter_fuse"]
+__all__ = ["fused_filter_available", "fused_filter_supports", "upsample_filter_fuse"]
 
 
 def fused_filter_available() -> bool:
     """True where the C extension is built (then CPU inference uses it)."""
     return _fused_filter is not None
+
+
+def fused_filter_supports(channels: int, dilations: int) -> bool:
+    """True where the extension is built and handles images of ``channels`` with ``dilations`` dilations."""
+    return (
+        _fused_filter is not None
+        and 1 <= channels <= _fused_filter.MAX_CHANNELS
+        and 1 <= dilations <= _fused_filter.MAX_DILATIONS
+    )
 
 
 def upsample_filter_fuse(
@@ -119,6 +128,11 @@ def upsample_filter_fuse(
     if not dilations or min(dilations) < 1:
         raise ValueError(f"dilations must be non-empty and >= 1, got {dilations}")
     n = len(dilations)
+    if not fused_filter_supports(c, n):
+        raise ValueError(
+            f"the fused kernel handles 1-{_fused_filter.MAX_CHANNELS} channels and 1-{_fused_filter.MAX_DILATIONS} "
+            f"dilations, got {c} and {n}"
+        )
     if tuple(weight.shape) != (c, n * c, 3, 3) or tuple(bias.shape) != (c,):
         raise ValueError(f"fusion must be ({c}, {n * c}, 3, 3) + ({c},), got {tuple(weight.shape)} + {tuple(bias.shape)}")
     ho, wo = out_size if out_size is not None else (h, w)

@@ -1,11 +1,14 @@
 """Before/after contact sheet of real rainy photos (no ground truth), e.g. InternetData147.
 
     python benchmarks/contact_sheet.py ../shared/data/InternetData147/rainy -o docs/internet_contact_sheet.jpg \
-        [--model default | --weights PATH] [--n 8] [--thumb 320]
+        [--model default | --weights PATH] [--n 8] [--thumb 320] [--pick 40.jpg --pick 144.jpg ...]
+    python benchmarks/contact_sheet.py ../shared/data/clean -o docs/rainfree_contact_sheet.jpg   # rain-free in/out
 
 Each row: a ``--thumb``-pixel centre crop of a photo and the same crop of the derained photo (the
 whole photo is derained at full resolution, tiled where large: thin streaks vanish when photos are
-shrunk, so crops show what the model does). Photos are taken in sorted file-name order, spread evenly over the folder.
+shrunk, so crops show what the model does). Photos are taken in sorted file-name order (the folder
+tree), spread evenly over it, or named with ``--pick``; derained through ``derain.derain`` at
+``--precision`` (default ``auto``, what users get).
 """
 
 from __future__ import annotations
@@ -28,14 +31,23 @@ def main() -> None:
     parser.add_argument("--weights")
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--thumb", type=int, default=320)
+    parser.add_argument("--pick", action="append", default=[], help="file name to include (repeatable; replaces --n)")
+    parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
     model = derain.load_model(args.weights, name=None) if args.weights else derain.create_model(args.model, pretrained=True)
-    files = sorted((p for p in Path(args.folder).iterdir() if is_image_file(p)), key=lambda p: p.name)
-    picks = [files[int(i)] for i in np.linspace(0, len(files) - 1, args.n)]
+    files = sorted(p for p in Path(args.folder).rglob("*") if p.is_file() and is_image_file(p))
+    if args.pick:
+        by_name = {p.name: p for p in files}
+        missing = [n for n in args.pick if n not in by_name]
+        if missing:
+            parser.error(f"not in {args.folder}: {', '.join(missing)}")
+        picks = [by_name[n] for n in args.pick]
+    else:
+        picks = [files[int(i)] for i in np.linspace(0, len(files) - 1, args.n)]
     rows = []
     for path in picks:
         full = read_image(path)
-        derained = derain.derain(full, model=model, precision="fp32")
+        derained = derain.derain(full, model=model, precision=args.precision)
         h, w = full.shape[:2]
         t = min(args.thumb, h, w)
         y, x = (h - t) // 2, (w - t) // 2
@@ -47,7 +59,7 @@ def main() -> None:
     sheet = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, np.uint8)]) for r in rows])
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sheet).save(args.output, quality=88)
-    print(f"wrote {args.output}: {len(rows)} photos, left rainy, right derained ({', '.join(p.name for p in picks)})")
+    print(f"wrote {args.output}: {len(rows)} photos, left input, right derained ({', '.join(p.name for p in picks)})")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import derain
-from derain.bench.ablation import ablation_config, ablation_table, run_ablation
+from derain.bench.ablation import ablation_config, ablation_table, in_domain_overrides, run_ablation
+from derain.bench.noharm import measure_noharm, noharm_table, rain_free_images, run_noharm
 from derain.bench.explain import (
     centre_weight_map,
     dilated_footprint,
@@ -157,7 +158,57 @@ class TestQuality:
         assert _png_size(tmp_path / "q.png") == (1000, 400)
 
 
+class TestNoHarm:
+    def test_identity_model_is_harmless_and_a_darkening_one_is_caught(self) -> None:
+        img = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        identity = derain.create_model("efderain-tiny", identity_init=True)
+        with torch.no_grad():
+            identity.outc.weight.zero_()  # kernels: the centre tap (outc's bias)
+            identity.conv_final.weight.mul_(0)
+            for c in range(3):
+                identity.conv_final.weight[c, c, 1, 1] = 1.0  # exactly the identity
+        row = measure_noharm(identity, [img], "x", precision="fp32")
+        assert row.psnr_mean == row.psnr_min == 100.0 and row.shift_r == row.shift_b == 0 and row.grey_spread_max == 0
+        with torch.no_grad():
+            identity.conv_final.weight[2, 2, 1, 1] = 0.9  # blue lowered by 10 %
+        row = measure_noharm(identity, [img], "x", precision="fp32")
+        assert row.shift_r == 0 and -14 < row.shift_b < -11 and row.psnr_mean < 48  # Y weighs blue least: the shift shows it
+        assert 1 < row.grey_spread_mean and 20 < row.grey_spread_max < 26  # grey 240 -> (240, 240, 216)
+
+    def test_sets_and_cli(self, tmp_path: Path) -> None:
+        data = _pair_folder(tmp_path / "data", n=3)
+        assert [p.name for p in rain_free_images(data)] == ["0.png", "1.png", "2.png"]  # the clean side
+        assert [p.name for p in rain_free_images(f"{data}@last2")] == ["1.png", "2.png"]
+        assert [p.name for p in rain_free_images(data / "clean")] == ["0.png", "1.png", "2.png"]
+        with pytest.raises(ValueError, match="@lastN"):
+            rain_free_images(f"{data}@lastx")
+        rows = run_noharm(["default"], [f"{data}@last2"])
+        assert [(r.model, r.dataset, r.n) for r in rows] == [("default", "data (last2)", 2)]
+        assert "| default | data (last2) | 2 |" in noharm_table(rows, "auto")
+        out = CliRunner().invoke(cli, ["bench", "noharm", "--model", "fast", "--set", str(data), "--json", str(tmp_path / "n.json")])
+        assert out.exit_code == 0, out.output
+        assert json.loads((tmp_path / "n.json").read_text())[0]["n"] == 3
+        out = CliRunner().invoke(cli, ["bench", "noharm", "--set", str(tmp_path / "missing")])
+        assert out.exit_code != 0 and "not a folder" in out.output
+
+
 class TestAblation:
+    def test_in_domain_configs(self, tmp_path: Path) -> None:
+        train_dir = _pair_folder(tmp_path / "RainTrainX", n=3)
+        cfg = ablation_config("v4", 10, tmp_path / "runs", "efderain-tiny", in_domain=train_dir, holdout=1)
+        assert [(s.kind, Path(s.path), s.holdout) for s in cfg.sources] == [("paired", train_dir, 1)]
+        assert cfg.validation.held_out == {str(train_dir): 1}
+        assert not cfg.validation.paired and not cfg.validation.holdout_only and cfg.validation.synthetic == 0
+        assert cfg.rainmix  # the variant's own recipe is kept
+        with pytest.raises(ValueError, match="holdout"):
+            in_domain_overrides(train_dir, 0)
+
+    def test_in_domain_tiny_run(self, tmp_path: Path, shared_data: Path) -> None:
+        train_dir = _pair_folder(tmp_path / "train", n=4)
+        rows = run_ablation(2, tmp_path / "runs", [], "efderain-tiny", ["crop=32", "batch_size=2", "threads=2"],
+                            variants=["v1", "v2"], in_domain=train_dir, holdout=2)
+        assert [set(r.validation) for r in rows] == [{"train-holdout2_psnr", "train-holdout2_ssim", "mean_psnr"}] * 2
+
     def test_variant_configs(self, tmp_path: Path) -> None:
         cfgs = {v: ablation_config(v, 10, tmp_path, model="efderain-tiny") for v in ("v1", "v2", "v3", "v4")}
         assert {v: (c.iterations, c.decay_start, c.model) for v, c in cfgs.items()} == {v: (10, 5, "efderain-tiny") for v in cfgs}

@@ -182,3 +182,65 @@ def test_other_commands_still_work(tmp_path):
     assert proc.returncode == 0 and b"efderain-tiny" in proc.stdout
     proc = derain_cli("modles", cwd=tmp_path)
     assert proc.returncode == 2 and b"No such command 'modles'" in proc.stderr
+
+
+def test_sigterm_while_writing_leaves_nothing(tmp_path, weights):
+    """SIGTERM is Ctrl-C: the half-written output's temporary file is removed, no output appears."""
+    import signal
+    import time
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (2000, 2000, 3), dtype=np.uint8)).save(tmp_path / "big.png", compress_level=0)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "derain.cli.main", "run", "big.png", "-o", "out", "--weights", str(weights),
+                             "--format", "png"], cwd=tmp_path, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not list(out.glob(".big.png.*.tmp")):
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        pytest.skip("the write finished before the signal could be sent")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not list(out.glob(".*.tmp")) and not (out / "big.png").exists()
+    assert b"Traceback" not in proc.stderr.read()
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path, weights):
+    """kill -9 leaves ``.NAME.<hex>.tmp``: the next run writing NAME removes it (if untouched for a minute)."""
+    Image.fromarray(gradient(40, 30)).save(tmp_path / "a.png")
+    (tmp_path / "out").mkdir()
+    stale = tmp_path / "out" / ".a.png.deadbeef.tmp"
+    stale.write_bytes(b"half a png")
+    os.utime(stale, (0, 0))
+    fresh = tmp_path / "out" / ".a.png.0badf00d.tmp"  # another writer's, still being written: kept
+    fresh.write_bytes(b"x")
+    proc = derain_cli("run", "a.png", "-o", "out", "--weights", weights, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert not stale.exists() and fresh.exists() and (tmp_path / "out" / "a.png").is_file()
+
+
+def test_file_names_cannot_forge_error_lines(tmp_path, weights):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x\nerror: forged.png: fake.png").write_bytes(b"not an image")
+    proc = derain_cli("run", "in", "-o", "out", "--weights", weights, cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "x\\nerror: forged.png" in lines[0], proc.stderr.decode()
+
+
+def test_shards_cover_every_input_exactly_once(tmp_path, weights):
+    """``--shard K/N`` over a folder: the N runs together derain every photo once, none twice."""
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    names = [f"{i:02d}.png" for i in range(9)] + [f"sub/{i}.png" for i in range(4)]
+    for n in names:
+        Image.fromarray(gradient(24, 16)).save(tmp_path / "in" / n)
+    seen: list[str] = []
+    for k in (1, 2, 3):
+        proc = derain_cli("run", "in", "-r", "-o", f"out{k}", "--weights", weights, "--shard", f"{k}/3", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr.decode()
+        seen += [str(p.relative_to(tmp_path / f"out{k}")) for p in (tmp_path / f"out{k}").rglob("*.png")]
+    assert sorted(seen) == sorted(names)
+    proc = derain_cli("run", "in", "--shard", "4/3", "--weights", weights, cwd=tmp_path)
+    assert proc.returncode == 2 and b"K must be in 1..N" in proc.stderr

@@ -44,6 +44,57 @@ def test_bundled_model_removes_rain_from_a_synthetic_photo(name: str) -> None:
         assert after > before + gain, (name, preset, before, after)
 
 
+def _rain_free_photos() -> list[np.ndarray]:
+    """A synthetic rain-free scene, and (where the data is) two held-out clean photos (never trained on)."""
+    from conftest import SHARED_DATA
+
+    photos = [synthetic_scene(seed=2)]
+    held_out = sorted((SHARED_DATA / "clean").rglob("*.jpg"))[-2:] if SHARED_DATA.is_dir() else []
+    from derain.io.images import read_image
+
+    return photos + [read_image(p)[:320, :480] for p in held_out]
+
+
+# What version 4 achieves on these photos, with a margin (MODEL_CARD.md, "No harm"): version 3 shifted
+# them by -3.5 to -9 levels (29.6-33.9 dB) and gave grey cards up to 4.5 levels of colour.
+NO_HARM_NOW = {"default": (1.75, 34.0, 0.8), "fast": (6.0, 26.0, 0.8)}  # |mean shift| levels, Y-PSNR dB, grey spread
+
+
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_rain_free_photo_comes_back_close_to_unchanged(name: str) -> None:
+    """No regression of the no-harm measured for the bundled weights (default precision)."""
+    max_shift, min_psnr, _ = NO_HARM_NOW[name]
+    for photo in _rain_free_photos():
+        out = derain.derain(photo, model=name)
+        shift = (out.astype(np.float64) - photo).reshape(-1, 3).mean(0)
+        assert np.abs(shift).max() <= max_shift, (name, shift)
+        assert calculate_psnr(out, photo, test_y_channel=True) >= min_psnr
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14's no-harm target (0.5 level, 40 dB) is not met yet; see MODEL_CARD.md 'Gaps'")
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_rain_free_photo_comes_back_unchanged(name: str) -> None:
+    """The target: a photo without rain comes back within 0.5 level per channel and >= 40 dB."""
+    for photo in _rain_free_photos():
+        out = derain.derain(photo, model=name)
+        shift = (out.astype(np.float64) - photo).reshape(-1, 3).mean(0)
+        assert np.abs(shift).max() <= 0.5, (name, shift)
+        assert calculate_psnr(out, photo, test_y_channel=True) >= 40.0
+
+
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_grey_in_grey_out(name: str) -> None:
+    """R = G = B in (flat cards and a black-and-white photo): the output's channel means stay together."""
+    photo = synthetic_scene(seed=2)
+    bw = np.repeat(np.round(photo @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None], 3, axis=2)
+    cards = [np.full((64, 96, 3), v, np.uint8) for v in (20, 128, 230)]
+    for img in [bw, *cards]:
+        means = derain.derain(img, model=name).reshape(-1, 3).astype(np.float64).mean(0)
+        assert means.max() - means.min() <= NO_HARM_NOW[name][2], (name, means)
+    for card in cards:  # flat areas come back
+        assert np.abs(derain.derain(card, model=name).astype(int) - card).max() <= 1
+
+
 def test_bf16_close_to_fp32() -> None:
     x = torch.rand(1, 3, 64, 96)
     fp32 = derain.derain(x, precision="fp32")
@@ -51,7 +102,7 @@ def test_bf16_close_to_fp32() -> None:
     assert (fp32 - bf16).abs().mean() < 0.01
 
 
-@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 29.1581, 0.92726), ("fast", 28.6788, 0.90282)])
+@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 31.5754, 0.93564), ("fast", 29.5757, 0.90386)])
 def test_rain100l_score_is_the_model_cards(shared_dataset, name: str, golden_psnr: float, golden_ssim: float) -> None:
     """``derain eval ../shared/data/Rain100L --model NAME --protocol y`` gives MODEL_CARD.md's number."""
     from pathlib import Path

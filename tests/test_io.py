@@ -461,3 +461,45 @@ def test_multi_frame_files(tmp_path):
     pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
     with pytest.raises(ImageReadError, match="multi-page TIFF with 2 frames"):
         load_photo(tmp_path / "pages.tif")
+
+
+def test_float_image_with_inf_and_nan_keeps_its_scale(tmp_path):
+    """A float TIFF with one inf (or NaN) is scaled by its finite range, not darkened by the inf."""
+    values = np.full((8, 10), 120.0, np.float32)
+    values[0, 0], values[0, 1], values[0, 2] = np.inf, np.nan, -np.inf
+    Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
+    photo = load_photo(tmp_path / "f.tif")
+    assert photo.rgb[5, 5, 0] == pytest.approx(120 / 255, abs=1e-6)  # the finite range is 0..255
+    assert (photo.rgb[0, 0], photo.rgb[0, 1], photo.rgb[0, 2]) == (pytest.approx(1.0), pytest.approx(0.0), pytest.approx(0.0))
+
+
+class TestDerainerLeavesTheCallersModuleAlone:
+    def test_mode_layout_and_weights_unchanged(self):
+        model = derain.create_model("efderain-tiny", identity_init=True)  # training mode, fp32, contiguous
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        for precision in ("bf16", "fp32", "auto"):
+            derain.derain(np.zeros((20, 30, 3), np.uint8), model=model, precision=precision)
+            Derainer(model, precision=precision)
+            assert model.training
+            for k, v in model.state_dict().items():
+                assert torch.equal(v, before[k]) and v.is_contiguous(), k
+
+    def test_ready_module_is_used_as_is(self):
+        model = derain.create_model("efderain-tiny").eval()
+        assert Derainer(model, precision="fp32").model is model
+
+    def test_names_and_integer_images(self):
+        d = Derainer("default", precision="fp32")
+        img = gradient(48, 40)
+        out8 = d(img)
+        assert out8.dtype == np.uint8 and out8.shape == img.shape
+        ref = d(img.astype(np.float32) / 255)
+        assert np.abs(out8.astype(float) - ref * 255).max() <= 0.5 + 1e-3  # the same picture, not white
+        out16 = d(img.astype(np.uint16) * 257)
+        assert out16.dtype == np.uint16 and np.abs(out16 / 257.0 - ref * 255).max() < 0.6
+        with pytest.raises(TypeError, match="uint8, uint16 or float"):
+            d(img.astype(np.int32))
+        with pytest.raises(TypeError, match="numpy array"):
+            d([[1, 2, 3]])
+        with pytest.raises(TypeError, match="registered name or an nn.Module"):
+            Derainer(3)

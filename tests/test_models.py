@@ -170,9 +170,11 @@ class TestRegistry:
         """forward skips the padding beyond the taps' reach at full resolution: same output as filtering all of it."""
         model = perturbed_efderain(name)
         x = torch.rand(1, 3, 37, 70, requires_grad=True)
-        padded, (h, w) = pad_to_multiple(x, model.config.multiple)
+        cfg = model.config
+        lead = 5 if (cfg.unit_kernels or cfg.channel_fusion) else 0  # reflect border of the taps' reach
+        padded, (h, w) = pad_to_multiple(torch.nn.functional.pad(x, (lead,) * 4, mode="reflect"), cfg.multiple)
         assert padded.shape[-2] > h + 5 or padded.shape[-1] > w + 5  # the cropped path runs
-        full = model.filter(padded, model.predict_kernels(padded))[..., :h, :w]
+        full = model.filter(padded, model.predict_kernels(padded))[..., lead : h - lead, lead : w - lead]
         out = model(x)
         torch.testing.assert_close(out, full, rtol=1e-5, atol=1e-5)
         out.sum().backward()
@@ -195,6 +197,56 @@ class TestRegistry:
     def test_wrong_input(self, name: str) -> None:
         with pytest.raises(ValueError, match="expected input"):
             derain.create_model(name)(torch.rand(1, 4, 16, 16))
+
+
+class TestNoHarmConstraints:
+    """``unit_kernels`` and ``channel_fusion``: flat areas of any colour pass unchanged, whatever the weights."""
+
+    @staticmethod
+    def model(**fields) -> EfDeRain:
+        model = EfDeRain(EfDeRainConfig(widths=(8, 8, 8), depth=1, stem=2, kernel_level=0, outc_at_full_resolution=False,
+                                        identity_init=True, **fields)).eval()
+        torch.manual_seed(1)
+        for p in model.parameters():
+            p.data.add_(torch.randn_like(p) * 0.2)
+        return model
+
+    @pytest.mark.parametrize("size", [(1, 1), (3, 5), (37, 70), (64, 64)])
+    @pytest.mark.parametrize("implementation", ["auto", "fast", "reference"])
+    def test_flat_colour_comes_back(self, size, implementation) -> None:
+        model = self.model(unit_kernels=True, channel_fusion=True)
+        model.filter_implementation = implementation
+        for colour in [(0.9, 0.9, 0.9), (0.1, 0.6, 0.95), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)]:
+            x = torch.tensor(colour).view(1, 3, 1, 1).expand(2, 3, *size).contiguous()
+            with torch.no_grad():
+                torch.testing.assert_close(model(x), x, rtol=0, atol=1e-5)  # fp32 rounding: 0.003 levels
+                with torch.autocast("cpu", dtype=torch.bfloat16):  # kernels and fusion stay fp32
+                    torch.testing.assert_close(model(x).float(), x, rtol=0, atol=1e-5)
+
+    def test_without_constraints_flat_colour_changes(self) -> None:
+        """The same perturbed weights without the constraints do change a flat colour (the test above can fail)."""
+        x = torch.full((1, 3, 37, 70), 0.5)
+        with torch.no_grad():
+            assert (self.model()(x) - x).abs().max() > 0.01
+            assert (self.model(unit_kernels=True)(x) - x).abs().max() > 0.01  # the fusion alone still shifts
+
+    def test_projected_parameters(self) -> None:
+        model = self.model(unit_kernels=True, channel_fusion=True)
+        w, b = model.outc_params()
+        feat = torch.randn(4, w.shape[1])
+        kernels = (feat @ w[:, :, 0, 0].T + b).view(4, 3, 9)
+        torch.testing.assert_close(kernels.sum(-1), torch.ones(4, 3))
+        fw, fb = model.fusion_params()
+        sums = fw.view(3, 4, 3, 9).sum((1, 3))  # out colour x in colour
+        torch.testing.assert_close(sums, torch.eye(3))
+        assert not fb.any()
+        # the raw parameters are untouched (the projection happens in the forward pass)
+        assert not torch.equal(model.outc.weight, w) and not torch.equal(model.conv_final.weight, fw)
+
+    def test_gradient_flows_through_the_projection(self) -> None:
+        model = self.model(unit_kernels=True, channel_fusion=True).train()
+        model(torch.rand(1, 3, 32, 32)).square().mean().backward()
+        assert model.outc.weight.grad.abs().sum() > 0 and model.conv_final.weight.grad.abs().sum() > 0
 
 
 def test_paper_size_image_padding() -> None:
@@ -271,8 +323,9 @@ class TestModelFiles:
                 return (print, ("pwned",))
 
         torch.save({"x": Evil()}, tmp_path / "evil.pth")
-        with pytest.raises(CheckpointError, match="not a readable PyTorch state dict"):
+        with pytest.raises(CheckpointError, match="not a readable PyTorch state dict.*pickled code") as info:
             derain.load_model(tmp_path / "evil.pth", name="efderain-paper")
+        assert "\n" not in str(info.value) and "weights_only=False" not in str(info.value)  # one line, no bad advice
 
     @pytest.mark.parametrize("content", [b"", b"not a model"])
     def test_garbage_files(self, tmp_path, content: bytes) -> None:

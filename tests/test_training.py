@@ -96,6 +96,15 @@ class TestConfig:
             ("sources=[{kind: web, path: x}]", "source kind"),
             ("sources=[{kind: rain_layers, path: c, layers: [p], scale: [0.9, 0.2]}]", "scale"),
             ("sources=[{kind: rain_layers, path: c, layers: [p], max_rotation: 120}]", "max_rotation"),
+            ("checkpoint_every=0", "checkpoint_every must be >= 1"),
+            ("log_every=0", "log_every must be >= 1"),
+            ("threads=-3", "threads must be >= 0"),
+            ("seed=-1", "seed must be >= 0"),
+            ("betas=abc", r"betas must be two numbers"),
+            ("betas=[0.5, 1.5]", r"betas must be two numbers"),
+            ("lr=0", "lr must be > 0"),
+            ("identity_p=1.5", r"identity_p must be in \[0, 1\]"),
+            ("validation.held_out={x: 0}", "held_out"),
         ],
     )
     def test_invalid(self, override: str, match: str) -> None:
@@ -165,6 +174,35 @@ class TestSamples:
             rainy, clean_crop = TrainingSamples(cfg).sample(0)
             expected = np.minimum(clean_crop + added, 1.0)
             assert np.abs(rainy - expected).max() < 2 / 255
+
+    def test_rain_free_share_and_colour_jitter(self, clean_folder, tmp_path) -> None:
+        """``identity_p`` gives input = target samples; ``colour_jitter`` scales both images by one gain."""
+        base = tiny_config(clean_folder, tmp_path / "o")
+        plain = TrainingSamples(load_config(write_config(tmp_path / "a.yaml", base)))
+        ident = TrainingSamples(load_config(write_config(tmp_path / "b.yaml", {**base, "identity_p": 0.5})))
+        same = np.mean([np.array_equal(*ident.sample(i)) for i in range(200)])
+        dry = np.mean([np.array_equal(*plain.sample(i)) for i in range(200)])  # crops the sparse rain missed
+        assert dry < 0.25 and 0.38 < same - dry / 2 < 0.62  # about half more
+        jitter = TrainingSamples(load_config(write_config(tmp_path / "c.yaml", {**base, "identity_p": 1.0, "colour_jitter": 1.0})))
+        ratios = []
+        for i in range(20):
+            rainy, clean = jitter.sample(i)
+            assert np.array_equal(rainy, clean)  # the same change on both images
+            ratios.append(clean.reshape(-1, 3).mean(0) / ident.sources[0].sample(np.random.default_rng(0), 32)[1].reshape(-1, 3).mean(0))
+        assert np.std(np.log(ratios)) > 0.05  # brightness and colour really vary
+        # without the new keys a preset's samples are what they were (no extra random draws)
+        assert all(np.array_equal(plain.sample(i)[0], TrainingSamples(load_config(tmp_path / "a.yaml")).sample(i)[0]) for i in range(3))
+
+    def test_paired_source_holds_out_its_last_pairs(self, tmp_path) -> None:
+        pairs = tmp_path / "pairs"
+        for sub in ("rainy", "clean"):
+            (pairs / sub).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((40, 40, 3), 20 + 50 * i, np.uint8)).save(pairs / "clean" / f"{i}.png")
+            Image.fromarray(np.full((40, 40, 3), 30 + 50 * i, np.uint8)).save(pairs / "rainy" / f"{i}.png")
+        cfg = load_config(None, [f"sources=[{{kind: paired, path: '{pairs}', holdout: 2}}]", "crop=32", "validation.synthetic=0"])
+        levels = {round(float(TrainingSamples(cfg).sample(i)[1].mean()) * 255) for i in range(40)}
+        assert levels == {20, 70}  # pairs 2 and 3 never appear
 
     def test_batch_sampler(self) -> None:
         ranks = [list(StepBatchSampler(2, start=1, stop=3, rank=r, world=2)) for r in (0, 1)]
@@ -264,3 +302,94 @@ def test_cli_errors(tmp_path) -> None:
     assert not (tmp_path / "out").exists()  # nothing written for a run that cannot start
     proc = subprocess.run(_derain_cmd("train", str(tmp_path / "missing.yaml")), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "no config file" in proc.stderr
+
+
+class _Planted:
+    """A pickle that creates a marker file when unpickled with code execution allowed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("where", ["resume", "ablation"])
+def test_planted_checkpoint_pickle_never_runs(clean_folder, tmp_path, where: str) -> None:
+    """A checkpoint.pt that needs pickled code is refused in one line (resume, ablation), never executed."""
+    marker = tmp_path / "pwned"
+    if where == "resume":
+        out = tmp_path / "run"
+        out.mkdir()
+        torch.save({"model": {}, "step": 1, "x": _Planted(marker)}, out / "checkpoint.pt")
+        cfg = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out))
+        proc = subprocess.run(_derain_cmd("train", str(cfg), "--resume"), capture_output=True, text=True, timeout=120)
+    else:
+        out = tmp_path / "abl" / "v2"
+        out.mkdir(parents=True)
+        torch.save({"model": {}, "step": 1, "config": _Planted(marker)}, out / "checkpoint.pt")
+        proc = subprocess.run(_derain_cmd("bench", "ablation", "--iterations", "2", "--variant", "v2", "--model", "efderain-tiny",
+                                          "--out-dir", str(tmp_path / "abl"), f"sources=[{{kind: synthetic, path: '{clean_folder}'}}]",
+                                          "crop=32", "batch_size=2", "validation.paired=[]", "validation.holdout_only=[]"),
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert not marker.exists()
+    assert "pickled code" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_checkpoint_loads_without_pickled_code(clean_folder, tmp_path) -> None:
+    from derain.models.checkpoint import load_training_state
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "run", iterations=2, decay_start=1)))
+    train(cfg)
+    state = load_training_state(tmp_path / "run" / "checkpoint.pt")  # weights_only=True
+    assert state["step"] == 2 and state["rng"]["numpy"]["keys"].shape == (624,)
+
+
+def test_run_folder_is_never_silently_reused(clean_folder, tmp_path) -> None:
+    out = tmp_path / "run"
+    cfg_path = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, iterations=2, decay_start=1))
+    train(load_config(cfg_path))
+    best = (out / "best.safetensors").read_bytes() if (out / "best.safetensors").exists() else None
+    log_before = (out / "train_log.csv").read_text()
+    with pytest.raises(ConfigError, match="holds an earlier run.*--resume"):
+        train(load_config(cfg_path))
+    assert (out / "train_log.csv").read_text() == log_before  # nothing appended or replaced
+    if best is not None:
+        assert (out / "best.safetensors").read_bytes() == best
+    # --resume with a changed model or data config is refused, naming what changed
+    for override, match in (("crop=48", "crop, iterations differ$"), ("lr=0.5", r"iterations, lr differ \(schedule keys change only with --allow-changes\)")):
+        with pytest.raises(ConfigError, match=match):
+            train(load_config(cfg_path, [override, "iterations=3"]), resume=True)
+    result = train(load_config(cfg_path, ["iterations=3", "threads=2"]), resume=True, allow_changes=True)  # schedule: with the flag
+    assert result.step == 3
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        train(load_config(cfg_path, [f"out_dir={tmp_path / 'file'}"]))
+
+
+def test_train_without_arguments_lists_presets() -> None:
+    proc = subprocess.run(_derain_cmd("train"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "default-cpu-v4" in proc.stdout and "paper-v1" in proc.stdout
+    proc = subprocess.run(_derain_cmd("train", "--help"), capture_output=True, text=True, timeout=60)
+    assert "out_dir" in proc.stdout and "PRESET" in proc.stdout
+
+
+def test_presets_find_their_data_from_anywhere(tmp_path, monkeypatch) -> None:
+    """Presets name ``$DERAIN_DATA/...``: --data-root, the variable, or ../shared/data beside the checkout."""
+    from derain.training.config import default_data_root
+
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    monkeypatch.delenv("DERAIN_DATA", raising=False)
+    cfg = load_config(resolve_preset("default-cpu-v4"), data_root=tmp_path / "mine")
+    assert cfg.sources[0].path == str(tmp_path / "mine" / "RainTrainL") and cfg.streaks == str(tmp_path / "mine" / "Streaks_Garg06")
+    monkeypatch.setenv("DERAIN_DATA", str(tmp_path / "env"))
+    assert load_config(resolve_preset("paper-v4")).sources[0].path == str(tmp_path / "env" / "clean")
+    monkeypatch.delenv("DERAIN_DATA")
+    root = default_data_root()
+    if root.is_dir():  # beside this checkout (dev and CI): found even though the current folder is elsewhere
+        assert load_config(resolve_preset("paper-v4")).sources[0].path == str(root / "clean")
+    proc = subprocess.run(_derain_cmd("train", "default-cpu-v4", "--data-root", str(tmp_path / "none")), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1 and "none" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

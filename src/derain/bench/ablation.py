@@ -12,6 +12,11 @@ Each variant trains from its preset with the same overrides (``iterations`` — 
 checkpoint of the same config (a folder holding another config's run is an error, not reused). The best weights by validation are then scored on the preset's validation sets
 (never test sets) and, for reporting only, on the test folders given; time per 481×321 image
 (fp32) is measured in the same process.
+
+**In-domain mode** (``in_domain=TRAIN_DIR``, ``derain bench ablation --in-domain ../shared/data/RainTrainL
+--test ../shared/data/Rain100L``): as the paper did on the Rain100H family, every variant trains on
+the pairs of one family's training split only (its last ``holdout`` pairs held out), is selected on
+that holdout, and is reported on the family's test set.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ import torch
 
 from ..evaluation.evaluate import evaluate
 from ..io.atomic import atomic_output
+from ..models.checkpoint import load_training_state
 from ..training.config import TrainConfig, load_config
 from ..training.presets import resolve_preset
 from .timing import machine_description, time_call
 
-__all__ = ["VARIANTS", "AblationRow", "ablation_config", "run_ablation", "ablation_table", "write_rows"]
+__all__ = ["VARIANTS", "AblationRow", "ablation_config", "in_domain_overrides", "run_ablation", "ablation_table", "write_rows"]
 
 VARIANTS: dict[str, str] = {
     "v1": "pixel-wise filtering, no dilation, L1",
@@ -51,15 +57,36 @@ class AblationRow:
     params: int = 0
 
 
+def in_domain_overrides(train_dir: str | os.PathLike[str], holdout: int = 20) -> list[str]:
+    """Config overrides that train on the pairs of ``train_dir`` only and validate on its last ``holdout``.
+
+    >>> in_domain_overrides("/data/RainTrainL", 20)[0]
+    "sources=[{kind: paired, path: '/data/RainTrainL', holdout: 20}]"
+    """
+    if holdout < 1:
+        raise ValueError(f"holdout must be >= 1, got {holdout}")
+    path = str(Path(train_dir).absolute()).replace("'", "''")
+    return [
+        f"sources=[{{kind: paired, path: '{path}', holdout: {holdout}}}]",
+        "validation.paired=[]",
+        "validation.holdout_only=[]",
+        "validation.synthetic=0",
+        f"validation.held_out={{'{path}': {holdout}}}",
+    ]
+
+
 def ablation_config(
     variant: str,
     iterations: int,
     out_dir: str | os.PathLike[str],
     model: str | None = None,
     overrides: Sequence[str] = (),
+    in_domain: str | os.PathLike[str] | None = None,
+    holdout: int = 20,
 ) -> TrainConfig:
     """The ``paper-<variant>`` preset with the shared budget: ``iterations`` (lr decays over the second
-    half), validation at the middle and at the end, ``out_dir/<variant>``, then ``overrides``."""
+    half), validation at the middle and at the end, ``out_dir/<variant>``, the in-domain data if
+    ``in_domain`` (:func:`in_domain_overrides`), then ``overrides``."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     if iterations < 1:
@@ -73,6 +100,8 @@ def ablation_config(
     ]
     if model:
         base.append(f"model={model}")
+    if in_domain is not None:
+        base += in_domain_overrides(in_domain, holdout)
     return load_config(resolve_preset(f"paper-{variant}"), [*base, *overrides])
 
 
@@ -84,12 +113,14 @@ def run_ablation(
     overrides: Sequence[str] = (),
     variants: Sequence[str] = tuple(VARIANTS),
     log: Callable[[str], None] = lambda _: None,
+    in_domain: str | os.PathLike[str] | None = None,
+    holdout: int = 20,
 ) -> list[AblationRow]:
     """Train (or resume) each variant, then score its best weights; one :class:`AblationRow` per variant."""
     import derain
     from derain.training.trainer import ValidationSets, train
 
-    configs = {v: ablation_config(v, iterations, out_dir, model, overrides) for v in variants}  # all errors before training
+    configs = {v: ablation_config(v, iterations, out_dir, model, overrides, in_domain, holdout) for v in variants}  # all errors before training
     resume = {v: _can_resume(cfg) for v, cfg in configs.items()}
     rows = []
     for variant, cfg in configs.items():
@@ -111,31 +142,17 @@ def run_ablation(
     return rows
 
 
-# settings that change how fast a run goes or what it prints, not what it learns
-_RUNTIME_KEYS = {"threads", "workers", "log_every", "sample_every"}
-
-
 def _can_resume(cfg: TrainConfig) -> bool:
     """True if ``cfg.out_dir`` holds a checkpoint of this very config; an error if it holds another run's."""
+    from ..training.trainer import config_changes
+
     path = Path(cfg.out_dir) / "checkpoint.pt"
     if not path.exists():
         return False
-    saved = torch.load(path, map_location="cpu", weights_only=False).get("config", {})
-    wanted = cfg.to_dict()
-    keys = (set(saved) | set(wanted)) - _RUNTIME_KEYS
-    differ = sorted(k for k in keys if _plain(saved.get(k)) != _plain(wanted.get(k)))
+    differ = config_changes(load_training_state(path).get("config", {}), cfg)
     if differ:
         raise ValueError(f"{cfg.out_dir} holds a run with another config ({', '.join(differ)} differ); use another --out-dir or remove it")
     return True
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively, so a config read back from a checkpoint compares equal to a fresh one."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def ablation_table(rows: Sequence[AblationRow]) -> str:

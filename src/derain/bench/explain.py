@@ -50,7 +50,7 @@ def predict_kernels(model: EfDeRain, image: np.ndarray) -> tuple[np.ndarray, np.
     with torch.inference_mode():
         padded, (h, w) = pad_to_multiple(x, model.config.multiple)
         kernels = model.predict_kernels(padded)
-        out = model.filter(padded, kernels)[..., :h, :w].clamp(0, 1)
+        out = model(x).clamp(0, 1)
     k, c = model.config.kernel_size, model.config.in_channels
     kern = kernels[0, :, :h, :w].float().reshape(c, k, k, h, w).numpy()
     return kern, out[0].permute(1, 2, 0).float().numpy()
@@ -180,7 +180,7 @@ def explain_image(
     cfg = model.config
     c, nd = cfg.in_channels, len(cfg.dilations)
     if cfg.fusion:
-        wt = model.conv_final.weight.detach().float().numpy()
+        wt = model.fusion_params()[0].detach().float().numpy()  # as applied
         fusion = np.array([[wt[ch, n * c + ch, 1, 1] for n in range(nd)] for ch in range(c)])
     else:
         fusion = np.ones((c, nd))

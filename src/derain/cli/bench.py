@@ -1,4 +1,4 @@
-"""``derain bench speed|quality|ablation`` and ``derain explain``: the paper's tables and figures.
+"""``derain bench speed|quality|noharm|ablation`` and ``derain explain``: the paper's tables and figures.
 
 Each prints a markdown table and writes what it is asked to (``--json``/``--csv``, a PNG plot).
 """
@@ -113,6 +113,29 @@ def quality_cmd(dataset_dir, models, protocol, precision, threads, limit, plot_p
         plot_quality(points, plot_path)
 
 
+@bench_group.command("noharm")
+@click.option("--model", "models", multiple=True, default=("default", "fast"), show_default=True,
+              help="NAME, NAME=WEIGHTS or WEIGHTS_FILE (as bench quality); repeatable.")
+@click.option("--set", "sets", multiple=True, required=True,
+              help="Rain-free images: a folder, a paired folder's clean/ side, FOLDER@lastN for its last N; repeatable.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows as JSON here.")
+@user_errors
+def noharm_cmd(models, sets, precision, threads, json_path) -> None:
+    """What each model does to rain-free photos: identity Y-PSNR, mean shift per channel, grey spread."""
+    from derain.bench.noharm import noharm_table, run_noharm, write_rows
+
+    _threads(threads)
+    rows = run_noharm(
+        models, sets, precision,
+        progress=lambda r: _echo_row(f"{r.model} on {r.dataset}: {r.psnr_mean:.2f} dB (min {r.psnr_min:.2f})"),
+    )
+    click.echo(noharm_table(rows, precision))
+    if json_path:
+        write_rows(rows, json_path)
+
+
 @bench_group.command("ablation")
 @click.option("--iterations", type=click.IntRange(min=1), default=1500, show_default=True,
               help="Training steps per variant (the budget; the paper-size run is 50000 on a GPU).")
@@ -120,18 +143,25 @@ def quality_cmd(dataset_dir, models, protocol, precision, threads, limit, plot_p
 @click.option("--variant", "variants", multiple=True, type=click.Choice(["v1", "v2", "v3", "v4"]), help="Repeatable (default: all four).")
 @click.option("--test", "tests", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Test folders scored for reporting only (never used to choose anything); repeatable.")
+@click.option("--in-domain", "in_domain", type=click.Path(exists=True, file_okay=False),
+              help="Train every variant on this family's training pairs only (e.g. ../shared/data/RainTrainL), "
+              "select on its last --holdout pairs; report on --test (e.g. ../shared/data/Rain100L).")
+@click.option("--holdout", type=click.IntRange(min=1), default=20, show_default=True, help="Held-out pairs of --in-domain.")
 @click.option("--out-dir", default="runs/ablation", show_default=True, type=click.Path(file_okay=False))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows as JSON here.")
 @click.argument("overrides", nargs=-1)
 @user_errors
-def ablation_cmd(iterations, model, variants, tests, out_dir, json_path, overrides) -> None:
+def ablation_cmd(iterations, model, variants, tests, in_domain, holdout, out_dir, json_path, overrides) -> None:
     """Paper Table 2: train v1-v4 with one budget, score on validation (and test) sets.
 
     OVERRIDES are training config key=value pairs applied to every variant (crop=128 threads=2 ...).
     """
     from derain.bench.ablation import VARIANTS, ablation_table, run_ablation, write_rows
 
-    rows = run_ablation(iterations, out_dir, tests, model, overrides, variants or tuple(VARIANTS), log=_echo_row)
+    rows = run_ablation(
+        iterations, out_dir, tests, model, overrides, variants or tuple(VARIANTS), log=_echo_row,
+        in_domain=in_domain, holdout=holdout,
+    )
     click.echo(ablation_table(rows))
     if json_path:
         write_rows(rows, json_path)

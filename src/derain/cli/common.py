@@ -12,7 +12,17 @@ from ..io.images import ImageReadError
 from ..models.checkpoint import CheckpointError
 from ..training.config import ConfigError
 
-__all__ = ["USER_ERRORS", "user_errors", "load_for_cli"]
+__all__ = ["USER_ERRORS", "user_errors", "load_for_cli", "printable"]
+
+
+def printable(text: object) -> str:
+    r"""``text`` with control characters escaped, so a file name holding a newline cannot forge output lines.
+
+    >>> print(printable("a.png\nerror: b.png: fake"))
+    a.png\nerror: b.png: fake
+    """
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
 
 # Errors that are the user's input, not a bug: printed as one line.
 USER_ERRORS = (DatasetError, CheckpointError, ConfigError, ImageReadError, FileNotFoundError)

@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import click
@@ -94,24 +95,40 @@ def eval_cmd(dataset_dir, model_name, weights, protocol, layout, strict, limit, 
 @cli.command("train", context_settings={"ignore_unknown_options": False})
 @click.argument("config", type=click.Path(dir_okay=False), required=False)
 @click.argument("overrides", nargs=-1)
-@click.option("--resume", is_flag=True, help="Continue from OUT_DIR/checkpoint.pt if it exists.")
+@click.option("--resume", is_flag=True, help="Continue the run in OUT_DIR (its checkpoint.pt); without it OUT_DIR must hold no earlier run.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Folder the presets' data names refer to "
+              "(${DERAIN_DATA}; default: $DERAIN_DATA, else ../shared/data).")
+@click.option("--allow-changes", is_flag=True, help="With --resume: accept changed schedule keys (iterations, decay_start, lr, checkpoint_every, validation).")
 @user_errors
-def train_cmd(config, overrides, resume) -> None:
-    """Train a model: CONFIG.yaml (a preset from derain/configs or your own) plus key=value overrides.
+def train_cmd(config, overrides, resume, data_root, allow_changes) -> None:
+    """Train a model: CONFIG.yaml or a PRESET (see below) plus key=value overrides.
 
+    Results go to the config's out_dir (default runs/train; override with out_dir=PATH): config.yaml,
+    checkpoint.pt, best.safetensors (by validation), last.safetensors, train_log.csv, val_log.csv.
+    Config keys: see derain/training/config.py or any preset. Without CONFIG, lists the presets.
     Works unchanged under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
     """
     from derain.training.config import load_config
-    from derain.training.presets import resolve_preset
+    from derain.training.presets import list_presets, resolve_preset
     from derain.training.trainer import train
 
-    cfg = load_config(resolve_preset(config) if config else None, overrides)
-    result = train(cfg, resume=resume)
+    if not config:
+        click.echo("presets (derain train PRESET [key=value ...]): " + ", ".join(list_presets()))
+        return
+    cfg = load_config(resolve_preset(config), overrides, data_root=data_root)
+    result = train(cfg, resume=resume, allow_changes=allow_changes)
     if result is not None:
         click.echo(result)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The ``derain`` command. SIGTERM is handled like Ctrl-C: partial outputs are removed (``derain serve``
+    replaces the handler with the server's graceful shutdown)."""
+    signal.signal(signal.SIGTERM, _interrupt)
     cli.main(args=argv, prog_name="derain")
 
 

@@ -24,6 +24,7 @@ import queue
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +32,7 @@ from typing import Any, Iterator
 import click
 
 from ..io.images import DEFAULT_MAX_PIXELS, PHOTO_EXTENSIONS, ImageReadError
+from .common import printable
 
 __all__ = ["DefaultRunGroup", "run_cmd", "FORMAT_EXTENSIONS"]
 
@@ -124,10 +126,44 @@ def _out_name(rel: Path, suffix: str, fmt: str | None) -> Path:
     return rel.with_name(rel.stem + suffix + ext)
 
 
+def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
+    """Whether the input ``name`` (as given on the command line, or found under a folder) belongs to shard ``K/N``.
+
+    Decided by the name's CRC-32 alone, so every process of a job array computes the same split without
+    talking to the others, and adding files never moves the others between shards.
+
+    >>> names = [f"img_{i}.jpg" for i in range(1000)]
+    >>> shards = [[n for n in names if in_shard(n, (k, 3))] for k in (1, 2, 3)]
+    >>> sorted(sum(shards, [])) == sorted(names), [len(s) for s in shards]
+    (True, [332, 350, 318])
+    """
+    if shard is None:
+        return True
+    k, n = shard
+    return zlib.crc32(name.encode("utf-8", "surrogateescape")) % n == k - 1
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"K/N"`` (1 <= K <= N) → ``(K, N)``; None stays None."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: a shard looks like K/N, e.g. 2/8", param_hint="--shard") from None
+    if not 1 <= k <= n:
+        raise click.BadParameter(f"{text!r}: K must be in 1..N", param_hint="--shard")
+    return k, n
+
+
 def plan_jobs(
-    inputs: tuple[str, ...], out_dir: Path, recursive: bool, suffix: str, fmt: str | None, overwrite: bool
+    inputs: tuple[str, ...], out_dir: Path, recursive: bool, suffix: str, fmt: str | None, overwrite: bool,
+    shard: tuple[int, int] | None = None,
 ) -> Plan:
-    """Expand the inputs into jobs; input collisions and missing inputs become errors, existing outputs skips."""
+    """Expand the inputs into jobs; input collisions and missing inputs become errors, existing outputs skips.
+
+    With ``shard = (K, N)`` only the inputs of shard K of N are planned (:func:`in_shard`).
+    """
     out_real = out_dir.resolve()
     found: list[tuple[Path, Path, str]] = []  # (src, rel, shown)
     errors: list[tuple[str, str]] = []
@@ -156,6 +192,8 @@ def plan_jobs(
             errors.append((item, "no such file or directory"))
 
     input_paths = {os.path.realpath(src) for src, _, _ in found}
+    found = [f for f in found if in_shard(f[2], shard)]
+    errors = [e for e in errors if in_shard(e[0], shard)]
     jobs: list[Job] = []
     skipped: list[Job] = []
     claimed: dict[str, str] = {}
@@ -258,7 +296,7 @@ def _stdin_to_stdout(derainer: Any, args: dict[str, Any]) -> int:
         data = encode_photo(photo, result, args["fmt"], args["quality"])
     except Exception as err:  # noqa: BLE001 - one line, no traceback
         log.debug("stdin failed", exc_info=True)
-        click.echo(f"error: <stdin>: {_reason(err)}", err=True)
+        click.echo(f"error: <stdin>: {printable(_reason(err))}", err=True)
         _summary(0, 1, 0, time.perf_counter() - start)
         return 1
     sys.stdout.buffer.write(data)
@@ -296,9 +334,11 @@ def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "")
 @click.option("--side-by-side", is_flag=True, help="Write input | derained side by side.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images with more pixels (decompression-bomb guard).")
+@click.option("--shard", metavar="K/N", help="Only this process's share of the inputs: shard K of N (1-based), "
+              "decided per file name, e.g. --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT.")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs (tracebacks of failed files).")
 def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, precision, threads, backend, onnx_path, recursive,
-            suffix, fmt, quality, overwrite, side_by_side, max_pixels, verbose) -> None:
+            suffix, fmt, quality, overwrite, side_by_side, max_pixels, shard, verbose) -> None:
     """Derain photos: files, folders, globs, or - (stdin to stdout).
 
     \b
@@ -324,9 +364,9 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
 
     start = time.perf_counter()
     out_path = Path(out_dir)
-    plan = plan_jobs(inputs, out_path, recursive, suffix, fmt, overwrite)
+    plan = plan_jobs(inputs, out_path, recursive, suffix, fmt, overwrite, parse_shard(shard))
     for path, reason in plan.errors:
-        click.echo(f"error: {path}: {reason}", err=True)
+        click.echo(f"error: {printable(path)}: {printable(reason)}", err=True)
     if not plan.jobs and not plan.skipped and not plan.errors:
         raise click.ClickException("no images found in the inputs")
     ok, failed = 0, len(plan.errors)
@@ -387,7 +427,7 @@ def _run_jobs(derainer: Any, jobs: list[Job], out_dir: Path, tile: int | None, o
                 ok += 1
             else:
                 failed += 1
-                tqdm.write(f"error: {job.shown}: {reason}", file=sys.stderr)
+                tqdm.write(f"error: {printable(job.shown)}: {printable(reason)}", file=sys.stderr)
     finally:
         stop.set()
         slots.release()

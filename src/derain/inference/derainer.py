@@ -28,17 +28,29 @@ class DerainerBase:
         return self.run_tensor(batch) if size is None else derain_tiled(self.run_tensor, batch, size, overlap)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Derain an ``H×W×3`` numpy image: float in [0, 1] → float32; uint8 / uint16 → the same dtype."""
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"expected an H×W×3 numpy array (derain.derain takes PIL images and tensors), got {type(image).__name__}")
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an H×W×3 image, got shape {image.shape}")
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
+        if scale is None and not np.issubdtype(image.dtype, np.floating):
+            raise TypeError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-        return self.run_tensor(x)[0].permute(1, 2, 0).numpy()
+        if scale is not None:
+            x = x / scale
+        out = self.run_tensor(x)[0].permute(1, 2, 0).numpy()
+        return out if scale is None else np.round(out * scale).astype(image.dtype)
 
 
 class Derainer(DerainerBase):
     """Holds a model ready for repeated inference.
 
-    ``derainer(image)`` takes an ``H×W×3`` float32 numpy image in [0, 1] and returns the derained
-    image of the same size, clamped to [0, 1]; :meth:`run_tensor` does the same for ``(B, 3, H, W)``.
+    ``derainer(image)`` takes an ``H×W×3`` numpy image (float in [0, 1], uint8 or uint16) and returns
+    the derained image of the same size and dtype, clamped; :meth:`run_tensor` does the same for
+    ``(B, 3, H, W)`` float tensors. ``model`` is a registered name (its bundled weights) or a module,
+    which is used as it is when already in eval mode on ``device`` (and channels_last for reduced
+    precision), else copied: the caller's module is never changed.
 
     Example:
         >>> import derain
@@ -49,11 +61,17 @@ class Derainer(DerainerBase):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | str,
         device: str | torch.device = "cpu",
         precision: str = "auto",
         threads: int | None = None,
     ) -> None:
+        if isinstance(model, str):
+            from ..models.registry import create_model
+
+            model = create_model(model, pretrained=True)
+        elif not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a registered name or an nn.Module, got {type(model).__name__}")
         if threads:
             torch.set_num_threads(threads)
         torch.set_flush_denormal(True)  # tiny activations otherwise slow CPU convolutions down by 10-40x

@@ -320,9 +320,10 @@ def _pixels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool, int]
         return _grey_to_rgb(_unit(grey, 65535.0)), None, True, 16
     if mode == "F":
         grey = np.asarray(img, dtype=np.float32)
-        top = float(np.nanmax(grey)) if grey.size else 1.0
+        finite = grey[np.isfinite(grey)]  # an inf or NaN pixel must not set the scale (or darken the image)
+        top = float(finite.max()) if finite.size else 1.0
         scale = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
-        unit = np.clip(np.nan_to_num(grey / np.float32(scale)), 0, 1).astype(np.float32)
+        unit = np.clip(np.nan_to_num(grey / np.float32(scale), nan=0.0, posinf=1.0, neginf=0.0), 0, 1).astype(np.float32)
         return _grey_to_rgb(unit), None, True, 16 if scale == 65535.0 else 8
     if mode == "1":
         img, mode = img.convert("L"), "L"

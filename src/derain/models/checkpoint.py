@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..io.atomic import atomic_output
 from .registry import ARCHITECTURES, build_architecture, bundled_weights_path, model_spec
 
-__all__ = ["CheckpointError", "save_model", "load_model", "load_state_dict_strict", "read_state_dict"]
+__all__ = ["CheckpointError", "save_model", "load_model", "load_state_dict_strict", "read_state_dict", "load_training_state"]
 
 FORMAT_VERSION = "1"
 
@@ -88,7 +88,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for bad/unsafe pickles
-        raise CheckpointError(f"{path}: not a readable PyTorch state dict ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch state dict ({_load_failure(e)})") from None
     for wrapper in ("state_dict", "model", "net", "generator"):
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
@@ -98,6 +98,28 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj, {}
+
+
+def _load_failure(e: Exception) -> str:
+    """One line for a failed ``torch.load(weights_only=True)`` (torch's own message spans many lines and
+    suggests ``weights_only=False``, which would run the file's code)."""
+    text = str(e).strip()
+    if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
+        return "it needs pickled code to load, which derain never runs"
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def load_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A training checkpoint (``checkpoint.pt``: tensors, numbers, strings, lists and dicts only),
+    read with ``torch.load(weights_only=True)``: a file that needs pickled code is refused, never run."""
+    path = Path(path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad/unsafe pickles
+        raise CheckpointError(f"{path}: not a usable training checkpoint ({_load_failure(e)})") from None
+    if not isinstance(obj, dict) or "model" not in obj or "step" not in obj:
+        raise CheckpointError(f"{path}: not a derain training checkpoint (no model state and step)")
+    return obj
 
 
 def load_state_dict_strict(model: nn.Module, state: Mapping[str, Tensor], source: str = "checkpoint") -> None:

@@ -55,6 +55,15 @@ class EfDeRainConfig(ArchConfig):
             the input (``C·f²`` channels), so no convolution runs at full resolution; 1 = as released.
         identity_init: initialise ``outc`` (and the fusion) so the untrained network returns its
             input (centre tap 1, fusion averaging the dilations); 0 = released init.
+        unit_kernels: every predicted kernel sums to one, so each filtered pixel is an affine
+            combination of its neighbours: flat areas come back exactly and rain can only be replaced
+            from its surroundings (it cannot be dimmed in place). Enforced by projecting ``outc``'s
+            parameters in the forward pass (:meth:`EfDeRain.outc_params`).
+        channel_fusion: the fusion maps each colour channel onto itself with weights summing to one
+            (cross-channel weights summing to zero) and no bias (:meth:`EfDeRain.fusion_params`): it
+            cannot shift brightness or colour globally. With either option the image is reflect-padded
+            by the filters' reach so borders are not darkened by zero padding. State-dict keys are
+            unchanged; both ``False`` = as released.
     """
 
     widths: tuple[int, ...] = (64, 128, 256, 512, 512)
@@ -67,6 +76,8 @@ class EfDeRainConfig(ArchConfig):
     in_channels: int = 3
     stem: int = 1
     identity_init: bool = False
+    unit_kernels: bool = False
+    channel_fusion: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -251,9 +262,56 @@ class EfDeRain(nn.Module):
         """
         feat = self.kernel_features(x)
         if self.config.outc_at_full_resolution:
-            return _filtering_layout(self.outc(_upsample(feat, self.kernel_scale, size)))
+            return _filtering_layout(self.apply_outc(_upsample(feat, self.kernel_scale, size)))
         # convert at low resolution: 4x less to copy
-        return _upsample(_filtering_layout(self.outc(feat)), self.kernel_scale, size)
+        return _upsample(_filtering_layout(self.apply_outc(feat)), self.kernel_scale, size)
+
+    def outc_params(self) -> tuple[Tensor, Tensor]:
+        """``outc``'s (weight, bias) as applied: with ``config.unit_kernels`` projected so each pixel's kernel sums to one.
+
+        Kernel channels are grouped per colour (``c·k² + tap``); within a group the weights are centred
+        (the kernel's sum no longer depends on the features) and the bias is centred plus ``1/k²``.
+        Bilinear upsampling keeps the sum (its weights sum to one).
+        """
+        w, b = self.outc.weight, self.outc.bias
+        if not self.config.unit_kernels:
+            return w, b
+        k2 = self.config.kernel_size**2
+        wg = w.view(-1, k2, *w.shape[1:])
+        bg = b.view(-1, k2)
+        w = (wg - wg.mean(1, keepdim=True)).reshape(w.shape)
+        b = (bg - bg.mean(1, keepdim=True) + 1.0 / k2).reshape(b.shape)
+        return w, b
+
+    def apply_outc(self, feat: Tensor) -> Tensor:
+        """The 1×1 ``outc`` with :meth:`outc_params` (the raw layer without ``unit_kernels``).
+
+        With ``unit_kernels`` it runs in fp32 whatever the precision (autocast off), so the kernels sum
+        to one to fp32 accuracy: in bf16 a sum is only good to about 0.4 %, a visible brightness error.
+        """
+        if not self.config.unit_kernels:
+            return self.outc(feat)
+        w, b = self.outc_params()
+        with torch.autocast(feat.device.type, enabled=False):
+            return F.conv2d(feat.float(), w.float(), b.float())
+
+    def fusion_params(self) -> tuple[Tensor, Tensor]:
+        """``conv_final``'s (weight, bias) as applied: with ``config.channel_fusion`` each channel preserved.
+
+        Input channel ``d·C + c'`` is dilation ``d`` of colour ``c'``. For output colour ``c`` the
+        weights over its own colour (all dilations and taps) are shifted to sum to one, those over
+        the other colours to sum to zero, and the bias is zero.
+        """
+        conv = self.conv_final
+        w, b = conv.weight, conv.bias
+        if not self.config.channel_fusion:
+            return w, b
+        c, n = self.config.in_channels, len(self.config.dilations)
+        k = w.shape[-1] * w.shape[-2]
+        g = w.view(c, n, c, -1)  # out, dilation, in-colour, tap
+        eye = torch.eye(c, dtype=w.dtype, device=w.device).view(c, 1, c, 1)
+        g = g - g.mean((1, 3), keepdim=True) + eye / (n * k)
+        return g.reshape(w.shape), b * 0  # zero, but in the graph: DDP expects every parameter to get a gradient
 
     def uses_fused_kernel(self, x: Tensor) -> bool:
         """Whether ``forward(x)`` runs the full-resolution stage in the fused C kernel.
@@ -283,24 +341,38 @@ class EfDeRain(nn.Module):
         kernels = _filtering_layout(kernels)
         impl = "reference" if self.filter_implementation == "reference" else "fast"
         filtered = pixel_dilation_filter2d(x.to(kernels.dtype).contiguous(), kernels, self.config.dilations, impl)
-        return self.conv_final(filtered) if self.config.fusion else filtered
+        if not self.config.fusion:
+            return filtered
+        if not self.config.channel_fusion:
+            return self.conv_final(filtered)
+        w, b = self.fusion_params()
+        with torch.autocast(filtered.device.type, enabled=False):  # fp32, as the fused kernel
+            return F.conv2d(filtered.float(), w.float(), b.float(), padding=self.conv_final.padding)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"expected input of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}"
             )
-        padded, (h, w) = pad_to_multiple(x, self.config.multiple)
-        # The output's h×w pixels only need the filtering (and kernels) that far plus the reach of the
-        # widest tap and of the fusion conv: the rest of the padding is cut off before full resolution.
         cfg = self.config
+        # The output's pixels need the filtering (and kernels) of the reach of the widest tap and of the
+        # fusion conv around them; the rest of the padding to the multiple is cut off before full
+        # resolution. With `unit_kernels` or `channel_fusion` the image is first reflect-padded by the reach on every side, so no
+        # tap of a kept pixel falls on the filter's zero padding (which darkens the borders); without
+        # it, as released, the reach comes from the bottom/right padding to the multiple, where there is.
         reach = max(cfg.dilations) * (cfg.kernel_size // 2) + (1 if cfg.fusion else 0)
-        size = (min(padded.shape[-2], h + reach), min(padded.shape[-1], w + reach))
+        lead = reach if (cfg.unit_kernels or cfg.channel_fusion) else 0
+        h, w = x.shape[-2:]
+        if lead:
+            x = F.pad(x, (lead,) * 4, mode="reflect" if lead < min(h, w) else "replicate")
+        padded, (ph, pw) = pad_to_multiple(x, cfg.multiple)
+        size = (min(padded.shape[-2], ph + reach - lead), min(padded.shape[-1], pw + reach - lead))
         if self.uses_fused_kernel(x):
-            low = _filtering_layout(self.outc(self.kernel_features(padded)))
+            low = _filtering_layout(self.apply_outc(self.kernel_features(padded)))
             image = padded[..., : size[0], : size[1]]
-            fusion = self.conv_final
-            return upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, fusion.weight, fusion.bias, (h, w))
-        out = self.filter(padded[..., : size[0], : size[1]], self.predict_kernels(padded, size))
-        return out[..., :h, :w]
+            weight, bias = self.fusion_params()
+            out = upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, weight, bias, (ph, pw))
+        else:
+            out = self.filter(padded[..., : size[0], : size[1]], self.predict_kernels(padded, size))
+        return out[..., lead : lead + h, lead : lead + w]
 

@@ -151,19 +151,21 @@ _efderain(
 _efderain(
     "efderain-cpu",
     "CPU design of the bundled default: pixel-unshuffle stem (no conv at full resolution), widths 16-128, "
-    "2 convs per block, kernels predicted at H/2 (as released) and upsampled, identity init.",
+    "2 convs per block, kernels predicted at H/2 (as released) and upsampled, identity init, a fusion that "
+    "preserves each colour channel (no global brightness or colour change).",
     widths=(16, 32, 64, 128, 128),
     depth=2,
     stem=2,
     kernel_level=0,
     outc_at_full_resolution=False,
     identity_init=True,
+    channel_fusion=True,
 )
 _bundled(
     "default",
     "efderain-cpu",
-    "The bundled default: efderain-cpu trained here on clean photos with real rain layers, rendered rain and "
-    "RainMix (derain train default-cpu, then default-cpu-ft, then default-cpu-v3); see MODEL_CARD.md.",
+    "The bundled default: efderain-cpu trained here on RainTrainL pairs, real rain layers on clean photos, rendered "
+    "rain, RainMix and rain-free samples (derain train default-cpu, -ft, -v3, then default-cpu-v4); see MODEL_CARD.md.",
 )
 _efderain(
     "efderain-cpu-fast",
@@ -174,8 +176,8 @@ _efderain(
 _bundled(
     "fast",
     "efderain-cpu-fast",
-    "The bundled fast model: efderain-cpu-fast trained here like the default (derain train default-cpu-v3 with "
-    "a stem-4 KPN); less accurate, about 1.5x faster; see MODEL_CARD.md.",
+    "The bundled fast model: efderain-cpu-fast trained here like the default (last stage: derain train "
+    "fast-cpu-v4); less accurate, about 2x faster; see MODEL_CARD.md.",
 )
 
 register_model(

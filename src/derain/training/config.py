@@ -14,7 +14,14 @@ from typing import Any, Iterable
 
 import yaml
 
-__all__ = ["SourceConfig", "ValidationConfig", "TrainConfig", "load_config", "apply_overrides", "ConfigError"]
+__all__ = [
+    "SourceConfig", "ValidationConfig", "TrainConfig", "load_config", "apply_overrides", "ConfigError", "DATA_ROOT_VARIABLE",
+    "default_data_root",
+]
+
+#: Presets name their data as ``${DERAIN_DATA}/<set>``: ``derain train --data-root DIR``, this environment
+#: variable, or the first existing ``../shared/data`` (beside the current folder or the source checkout).
+DATA_ROOT_VARIABLE = "DERAIN_DATA"
 
 
 class ConfigError(ValueError):
@@ -30,6 +37,7 @@ class SourceConfig:
         ``synthetic``: clean photos from ``path`` with rain rendered on the fly (``preset``: light/medium/heavy/mixed).
         ``rain_layers``: clean photos from ``path`` with real rain layers (rainy − clean) of the pairs in
         ``layers`` composited onto them; the last ``holdout`` pairs of ``layers`` are left out (validation).
+        For ``paired`` sources ``holdout`` leaves out the folder's last pairs the same way.
         Each layer's intensity is scaled by U(``scale``) and rotated by up to ``max_rotation`` degrees.
     """
 
@@ -52,6 +60,8 @@ class ValidationConfig:
     holdout_only: list[str] = field(default_factory=list)  # folders of which only the held-out pairs are used
     holdout: int = 0
     synthetic: int = 0  # rendered pairs from held-out clean photos
+    held_out: dict[str, int] = field(default_factory=dict)  # folder -> its last N pairs (overrides `holdout`)
+    noharm: bool = False  # identity Y-PSNR on rain-free held-out images (reported, not in the mean)
     every: int = 500
     max_side: int = 0  # downscale nothing by default; >0 crops validation images to this many pixels per side
     limit: int = 0  # at most this many pairs per folder (0 = all)
@@ -66,6 +76,8 @@ class TrainConfig:
     rainmix_mode: str = "paper"
     streaks: str = ""
     rainmix_p: float = 1.0  # probability of applying RainMix to a sample
+    identity_p: float = 0.0  # share of samples whose input is their clean image (rain-free -> unchanged)
+    colour_jitter: float = 0.0  # probability of an exposure and white-balance change of both images
     crop: int = 256
     flips: bool = False
     batch_size: int = 16
@@ -93,8 +105,18 @@ class TrainConfig:
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.rainmix_mode not in ("paper", "released"):
             raise ConfigError(f"rainmix_mode must be 'paper' or 'released', got {self.rainmix_mode!r}")
-        if self.iterations < 1 or self.batch_size < 1 or self.crop < 16:
-            raise ConfigError("iterations and batch_size must be >= 1 and crop >= 16")
+        for name, low in (("iterations", 1), ("batch_size", 1), ("crop", 16), ("log_every", 1), ("checkpoint_every", 1),
+                          ("threads", 0), ("workers", 0), ("seed", 0), ("sample_every", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.validation.every < 0 or self.validation.synthetic < 0 or self.validation.holdout < 0:
+            raise ConfigError("validation.every, validation.synthetic and validation.holdout must be >= 0")
+        if any(int(n) < 1 for n in self.validation.held_out.values()):
+            raise ConfigError(f"validation.held_out counts must be >= 1, got {self.validation.held_out}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)!r}")
         if not 0 <= self.decay_start <= self.iterations:
             raise ConfigError(f"decay_start must be in [0, iterations={self.iterations}], got {self.decay_start}")
         if not self.sources:
@@ -112,6 +134,9 @@ class TrainConfig:
                 raise ConfigError(f"source scale must be [low, high] with 0 < low <= high, got {list(s.scale)}")
             if not 0 <= s.max_rotation <= 90:
                 raise ConfigError(f"source max_rotation must be in [0, 90] degrees, got {s.max_rotation}")
+        for name in ("identity_p", "colour_jitter", "rainmix_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.rainmix and not self.streaks:
             raise ConfigError("rainmix needs `streaks`: a folder of rain-streak images")
 
@@ -190,12 +215,25 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
-def _expand_paths(cfg: TrainConfig, base: Path) -> None:
-    """Resolve relative data paths against the config file's folder (``${VAR}`` expanded)."""
+def default_data_root() -> Path:
+    """``$DERAIN_DATA``, else ``../shared/data`` beside the current folder or the source checkout (the first that
+    exists), else ``../shared/data`` (a missing folder is reported by the source that needs it)."""
+    if os.environ.get(DATA_ROOT_VARIABLE):
+        return Path(os.environ[DATA_ROOT_VARIABLE]).expanduser()
+    candidates = [Path.cwd() / ".." / "shared" / "data", Path(__file__).resolve().parents[3] / ".." / "shared" / "data"]
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    return candidates[0]
+
+
+def _expand_paths(cfg: TrainConfig, base: Path, data_root: Path) -> None:
+    """Resolve relative data paths against ``base``; ``${DERAIN_DATA}`` is ``data_root``, other ``${VAR}`` expanded."""
 
     def fix(p: str) -> str:
         if not p:
             return p
+        p = p.replace("${" + DATA_ROOT_VARIABLE + "}", str(data_root)).replace("$" + DATA_ROOT_VARIABLE, str(data_root))
         p = os.path.expandvars(os.path.expanduser(p))
         return p if os.path.isabs(p) else str((base / p).resolve())
 
@@ -205,14 +243,20 @@ def _expand_paths(cfg: TrainConfig, base: Path) -> None:
     cfg.streaks = fix(cfg.streaks)
     cfg.validation.paired = [fix(p) for p in cfg.validation.paired]
     cfg.validation.holdout_only = [fix(p) for p in cfg.validation.holdout_only]
+    cfg.validation.held_out = {fix(p): int(n) for p, n in cfg.validation.held_out.items()}
     cfg.init_weights = fix(cfg.init_weights)
 
 
-def load_config(path: str | os.PathLike[str] | None, overrides: Iterable[str] = (), base: Path | None = None) -> TrainConfig:
+def load_config(
+    path: str | os.PathLike[str] | None,
+    overrides: Iterable[str] = (),
+    base: Path | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+) -> TrainConfig:
     """Read a YAML config (or start from defaults when ``path`` is None), apply overrides, validate.
 
-    Relative data paths are resolved against ``base`` (default: the current directory), so presets
-    that name ``../shared/data/...`` work from the repository root.
+    Relative data paths are resolved against ``base`` (default: the current directory);
+    ``${DERAIN_DATA}`` in a path (the presets' data) is ``data_root`` (default :func:`default_data_root`).
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -228,6 +272,6 @@ def load_config(path: str | os.PathLike[str] | None, overrides: Iterable[str] = 
         data = loaded or {}
     data = apply_overrides(data, overrides)
     cfg = _build(TrainConfig, data)
-    _expand_paths(cfg, base or Path.cwd())
+    _expand_paths(cfg, base or Path.cwd(), Path(data_root) if data_root else default_data_root())
     cfg.validate()
     return cfg

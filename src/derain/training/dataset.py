@@ -143,7 +143,7 @@ def build_sources(cfg: TrainConfig) -> list[Source]:
     for s in cfg.sources:
         try:
             if s.kind == "paired":
-                sources.append(PairedSource(s, cfg.crop))
+                sources.append(PairedSource(s, cfg.crop, exclude_last=s.holdout))
             else:
                 files, _ = clean_split(s.path, cfg.validation.synthetic)
                 sources.append((SyntheticSource if s.kind == "synthetic" else RainLayerSource)(s, cfg.crop, files))
@@ -152,6 +152,21 @@ def build_sources(cfg: TrainConfig) -> list[Source]:
                 raise
             raise DatasetError(f"data source {s.kind} {s.path}: {e}") from None
     return sources
+
+
+def colour_jitter(rainy: np.ndarray, clean: np.ndarray, rng: np.random.Generator) -> Sample:
+    """The same exposure (× U(0.6, 1.4)) and white balance (× U(0.85, 1.15) per channel) on both images.
+
+    The rain stays what it was relative to the scene, while brightness and colour vary: what tells a
+    rainy input from its target is the rain, never the photo's exposure or tint.
+
+    >>> x = np.full((2, 2, 3), 0.5, np.float32)
+    >>> a, b = colour_jitter(x, x, np.random.default_rng(0))
+    >>> bool(np.array_equal(a, b)), a.dtype.name
+    (True, 'float32')
+    """
+    gain = (rng.uniform(0.6, 1.4) * rng.uniform(0.85, 1.15, size=3)).astype(np.float32)
+    return np.clip(rainy * gain, 0, 1), np.clip(clean * gain, 0, 1)
 
 
 class TrainingSamples(Dataset):
@@ -171,8 +186,12 @@ class TrainingSamples(Dataset):
         rng = np.random.default_rng([self.cfg.seed, index])
         source = self.sources[int(rng.choice(len(self.sources), p=self.probabilities))]
         rainy, clean = source.sample(rng, self.cfg.crop)
-        if self.rainmix is not None and rng.random() < self.cfg.rainmix_p:
+        if self.cfg.identity_p and rng.random() < self.cfg.identity_p:
+            rainy = clean  # rain-free in, unchanged out
+        elif self.rainmix is not None and rng.random() < self.cfg.rainmix_p:
             rainy, clean = self.rainmix.rainmix_pair(rainy, clean, rng)
+        if self.cfg.colour_jitter and rng.random() < self.cfg.colour_jitter:
+            rainy, clean = colour_jitter(rainy, clean, rng)
         if self.cfg.flips:
             if rng.random() < 0.5:
                 rainy, clean = rainy[:, ::-1], clean[:, ::-1]

@@ -43,13 +43,13 @@ from ..evaluation.pairs import Pair, find_pairs
 from ..inference.derainer import Derainer
 from ..io.atomic import atomic_output
 from ..io.images import read_image
-from ..models.checkpoint import load_model, save_model
+from ..models.checkpoint import load_model, load_training_state, save_model
 from ..models.registry import create_model
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .dataset import StepBatchSampler, TrainingSamples, build_sources, clean_split
 from .losses import build_loss
 
-__all__ = ["train", "TrainResult", "ValidationSets", "lr_factor"]
+__all__ = ["train", "TrainResult", "ValidationSets", "lr_factor", "config_changes", "RUNTIME_KEYS", "SCHEDULE_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,23 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def _rng_states() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Global RNG states as tensors, numbers and lists only (the checkpoint loads without pickled code)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
 
 
 def _set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
 
 
 class ValidationSets:
@@ -101,29 +111,35 @@ class ValidationSets:
         for folder in v.paired:
             pairs = find_pairs(folder).pairs
             self.sets[Path(folder).name] = pairs[: v.limit] if v.limit else pairs
-        for folder in v.holdout_only:
-            pairs = find_pairs(folder).pairs[-v.holdout :] if v.holdout else []
+        held_out = {folder: v.holdout for folder in v.holdout_only} | dict(v.held_out)
+        for folder, n in held_out.items():
+            pairs = find_pairs(folder).pairs[-n:] if n else []
             if pairs:
-                self.sets[f"{Path(folder).name}-holdout{v.holdout}"] = pairs
+                self.sets[f"{Path(folder).name}-holdout{n}"] = pairs
         self.synthetic: list[tuple[str, np.ndarray, np.ndarray]] = []
+        self.rain_free: list[np.ndarray] = []  # held-out rain-free images: the model must return them unchanged
+        held_clean: list[Path] = []
         if v.synthetic:
             clean_sources = [s for s in cfg.sources if s.kind != "paired"]
             if clean_sources:
-                _, held = clean_split(clean_sources[0].path, v.synthetic)
+                _, held_clean = clean_split(clean_sources[0].path, v.synthetic)
                 presets = ("light", "medium", "heavy")
-                for n, path in enumerate(held):
+                for n, path in enumerate(held_clean):
                     rng = np.random.default_rng([cfg.seed, 10**9 + n])
                     clean = read_image(path).astype(np.float32) / 255
                     if v.max_side:
                         clean = clean[: v.max_side, : v.max_side]
                     rainy = RainRenderer(presets[n % 3]).render(clean, rng)
                     self.synthetic.append((path.stem, quantize(rainy), quantize(clean)))
+        if v.noharm:
+            paths = held_clean + [p.clean for pairs in self.sets.values() for p in pairs]
+            self.rain_free = [read_image(p) for p in paths]
 
     def __bool__(self) -> bool:
         return bool(self.sets or self.synthetic)
 
     def run(self, model: nn.Module, precision: str) -> dict[str, float]:
-        derainer = Derainer(model, precision=precision)
+        derainer = Derainer(model, device=next(model.parameters()).device, precision=precision)  # the training device
         scores: dict[str, float] = {}
         for name, pairs in self.sets.items():
             result = evaluate(derainer, pairs, "y", progress=False)
@@ -136,12 +152,64 @@ class ValidationSets:
             scores["synthetic_psnr"] = float(np.mean(psnrs))
         psnr_keys = [k for k in scores if k.endswith("_psnr")]
         scores["mean_psnr"] = float(np.mean([scores[k] for k in psnr_keys]))
+        if self.rain_free:
+            from ..evaluation.metrics import score
+
+            psnrs = [min(score("y", derainer(img.astype(np.float32) / 255), img)[0], 100.0) for img in self.rain_free]
+            scores["noharm_psnr"] = float(np.mean(psnrs))  # reported beside the mean, not part of it
         return scores
 
     def first_image(self) -> np.ndarray | None:
         for pairs in self.sets.values():
             return read_image(pairs[0].rainy)
         return self.synthetic[0][1] if self.synthetic else None
+
+
+# Config keys that change how fast a run goes or what it prints, not what it learns: free to change on --resume.
+RUNTIME_KEYS = frozenset({"threads", "workers", "log_every", "sample_every"})
+# Keys that change the schedule of a run, not its model or data: changed on --resume only with allow_changes.
+SCHEDULE_KEYS = frozenset({"iterations", "decay_start", "lr", "checkpoint_every", "validation"})
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively, so a config read back from a checkpoint compares equal to a fresh one."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The top-level keys (other than :data:`RUNTIME_KEYS`) whose values differ between a checkpoint's config and ``cfg``."""
+    wanted = cfg.to_dict()
+    keys = (set(saved) | set(wanted)) - RUNTIME_KEYS
+    return sorted(k for k in keys if _plain(saved.get(k)) != _plain(wanted.get(k)))
+
+
+def _check_run_folder(cfg: TrainConfig, resume: bool, allow_changes: bool) -> dict[str, Any] | None:
+    """Refuse to mix runs: the checkpoint state to resume from, None for a fresh run in an unused folder."""
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out_dir {out} is a file, not a folder")
+    ckpt = out / "checkpoint.pt"
+    earlier = [f for f in ("checkpoint.pt", "best.safetensors", "last.safetensors", "train_log.csv") if (out / f).exists()]
+    if not resume:
+        if earlier:
+            raise ConfigError(f"{out} holds an earlier run ({', '.join(earlier)}): pass --resume to continue it, or choose another out_dir")
+        return None
+    if not ckpt.exists():
+        if earlier:
+            raise ConfigError(f"{out} holds an earlier run's files ({', '.join(earlier)}) but no checkpoint.pt to resume from")
+        log.warning("no checkpoint at %s: starting from scratch", ckpt)
+        return None
+    state = load_training_state(ckpt)
+    changed = config_changes(state.get("config", {}), cfg)
+    refused = [k for k in changed if not (allow_changes and k in SCHEDULE_KEYS)]
+    if refused:
+        hint = " (schedule keys change only with --allow-changes)" if set(refused) <= SCHEDULE_KEYS else ""
+        raise ConfigError(f"--resume: {out} was trained with another config: {', '.join(refused)} differ{hint}")
+    return state
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
@@ -176,9 +244,14 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -> TrainResult:
-    """Train according to ``cfg``; ``stop_after`` ends the loop early at that step (tests)."""
+def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None, allow_changes: bool = False) -> TrainResult:
+    """Train according to ``cfg``; ``stop_after`` ends the loop early at that step (tests).
+
+    A fresh run needs an ``out_dir`` without an earlier run; ``resume`` continues the one there, whose
+    config must be ``cfg`` but for :data:`RUNTIME_KEYS` (and :data:`SCHEDULE_KEYS` with ``allow_changes``).
+    """
     cfg.validate()
+    resumed = _check_run_folder(cfg, resume, allow_changes)
     rank, world = _distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -200,8 +273,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.decay_start, cfg.iterations))
     step, best = 0, None
     ckpt_path = out / "checkpoint.pt"
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if resumed is not None:
+        state = resumed
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -211,8 +284,6 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
             _truncate_csv(out / "train_log.csv", step)
             _truncate_csv(out / "val_log.csv", step)
             log.warning("resumed from %s at step %d", ckpt_path, step)
-    elif resume:
-        log.warning("no checkpoint at %s: starting from scratch", ckpt_path)
 
     net: nn.Module = DistributedDataParallel(model) if world > 1 else model
     loss_fn = build_loss(cfg.loss, cfg.ssim_weight)
@@ -312,7 +383,7 @@ def _write_sample(model: nn.Module, validation: ValidationSets, path: Path) -> N
     rainy = validation.first_image()
     if rainy is None:
         return
-    pred = Derainer(model, precision="fp32")(rainy.astype(np.float32) / 255)
+    pred = Derainer(model, device=next(model.parameters()).device, precision="fp32")(rainy.astype(np.float32) / 255)
     strip = np.concatenate([rainy, quantize(pred)], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(strip).save(path)

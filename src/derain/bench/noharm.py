@@ -1,0 +1,164 @@
+"""No harm (``derain bench noharm``): what a model does to photos without rain.
+
+A deraining tool runs on every frame of a dashcam and every photo of a folder, most of them dry, so
+a rain-free image must come back as it went in. For each model and each set of rain-free images,
+through the user-facing path (:func:`derain.derain` on uint8 RGB, the given precision):
+
+* **identity Y-PSNR**, mean and minimum over the images (protocol ``y``: MATLAB Y, output as uint8);
+* **mean shift** per RGB channel in 8-bit levels (output − input, averaged over all pixels: a
+  global darkening or colour cast shows here);
+* **grey spread**: greyscale versions of the same photos (R = G = B in) and eight flat grey cards
+  (levels 16 … 240); for each image the spread max − min of the three output channel means, in
+  levels, reported as the mean and the maximum (a cast on black-and-white photos shows here).
+
+Sets: a folder of images (all of them), a paired folder's ``clean/`` images (``FOLDER`` with
+``rainy/`` + ``clean/``), or either restricted to its last ``N`` images in sorted order with
+``FOLDER@lastN`` (held-out validation images).
+
+>>> import numpy as np
+>>> from derain.models.registry import create_model
+>>> img = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+>>> r = measure_noharm(create_model("efderain-tiny", identity_init=True, channel_fusion=True), [img], "x")
+>>> r.n, round(r.grey_spread_max, 3)
+(1, 0.0)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from torch import nn
+
+from ..evaluation.metrics import score
+from ..io.atomic import atomic_output
+from ..io.images import is_image_file, read_image
+
+__all__ = ["NoHarmRow", "GREY_LEVELS", "rain_free_images", "measure_noharm", "run_noharm", "noharm_table", "write_rows"]
+
+GREY_LEVELS = (16, 48, 80, 112, 144, 176, 208, 240)
+
+
+@dataclass
+class NoHarmRow:
+    model: str
+    dataset: str
+    n: int
+    psnr_mean: float  # identity Y-PSNR (dB); 100 stands for "identical"
+    psnr_min: float
+    shift_r: float  # mean output − input, 8-bit levels
+    shift_g: float
+    shift_b: float
+    grey_spread_mean: float  # max − min of the output channel means for R = G = B inputs, levels
+    grey_spread_max: float
+
+
+def rain_free_images(spec: str | Path) -> list[Path]:
+    """The image files of a set spec: ``FOLDER`` or ``FOLDER@lastN`` (a paired folder's ``clean/`` side)."""
+    folder, _, last = str(spec).partition("@last")
+    root = Path(folder)
+    if (root / "clean").is_dir() and (root / "rainy").is_dir():
+        root = root / "clean"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder of images")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    if last:
+        if not last.isdigit() or int(last) < 1:
+            raise ValueError(f"{spec}: the suffix must be @lastN with N >= 1")
+        files = files[-int(last) :]
+    if not files:
+        raise FileNotFoundError(f"{spec}: no images")
+    return files
+
+
+def _grey_spread(derain_fn: Callable[[np.ndarray], np.ndarray], grey: np.ndarray) -> float:
+    out = derain_fn(np.repeat(grey[..., None], 3, axis=2)).reshape(-1, 3).astype(np.float64).mean(0)
+    return float(out.max() - out.min())
+
+
+def measure_noharm(
+    model: str | nn.Module, images: Sequence[np.ndarray], dataset: str, label: str | None = None, precision: str = "auto"
+) -> NoHarmRow:
+    """Score ``model`` on rain-free uint8 RGB ``images`` (see the module docstring)."""
+    from ..inference.api import derain, get_derainer
+
+    derainer = get_derainer(model, "cpu", precision)
+
+    def run(img: np.ndarray) -> np.ndarray:
+        return derain(img, model=derainer)
+
+    psnrs, shifts, spreads = [], [], []
+    for img in images:
+        out = run(img)
+        psnr = score("y", out, img)[0]
+        psnrs.append(100.0 if math.isinf(psnr) else min(psnr, 100.0))
+        shifts.append((out.astype(np.float64) - img).reshape(-1, 3).mean(0))
+        grey = np.round(img.astype(np.float64) @ [0.299, 0.587, 0.114]).astype(np.uint8)
+        spreads.append(_grey_spread(run, grey))
+    h, w = images[0].shape[:2] if images else (64, 64)
+    for level in GREY_LEVELS:
+        spreads.append(_grey_spread(run, np.full((min(h, 256), min(w, 256)), level, np.uint8)))
+    shift = np.mean(shifts, axis=0) if shifts else np.zeros(3)
+    name = label or (model if isinstance(model, str) else getattr(model, "registry_name", type(model).__name__))
+    return NoHarmRow(
+        str(name), dataset, len(images), float(np.mean(psnrs)) if psnrs else float("nan"),
+        float(np.min(psnrs)) if psnrs else float("nan"), *(float(v) for v in shift),
+        float(np.mean(spreads)), float(np.max(spreads)),
+    )
+
+
+def run_noharm(
+    models: Sequence[str],
+    sets: Sequence[str],
+    precision: str = "auto",
+    progress: Callable[[NoHarmRow], None] | None = None,
+) -> list[NoHarmRow]:
+    """Every model spec (as ``derain bench quality``: ``NAME``, ``NAME=PATH`` or ``PATH``) on every set spec."""
+    from .quality import load_model_spec
+
+    loaded = {spec: read_set(spec) for spec in sets}
+    rows = []
+    for mspec in models:
+        label, model = load_model_spec(mspec)
+        for sspec, images in loaded.items():
+            row = measure_noharm(model, images, Path(sspec.partition("@")[0]).name + _suffix(sspec), label, precision)
+            rows.append(row)
+            if progress:
+                progress(row)
+    return rows
+
+
+def _suffix(spec: str) -> str:
+    _, at, last = spec.partition("@")
+    return f" ({last})" if at else ""
+
+
+def read_set(spec: str) -> list[np.ndarray]:
+    """The uint8 RGB images of a set spec (:func:`rain_free_images`)."""
+    return [read_image(p) for p in rain_free_images(spec)]
+
+
+def noharm_table(rows: Sequence[NoHarmRow], precision: str) -> str:
+    """Markdown table of the rows."""
+    lines = [
+        f"No harm on rain-free photos (derain.derain, precision {precision}; shift = output − input in 8-bit levels; "
+        "grey spread = max − min of the output channel means for R = G = B inputs: greyscale photos and 8 grey cards)",
+        "",
+        "| model | set | n | identity Y-PSNR mean / min (dB) | mean shift R / G / B | grey spread mean / max |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.model} | {r.dataset} | {r.n} | {r.psnr_mean:.2f} / {r.psnr_min:.2f} | "
+            f"{r.shift_r:+.2f} / {r.shift_g:+.2f} / {r.shift_b:+.2f} | {r.grey_spread_mean:.2f} / {r.grey_spread_max:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_rows(rows: Sequence[NoHarmRow], path: str | Path) -> None:
+    with atomic_output(Path(path)) as tmp:
+        Path(tmp).write_text(json.dumps([asdict(r) for r in rows], indent=2))

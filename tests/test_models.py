@@ -219,9 +219,9 @@ class TestNoHarmConstraints:
         for colour in [(0.9, 0.9, 0.9), (0.1, 0.6, 0.95), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)]:
             x = torch.tensor(colour).view(1, 3, 1, 1).expand(2, 3, *size).contiguous()
             with torch.no_grad():
-                torch.testing.assert_close(model(x), x, rtol=0, atol=1e-5)  # fp32 rounding: 0.003 levels
+                torch.testing.assert_close(model(x), x, rtol=0, atol=5e-5)  # fp32 rounding: 0.013 levels
                 with torch.autocast("cpu", dtype=torch.bfloat16):  # kernels and fusion stay fp32
-                    torch.testing.assert_close(model(x).float(), x, rtol=0, atol=1e-5)
+                    torch.testing.assert_close(model(x).float(), x, rtol=0, atol=5e-5)
 
     def test_without_constraints_flat_colour_changes(self) -> None:
         """The same perturbed weights without the constraints do change a flat colour (the test above can fail)."""

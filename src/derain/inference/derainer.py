@@ -48,9 +48,8 @@ class Derainer(DerainerBase):
 
     ``derainer(image)`` takes an ``H×W×3`` numpy image (float in [0, 1], uint8 or uint16) and returns
     the derained image of the same size and dtype, clamped; :meth:`run_tensor` does the same for
-    ``(B, 3, H, W)`` float tensors. ``model`` is a registered name (its bundled weights) or a module,
-    which is used as it is when already in eval mode on ``device`` (and channels_last for reduced
-    precision), else copied: the caller's module is never changed.
+    ``(B, 3, H, W)`` float tensors. ``model`` is a registered name (its bundled weights) or a module
+    (put in eval mode on ``device``, channels_last for reduced precision).
 
     Example:
         >>> import derain

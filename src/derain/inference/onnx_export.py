@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.efderain import pad_to_multiple
+from ..models.efderain import pad_border, pad_to_multiple
 from ..io.atomic import atomic_output
 from .derainer import DerainerBase
 
@@ -61,6 +61,7 @@ DEFAULT_OPSET = 18
 INPUT_NAME = "image"
 OUTPUT_NAME = "derained"
 META_MULTIPLE = "derain.multiple"
+META_BORDER = "derain.border"
 
 
 class _PaddedCore(nn.Module):
@@ -163,7 +164,7 @@ def export_onnx(
     finally:
         model.train(was_training)
 
-    meta = {META_MULTIPLE: str(multiple), **_architecture_metadata(model)}
+    meta = {META_MULTIPLE: str(multiple), META_BORDER: str(int(getattr(model, "border", 0) or 0)), **_architecture_metadata(model)}
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -215,6 +216,7 @@ class OnnxDerainer(DerainerBase):
             raise ValueError(f"{name}: not a loadable ONNX model ({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.multiple = int(meta.get(META_MULTIPLE, "1"))
+        self.border = int(meta.get(META_BORDER, "0"))
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ValueError("the ONNX model must have one (B, C, H, W) input")
@@ -235,6 +237,8 @@ class OnnxDerainer(DerainerBase):
         if batch.dim() != 4 or batch.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(batch.shape)}")
         x = batch.detach().to("cpu", torch.float32)
-        padded, (h, w) = pad_to_multiple(x, self.multiple)
+        h, w = x.shape[-2:]
+        b = self.border  # the model's reflect border (EfDeRain.border), then the padding to the multiple
+        padded, _ = pad_to_multiple(pad_border(x, b), self.multiple)
         (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(padded.numpy())})
-        return torch.from_numpy(out[:, :, :h, :w]).clamp_(0, 1).contiguous()
+        return torch.from_numpy(out[:, :, b : b + h, b : b + w]).clamp_(0, 1).contiguous()

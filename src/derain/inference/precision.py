@@ -7,7 +7,6 @@ or AMX), fp16 autocast on CUDA, fp32 otherwise.
 from __future__ import annotations
 
 import contextlib
-import copy
 from typing import Iterator, Literal
 
 import torch
@@ -51,15 +50,8 @@ def autocast(precision: str, device: str | torch.device = "cpu") -> Iterator[Non
 
 
 def prepare_model(model: nn.Module, precision: str, device: str | torch.device = "cpu") -> nn.Module:
-    """``model`` on ``device`` in eval mode, channels_last for reduced precision: the caller's module itself
-    when it already is all that, otherwise a copy (the caller's module, its mode, device and layout, are
-    never changed)."""
-    device = torch.device(device)
-    tensors = [*model.parameters(), *model.buffers()]
-    on_device = all(t.device.type == device.type and (device.index is None or t.device.index == device.index) for t in tensors)
-    layout_ok = precision == "fp32" or all(t.dim() != 4 or t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
-    if model.training or not on_device or not layout_ok:
-        model = copy.deepcopy(model).to(device).eval()
-        if precision != "fp32":
-            model = model.to(memory_format=torch.channels_last)
+    """Move ``model`` to ``device`` in eval mode; channels_last memory format for reduced precision."""
+    model = model.to(device).eval()
+    if precision != "fp32":
+        model = model.to(memory_format=torch.channels_last)
     return model

@@ -32,7 +32,7 @@ from .arch_config import ArchConfig
 from ..ops.fused_filter import fused_filter_supports, upsample_filter_fuse
 from ..ops.pixel_filter import pixel_dilation_filter2d
 
-__all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "pad_to_multiple"]
+__all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "pad_to_multiple", "pad_border"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,14 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
         mode = "reflect" if ph < h and pw < w else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     return x, (h, w)
+
+
+def pad_border(x: Tensor, border: int) -> Tensor:
+    """Reflect-pad ``x`` (…, H, W) by ``border`` on every side (edge replication for tiny inputs)."""
+    if not border:
+        return x
+    h, w = x.shape[-2:]
+    return F.pad(x, (border,) * 4, mode="reflect" if border < min(h, w) else "replicate")
 
 
 def _filtering_layout(t: Tensor) -> Tensor:
@@ -313,6 +321,15 @@ class EfDeRain(nn.Module):
         g = g - g.mean((1, 3), keepdim=True) + eye / (n * k)
         return g.reshape(w.shape), b * 0  # zero, but in the graph: DDP expects every parameter to get a gradient
 
+    @property
+    def border(self) -> int:
+        """Pixels of reflect padding on every side before the network (:func:`pad_border`): the taps' reach
+        with ``unit_kernels`` or ``channel_fusion``, else 0 (as released)."""
+        cfg = self.config
+        if not (cfg.unit_kernels or cfg.channel_fusion):
+            return 0
+        return max(cfg.dilations) * (cfg.kernel_size // 2) + (1 if cfg.fusion else 0)
+
     def uses_fused_kernel(self, x: Tensor) -> bool:
         """Whether ``forward(x)`` runs the full-resolution stage in the fused C kernel.
 
@@ -361,10 +378,9 @@ class EfDeRain(nn.Module):
         # tap of a kept pixel falls on the filter's zero padding (which darkens the borders); without
         # it, as released, the reach comes from the bottom/right padding to the multiple, where there is.
         reach = max(cfg.dilations) * (cfg.kernel_size // 2) + (1 if cfg.fusion else 0)
-        lead = reach if (cfg.unit_kernels or cfg.channel_fusion) else 0
+        lead = self.border
         h, w = x.shape[-2:]
-        if lead:
-            x = F.pad(x, (lead,) * 4, mode="reflect" if lead < min(h, w) else "replicate")
+        x = pad_border(x, lead)
         padded, (ph, pw) = pad_to_multiple(x, cfg.multiple)
         size = (min(padded.shape[-2], ph + reach - lead), min(padded.shape[-1], pw + reach - lead))
         if self.uses_fused_kernel(x):

@@ -66,7 +66,7 @@ def main() -> None:
     held_out = [read_image(p) for p in clean_files[-6:]]
     for label, model in models:
         model.eval()
-        w, b = model.fusion_params()
+        w, b = (t.detach() for t in model.fusion_params())
         gains = np.array([[float(w[c, cp::3].sum()) for cp in range(3)] for c in range(3)])
         print(f"\n{label}: fusion gains (rows: output R, G, B; columns: input R, G, B)\n{gains.round(3)}\nfusion bias (levels) {(b.detach() * 255).numpy().round(2)}")
         for img in held_out:

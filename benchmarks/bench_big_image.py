@@ -1,11 +1,13 @@
-"""Peak memory (RSS) and time of ``derain run`` on one big photo (default 6000x4000, automatic tiling).
+"""Peak memory (RSS) and time of ``derain run``, or of ``derain serve`` answering one upload, on one big photo.
 
     python benchmarks/bench_big_image.py [--model efderain-tiny] [--size 6000x4000] [--threads 2]
                                          [--tile N] [--format jpg] [--limit-mb 2048]
+    python benchmarks/bench_big_image.py --service --size 7700x5200 --limit-mb 1536   # a 40 MP upload
 
 Writes a synthetic JPEG and a model file to a temporary folder, runs the real CLI
-(``python -m derain.cli.main run ...``) in a subprocess and reads its peak RSS with
-``resource.getrusage(RUSAGE_CHILDREN)`` (only the child is measured: the picture is made here).
+(``python -m derain.cli.main run ...``, or ``serve`` and one POST of the photo) in a subprocess and
+reads its peak RSS with ``resource.getrusage(RUSAGE_CHILDREN)`` once it has ended (only the child is
+measured: the picture is made here).
 A registered model without bundled weights runs with its (identity) initial weights — memory and
 time do not depend on the weights. Exits 1 when the peak exceeds ``--limit-mb``.
 """
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=None, help="--tile for derain run (default: automatic)")
     parser.add_argument("--format", default=None, help="--format for derain run (default: the input's, JPEG)")
     parser.add_argument("--limit-mb", type=float, default=2048.0)
+    parser.add_argument("--service", action="store_true", help="measure `derain serve` answering one upload of the photo")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
 
@@ -61,6 +64,9 @@ def main() -> None:
         weights = folder / "model.safetensors"
         pretrained = model_spec(args.model).weights is not None
         derain.save_model(derain.create_model(args.model, pretrained=pretrained), weights)
+        if args.service:
+            _serve_one(photo, weights, args, width, height)
+            return
         cmd = [sys.executable, "-m", "derain.cli.main", "run", str(photo), "-o", str(folder / "out"),
                "--weights", str(weights), "--threads", str(args.threads)]
         if args.tile is not None:
@@ -80,6 +86,30 @@ def main() -> None:
               f"output {outputs[0].name} {outputs[0].stat().st_size / 1e6:.1f} MB")
         if peak_mb > args.limit_mb:
             sys.exit(f"peak RSS {peak_mb:.0f} MiB exceeds the {args.limit_mb:.0f} MiB limit")
+
+
+def _serve_one(photo: Path, weights: Path, args: argparse.Namespace, width: int, height: int) -> None:
+    """``derain serve`` (1 worker), one POST of ``photo``; the server's peak RSS once it has stopped."""
+    import urllib.request
+
+    from derain.service.testing import running_server
+
+    data = photo.read_bytes()
+    start = time.perf_counter()
+    with running_server("--weights", str(weights), "--threads", str(args.threads), "--log-level", "warning") as server:
+        request = urllib.request.Request(f"{server.url}/v1/derain", data=data, headers={"Content-Type": "image/jpeg"})
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=600) as response:
+            body = response.read()
+            timing = response.headers.get("Server-Timing", "")
+        request_s = time.perf_counter() - t0
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"service, model {args.model}, {width}x{height} ({width * height / 1e6:.0f} MP, upload {len(data) / 1e6:.1f} MB), "
+          f"{args.threads} threads: server peak RSS {peak_mb:.0f} MiB, request {request_s:.1f} s ({timing}), "
+          f"{seconds:.1f} s with start-up; answer {len(body) / 1e6:.1f} MB")
+    if peak_mb > args.limit_mb:
+        sys.exit(f"peak RSS {peak_mb:.0f} MiB exceeds the {args.limit_mb:.0f} MiB limit")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 from derain.bench.quality import load_model_spec
 from derain.bench.timing import machine_description
 from derain.evaluation.evaluate import evaluate, expand_protocols
-from derain.evaluation.pairs import find_pairs
+from derain.data.pairs import find_pairs
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import derain
 from derain.data.rain_layers import RainLayerBank
 from derain.data.rainmix import RainMix, StreakBank
 from derain.data.render import RainRenderer
-from derain.evaluation.pairs import find_pairs
+from derain.data.pairs import find_pairs
 from derain.io.images import is_image_file, read_image
 from derain.models.efderain import pad_to_multiple
 

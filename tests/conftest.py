@@ -1,4 +1,8 @@
-"""Shared pytest fixtures.
+"""Shared pytest fixtures, and the ``slow`` marker's policy.
+
+Tests marked ``slow`` (a minute or more on 2 cores, or whole-dataset runs) are left out of a plain
+``python -m pytest`` so it stays within a few minutes; they run with ``--slow``, with ``-m slow``, and
+always in CI (``CI=1``), which runs everything.
 
 ``shared_data``: the read-only data folder ``../shared/data`` next to the repository (only in the
 dev/CI environment); tests that need it are skipped where it is absent.
@@ -14,6 +18,19 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (always on with CI=1)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow") or os.environ.get("CI") or config.getoption("-m"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 @pytest.fixture(scope="session")

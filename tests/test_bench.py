@@ -218,6 +218,7 @@ class TestAblation:
         with pytest.raises(ValueError, match="variant"):
             ablation_config("v5", 10, tmp_path)
 
+    @pytest.mark.slow
     def test_tiny_run_trains_scores_and_resumes(self, tmp_path: Path, shared_data: Path) -> None:
         test_dir = _pair_folder(tmp_path / "test")
         overrides = ["crop=32", "batch_size=2", "validation.synthetic=0", "validation.limit=1", "validation.holdout=1", "threads=2"]

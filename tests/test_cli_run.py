@@ -133,6 +133,41 @@ def test_never_overwrites_inputs_and_detects_collisions(tmp_path, weights):
     assert (tmp_path / "x.png").is_file()
 
 
+def test_suffix_into_the_input_folder_does_not_rederain_earlier_outputs(tmp_path, weights):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(gradient(16, 12)).save(pics / name)
+    first = derain_cli("run", "pics", "-o", "pics", "--suffix", "_dr", "--weights", weights, "--threads", 1, cwd=tmp_path)
+    assert_clean(first)
+    assert first.returncode == 0 and summary(first) == (2, 0, 0)
+    again = derain_cli("run", "pics", "-o", "pics", "--suffix", "_dr", "--weights", weights, "--threads", 1, cwd=tmp_path)
+    assert_clean(again)
+    assert again.returncode == 0 and summary(again) == (0, 0, 2)  # a_dr.png, b_dr.png are results, kept
+    assert sorted(p.name for p in pics.iterdir()) == ["a.png", "a_dr.png", "b.png", "b_dr.png"]
+    named = derain_cli("run", "pics/a_dr.png", "-o", "pics", "--suffix", "_dr", "--weights", weights, "--threads", 1, cwd=tmp_path)
+    assert named.returncode == 0 and (pics / "a_dr_dr.png").is_file()  # named explicitly: it is an input
+
+
+def test_a_folder_named_like_a_command_gets_a_note(tmp_path, weights):
+    (tmp_path / "video").mkdir()
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "video" / "a.png")
+    proc = derain_cli("video", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr.decode()
+    assert "note: 'video' is the `derain video` command; to derain the folder 'video', use: derain run video" in proc.stderr.decode()
+    run = derain_cli("run", "video", "-o", "out", "--weights", weights, "--threads", 1, cwd=tmp_path)
+    assert run.returncode == 0 and (tmp_path / "out" / "a.png").is_file()
+
+
+def test_a_tiny_tile_blames_the_tile(tmp_path, weights):
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "a.png")
+    proc = derain_cli("run", "a.png", "--tile", 8, "--weights", weights, cwd=tmp_path)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "Invalid value for --tile:" in err and "more than twice the tile overlap (64)" in err
+    proc = derain_cli("run", "a.png", "--tile", 64, "--tile-overlap", 40, "--weights", weights, cwd=tmp_path)
+    assert proc.returncode == 2 and "Invalid value for --tile-overlap:" in proc.stderr.decode()
+
+
 def test_stdin_to_stdout(tmp_path, weights):
     data = image_bytes(Image.fromarray(gradient(40, 30)), "JPEG", quality=95)
     proc = derain_cli("-", "--weights", weights, cwd=tmp_path, stdin=data)
@@ -230,6 +265,7 @@ def test_file_names_cannot_forge_error_lines(tmp_path, weights):
     assert len(lines) == 1 and "x\\nerror: forged.png" in lines[0], proc.stderr.decode()
 
 
+@pytest.mark.slow
 def test_shards_cover_every_input_exactly_once(tmp_path, weights):
     """``--shard K/N`` over a folder: the N runs together derain every photo once, none twice."""
     (tmp_path / "in" / "sub").mkdir(parents=True)

@@ -9,7 +9,7 @@ import torch
 import derain
 from derain.cli.demo import synthetic_scene
 from derain.data.render import RainRenderer
-from derain.evaluation.metrics import calculate_psnr, quantize
+from derain.metrics import calculate_psnr, quantize
 from derain.models.registry import bundled_weights_path
 
 
@@ -102,6 +102,7 @@ def test_bf16_close_to_fp32() -> None:
     assert (fp32 - bf16).abs().mean() < 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 31.5754, 0.93564), ("fast", 29.5757, 0.90386)])
 def test_rain100l_score_is_the_model_cards(shared_dataset, name: str, golden_psnr: float, golden_ssim: float) -> None:
     """``derain eval ../shared/data/Rain100L --model NAME --protocol y`` gives MODEL_CARD.md's number."""

@@ -29,3 +29,10 @@ def test_demo_writes_strip(tmp_path) -> None:
     with Image.open(out) as im:
         assert im.size == (3 * 481, 321)
     assert not list(tmp_path.glob(".demo.png*"))
+    # an earlier result is kept unless --overwrite says otherwise
+    args = [sys.executable, "-m", "derain.cli.main", "demo", "-o", str(out), "--weights", str(weights)]
+    stamp = out.stat().st_mtime_ns
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "exists (use --overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert out.stat().st_mtime_ns == stamp
+    assert subprocess.run([*args, "--overwrite"], capture_output=True, text=True, timeout=120).returncode == 0

@@ -15,7 +15,7 @@ from PIL import Image
 
 import derain
 from derain.evaluation.evaluate import evaluate
-from derain.evaluation.metrics import calculate_psnr, calculate_ssim
+from derain.metrics import calculate_psnr, calculate_ssim
 
 
 class Identity(torch.nn.Module):
@@ -127,6 +127,7 @@ def test_rain100l_input_golden(shared_dataset) -> None:
     assert result.metrics["y"]["input_psnr"] == pytest.approx(26.90, abs=0.005)
 
 
+@pytest.mark.slow
 def test_prenet_rain100l(shared_dataset, shared_data) -> None:
     """PReNet's official weights through `derain eval`: 37.65 ± 0.05 dB / 0.980 ± 0.002 (independent harness)."""
     proc = cli("eval", str(shared_dataset("Rain100L")), "--model", "prenet",

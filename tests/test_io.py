@@ -6,6 +6,7 @@ The corpus builders here (``make_*``) are also used by ``test_cli_run.py``.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 import zlib
@@ -489,3 +490,75 @@ class TestDerainerInputs:
             d([[1, 2, 3]])
         with pytest.raises(TypeError, match="registered name or an nn.Module"):
             Derainer(3)
+
+
+class TestDerainerLeavesTheModuleAlone:
+    """A module given to ``Derainer`` or ``derain.derain`` keeps its mode, dtype, layout and device."""
+
+    @staticmethod
+    def module() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return derain.create_model("efderain-tiny", identity_init=True).train()
+
+    @pytest.mark.parametrize("precision", ["fp32", "bf16"])
+    def test_mode_and_layout_are_kept(self, precision):
+        model = self.module()
+        before = {k: (v.dtype, v.stride(), v.clone()) for k, v in model.state_dict().items()}
+        img = gradient(40, 32).astype(np.float32) / 255
+        out = Derainer(model, precision=precision)(img)
+        assert model.training and all(m.training for m in model.modules())
+        for k, v in model.state_dict().items():
+            assert (v.dtype, v.stride()) == before[k][:2] and torch.equal(v, before[k][2]), k
+        # it ran in eval mode all the same: the same result as from an eval-mode copy
+        reference = Derainer(self.module().eval(), precision=precision)(img)
+        np.testing.assert_allclose(out, reference, atol=1e-6)
+
+    def test_a_submodule_in_its_own_mode_keeps_it(self):
+        model = self.module().eval()
+        model.conv1.train()
+        Derainer(model, precision="fp32")(gradient(16, 16).astype(np.float32) / 255)
+        assert not model.training and model.conv1.training
+
+    def test_derain_api_does_not_flip_the_module(self):
+        model = self.module()
+        derain.derain(gradient(24, 16), model=model, precision="fp32")
+        assert model.training
+
+    def test_a_module_on_the_device_is_used_as_it_is(self):
+        model = self.module()
+        assert Derainer(model, device="cpu", precision="fp32").model is model  # no copy
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    def test_a_cuda_module_run_on_the_cpu_is_copied(self):
+        on_gpu = self.module().cuda()
+        d = Derainer(on_gpu, device="cpu", precision="fp32")
+        assert d.model is not on_gpu
+        d(gradient(16, 16).astype(np.float32) / 255)
+        assert next(on_gpu.parameters()).is_cuda and on_gpu.training
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    def test_a_cpu_module_run_on_cuda_stays_on_the_cpu(self):
+        model = self.module()
+        d = Derainer(model, device="cuda", precision="fp32")
+        d(gradient(16, 16).astype(np.float32) / 255)
+        assert not next(model.parameters()).is_cuda and model.training
+
+    def test_an_owned_module_is_prepared(self):
+        model = self.module()
+        d = Derainer(model, precision="bf16", owned=True)
+        assert d.model is model and not model.training
+
+
+def test_atomic_outputs_follow_the_umask_whatever_the_writer_did(tmp_path):
+    from derain.io.atomic import atomic_output
+
+    old = os.umask(0o027)
+    try:
+        with atomic_output(tmp_path / "a.bin") as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)  # as safetensors and mkstemp create files
+            os.close(fd)
+        derain.save_model(derain.create_model("efderain-tiny"), tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "a.bin").stat().st_mode & 0o777) == oct(0o640)
+    assert oct((tmp_path / "w.safetensors").stat().st_mode & 0o777) == oct(0o640)

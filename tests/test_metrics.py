@@ -26,7 +26,7 @@ from derain.evaluation import (
     score,
     ssim_torch,
 )
-from derain.evaluation.metrics import _bilinear_resize, gaussian_kernel_1d
+from derain.metrics import _bilinear_resize, gaussian_kernel_1d
 from derain.io import read_image
 
 

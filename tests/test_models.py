@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 import derain
 from derain.models import CheckpointError, EfDeRain, EfDeRainConfig, model_spec
-from derain.models.efderain import pad_to_multiple
+from derain.models.efderain import pad_border, pad_to_multiple
 from derain.ops.fused_filter import fused_filter_available
 
 PAPER_PARAMS = 27_395_406
@@ -136,8 +137,7 @@ class TestEfDeRainConfig:
 def perturbed_efderain(name: str) -> EfDeRain:
     """Registered model ``name`` in eval mode, weights moved away from the identity init so every tap matters."""
     model = derain.create_model(name).eval()
-    if not isinstance(model, EfDeRain):
-        pytest.skip("not an EfDeRain network")
+    assert isinstance(model, EfDeRain)
     torch.manual_seed(0)
     for p in model.parameters():
         p.data.add_(torch.randn_like(p) * 0.05)
@@ -166,6 +166,18 @@ class TestRegistry:
         spec = model_spec(name)
         assert spec.name == name and spec.description
 
+    def test_wrong_input(self, name: str) -> None:
+        with pytest.raises(ValueError, match="expected input"):
+            derain.create_model(name)(torch.rand(1, 4, 16, 16))
+
+
+EFDERAIN_MODELS = [n for n in derain.list_models() if model_spec(n).architecture == "efderain"]
+
+
+@pytest.mark.parametrize("name", EFDERAIN_MODELS)
+class TestRegisteredEfDeRain:
+    """Every registered EfDeRain model: the cropped and fused inference paths equal the plain computation."""
+
     def test_forward_is_the_uncropped_filtering(self, name: str) -> None:
         """forward skips the padding beyond the taps' reach at full resolution: same output as filtering all of it."""
         model = perturbed_efderain(name)
@@ -174,7 +186,7 @@ class TestRegistry:
         lead = 5 if (cfg.unit_kernels or cfg.channel_fusion) else 0  # reflect border of the taps' reach
         padded, (h, w) = pad_to_multiple(torch.nn.functional.pad(x, (lead,) * 4, mode="reflect"), cfg.multiple)
         assert padded.shape[-2] > h + 5 or padded.shape[-1] > w + 5  # the cropped path runs
-        full = model.filter(padded, model.predict_kernels(padded))[..., lead : h - lead, lead : w - lead]
+        full = model.padded_forward(padded)[..., lead : h - lead, lead : w - lead]
         out = model(x)
         torch.testing.assert_close(out, full, rtol=1e-5, atol=1e-5)
         out.sum().backward()
@@ -194,9 +206,6 @@ class TestRegistry:
         model.filter_implementation = "auto"
         assert not model.uses_fused_kernel(x.requires_grad_())  # training needs the eager path's gradient
 
-    def test_wrong_input(self, name: str) -> None:
-        with pytest.raises(ValueError, match="expected input"):
-            derain.create_model(name)(torch.rand(1, 4, 16, 16))
 
 
 class TestNoHarmConstraints:
@@ -247,6 +256,58 @@ class TestNoHarmConstraints:
         model = self.model(unit_kernels=True, channel_fusion=True).train()
         model(torch.rand(1, 3, 32, 32)).square().mean().backward()
         assert model.outc.weight.grad.abs().sum() > 0 and model.conv_final.weight.grad.abs().sum() > 0
+
+
+class TestRainGate:
+    """``gate``: output = input + m·(filtered − input) with the predicted gate m in (0, 1)."""
+
+    @staticmethod
+    def model(**fields) -> EfDeRain:
+        return TestNoHarmConstraints.model(channel_fusion=True, gate=True, **fields)
+
+    def test_closed_gate_returns_the_input_exactly(self) -> None:
+        model = self.model()
+        with torch.no_grad():
+            model.gate.bias.fill_(-30.0)
+            x = torch.rand(2, 3, 37, 70)
+            assert torch.equal(model(x), x)
+            model.gate.bias.fill_(30.0)
+            assert (model(x) - x).abs().max() > 0.01  # the same weights with the gate open change it
+
+    def test_output_is_the_gated_blend(self) -> None:
+        model = self.model()
+        x = torch.rand(1, 3, 64, 64)
+        ungated = EfDeRain(dataclasses.replace(model.config, gate=False)).eval()
+        ungated.load_state_dict(model.state_dict(), strict=False)
+        b = model.border
+        with torch.no_grad():  # the forward pass's padding: reflect by the border, then to the multiple
+            padded, _ = pad_to_multiple(pad_border(x, b), model.config.multiple)
+            m = model.gate_map(model.kernel_features(padded))[..., b : b + 64, b : b + 64]
+            assert 0 < m.min() and m.max() < 1
+            torch.testing.assert_close(model(x), x + m * (ungated(x) - x), rtol=0, atol=1e-5)
+
+    @pytest.mark.parametrize("implementation", ["fast", "reference"])
+    def test_fused_kernel_path_equals_eager(self, implementation) -> None:
+        model = self.model()
+        x = torch.rand(1, 3, 45, 61)
+        with torch.no_grad():
+            assert model.uses_fused_kernel(x)
+            fused = model(x)
+            model.filter_implementation = implementation
+            torch.testing.assert_close(fused, model(x), rtol=0, atol=1e-5)
+
+    def test_starts_open_and_ungated_weights_load_without_it(self) -> None:
+        model = EfDeRain(EfDeRainConfig(widths=(8, 8, 8), depth=1, stem=2, kernel_level=0, gate=True))
+        with torch.no_grad():
+            m = model.gate_map(model.kernel_features(torch.rand(1, 3, 16, 16)))
+        assert 0.94 < m.min() and m.max() < 0.96
+        ungated = EfDeRain(dataclasses.replace(model.config, gate=False))
+        assert set(model.state_dict()) - set(ungated.state_dict()) == {"gate.weight", "gate.bias"}
+
+    def test_gradient_reaches_the_gate(self) -> None:
+        model = self.model().train()
+        model(torch.rand(1, 3, 32, 32)).square().mean().backward()
+        assert model.gate.weight.grad.abs().sum() > 0 and model.gate.bias.grad.abs() > 0
 
 
 def test_paper_size_image_padding() -> None:

@@ -244,12 +244,10 @@ def test_read_image_errors_name_the_file(tmp_path: Path) -> None:
     assert issubclass(ImageReadError, ValueError)
 
 
-def test_read_image_decompression_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_image_pixel_limit(tmp_path: Path) -> None:
+    """read_image is load_photo's reader: the same pixel limit (checked from the header), not Pillow's global one."""
     path = tmp_path / "big.png"
     Image.new("RGB", (40, 30)).save(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1200 px: a warning in Pillow, an error here
-    with pytest.raises(ImageReadError, match="big.png: too many pixels"):
-        read_image(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # over twice the limit: Pillow's own error
-    with pytest.raises(ImageReadError, match="MAX_IMAGE_PIXELS"):
-        read_image(path)
+    with pytest.raises(ImageReadError, match="big.png: image too large: 40x30 = 1,200 pixels exceeds the limit of 1,000"):
+        read_image(path, max_pixels=1000)
+    assert read_image(path, max_pixels=1200).shape == (30, 40, 3)

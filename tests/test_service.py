@@ -234,13 +234,17 @@ def asgi_post(app, headers: list[tuple[bytes, bytes]], messages: list[dict]) -> 
     async def send(message):
         sent.append(message)
 
-    scope = {
+    asyncio.run(app(post_scope(app, headers), receive, send))
+    return sent, len(read)
+
+
+def post_scope(app, headers: list[tuple[bytes, bytes]], client_port: int = 1) -> dict:
+    """The ASGI scope of ``POST /v1/derain`` with ``headers``."""
+    return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
         "path": "/v1/derain", "raw_path": b"/v1/derain", "query_string": b"", "root_path": "",
-        "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app,
+        "headers": headers, "client": ("127.0.0.1", client_port), "server": ("127.0.0.1", 80), "app": app,
     }
-    asyncio.run(app(scope, receive, send))
-    return sent, len(read)
 
 
 def test_declared_length_over_the_limit_is_refused_before_reading(tiny):
@@ -268,6 +272,109 @@ def test_client_disconnect_mid_upload_is_a_499_not_a_server_error(tiny, caplog, 
     (line,) = access_lines(caplog)
     assert line["status"] == 499 and line["path"] == "/v1/derain"
     assert app.state.pool.admitted == 0
+
+
+def stalled_post(app, first: bytes, declared: int, hold: asyncio.Event) -> dict:
+    """A raw POST that sends ``first`` of ``declared`` bytes and then nothing until ``hold`` is set; its first message sent."""
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": first, "more_body": True}]
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await hold.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = post_scope(app, [(b"content-length", str(declared).encode()), (b"content-type", b"image/png")])
+
+    async def run() -> dict:
+        await app(scope, receive, send)
+        return sent[0] if sent else {}
+
+    return run()  # a coroutine: the caller gathers it
+
+
+class TestStalledUploads:
+    """Slow clients cannot starve the service: they hold upload slots only, and those time out (408)."""
+
+    def test_stalled_upload_is_408_after_the_idle_timeout_and_gives_its_slot_back(self, tiny, caplog):
+        app = create_app(tiny, precision="fp32", upload_idle_timeout=0.3)
+
+        async def scenario():
+            hold = asyncio.Event()
+            started = time.monotonic()
+            first = await stalled_post(app, PNG[:500], len(PNG), hold)
+            return first, time.monotonic() - started
+
+        with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+            first, seconds = asyncio.run(scenario())
+        assert first["status"] == 408 and 0.25 < seconds < 5
+        assert app.state.uploads.active == 0 and app.state.pool.admitted == 0
+        (line,) = access_lines(caplog)
+        assert line["status"] == 408
+
+    def test_trickling_upload_is_408_at_the_deadline(self, tiny):
+        app = create_app(tiny, precision="fp32", upload_idle_timeout=5, upload_timeout=0.5)
+        sent: list[dict] = []
+
+        async def receive():
+            await asyncio.sleep(0.05)  # a byte every 50 ms: never idle for long, never done
+            return {"type": "http.request", "body": b"x", "more_body": True}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = post_scope(app, [(b"content-length", b"100000"), (b"content-type", b"image/png")])
+        started = time.monotonic()
+        asyncio.run(app(scope, receive, send))
+        assert sent[0]["status"] == 408 and time.monotonic() - started < 5
+        assert b"not complete within 0.5 s" in sent[1]["body"]
+
+    def test_ten_stalled_uploads_do_not_block_a_normal_request(self, tiny):
+        """The issue's case: with 10 uploads stalled (more than workers + queue_size), a normal request gets 200."""
+        app = create_app(tiny, precision="fp32", workers=1, queue_size=1)
+        results: dict[str, object] = {}
+
+        async def scenario():
+            hold = asyncio.Event()
+            stalled = [asyncio.ensure_future(stalled_post(app, PNG[:100], len(PNG), hold)) for _ in range(10)]
+            await asyncio.sleep(0.2)
+            results["active"] = app.state.uploads.active
+            sent: list[dict] = []
+            body = [{"type": "http.request", "body": PNG, "more_body": False}]
+
+            async def receive():
+                return body.pop(0) if body else {"type": "http.disconnect"}
+
+            async def send(message):
+                sent.append(message)
+
+            scope = post_scope(app, [(b"content-length", str(len(PNG)).encode()), (b"content-type", b"image/png")], 2)
+            await asyncio.wait_for(app(scope, receive, send), 60)
+            results["normal"] = sent[0]["status"]
+            hold.set()  # the stalled clients go away
+            results["stalled"] = [s["status"] for s in await asyncio.gather(*stalled)]
+
+        asyncio.run(scenario())
+        assert results["active"] == 10 and results["normal"] == 200
+        assert results["stalled"] == [499] * 10
+        assert app.state.uploads.active == 0 and app.state.pool.admitted == 0
+
+    def test_upload_slots_full_is_503(self, tiny):
+        app = create_app(tiny, precision="fp32", max_uploads=2)
+
+        async def scenario():
+            hold = asyncio.Event()
+            stalled = [asyncio.ensure_future(stalled_post(app, PNG[:100], len(PNG), hold)) for _ in range(3)]
+            await asyncio.sleep(0.2)
+            hold.set()
+            return [s.get("status") for s in await asyncio.gather(*stalled)]
+
+        statuses = asyncio.run(scenario())
+        assert sorted(statuses) == [499, 499, 503]
 
 
 def test_too_many_pixels_is_413(tiny):
@@ -421,7 +528,8 @@ def test_client_request_id_is_kept_when_sane(client):
 
 
 def test_create_app_rejects_bad_limits(tiny):
-    for kwargs in ({"workers": 0}, {"queue_size": -1}, {"max_upload_mb": 0}, {"max_pixels": 0}, {"max_tile": 64}):
+    for kwargs in ({"workers": 0}, {"queue_size": -1}, {"max_upload_mb": 0}, {"max_pixels": 0}, {"max_tile": 64},
+                   {"max_uploads": 0}, {"upload_idle_timeout": 0}, {"upload_timeout": -1}):
         with pytest.raises(ValueError):
             create_app(tiny, **kwargs)
     with pytest.raises(ValueError):
@@ -441,7 +549,8 @@ def test_serve_rejects_bad_options():
     for args, option in (
         (["--workers", "0"], "--workers"), (["--port", "70000"], "--port"), (["--max-upload-mb", "0"], "--max-upload-mb"),
         (["--queue-size", "-1"], "--queue-size"), (["--precision", "x"], "--precision"), (["--threads", "0"], "--threads"),
-        (["--max-tile", "64"], "--max-tile"),
+        (["--max-tile", "64"], "--max-tile"), (["--max-uploads", "0"], "--max-uploads"),
+        (["--upload-timeout", "0"], "--upload-timeout"), (["--upload-idle-timeout", "-1"], "--upload-idle-timeout"),
     ):
         result = runner.invoke(cli, ["serve", *args])
         assert result.exit_code == 2 and exited_cleanly(result), (args, result.output, result.exception)

@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 import derain
-from derain.evaluation.metrics import calculate_ssim, ssim_torch
+from derain.metrics import calculate_ssim, ssim_torch
 from derain.training.config import ConfigError, load_config
 from derain.training.dataset import DatasetError, StepBatchSampler, TrainingSamples
 from derain.training.losses import L1SSIMLoss, build_loss
@@ -104,6 +104,7 @@ class TestConfig:
             ("betas=[0.5, 1.5]", r"betas must be two numbers"),
             ("lr=0", "lr must be > 0"),
             ("identity_p=1.5", r"identity_p must be in \[0, 1\]"),
+            ("identity_weight=0", "identity_weight must be > 0"),
             ("validation.held_out={x: 0}", "held_out"),
         ],
     )
@@ -251,6 +252,7 @@ def _derain_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "derain.cli.main", *args]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(clean_folder, tmp_path) -> None:
     """kill -9 in the middle of training; --resume continues and logs the same losses as a full run."""
     cfg = tiny_config(clean_folder, tmp_path / "killed", iterations=40, decay_start=20)
@@ -280,6 +282,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(clean_folder, tmp_path) -> None:
     """`torchrun --nproc_per_node 2`: DDP on gloo; both ranks end with identical parameters."""
     cfg = write_config(tmp_path / "d.yaml", tiny_config(clean_folder, tmp_path / "ddp", iterations=4, decay_start=2, validation={"every": 0}))
@@ -393,3 +396,38 @@ def test_presets_find_their_data_from_anywhere(tmp_path, monkeypatch) -> None:
     proc = subprocess.run(_derain_cmd("train", "default-cpu-v4", "--data-root", str(tmp_path / "none")), capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 1 and "none" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_batch_loss_weights_the_rain_free_samples():
+    from derain.training.trainer import batch_loss
+
+    torch.manual_seed(0)
+    loss_fn = build_loss("l1_ssim", 0.2)
+    clean = torch.rand(4, 3, 32, 32)
+    rainy = clean.clone()
+    rainy[:2] += 0.2 * torch.rand(2, 3, 32, 32)  # samples 0, 1 rainy; 2, 3 rain-free (input = target)
+    pred = clean + 0.05 * torch.randn_like(clean)
+    whole = loss_fn(pred, clean)
+    torch.testing.assert_close(batch_loss(loss_fn, pred, rainy, clean, 1.0), whole)
+    rain, free = loss_fn(pred[:2], clean[:2]), loss_fn(pred[2:], clean[2:])
+    torch.testing.assert_close(batch_loss(loss_fn, pred, rainy, clean, 8.0), (2 * rain + 8 * 2 * free) / 4)
+    torch.testing.assert_close(batch_loss(loss_fn, pred[:2], rainy[:2], clean[:2], 8.0), rain)  # no rain-free sample
+
+
+def test_resume_puts_the_weights_back_at_the_checkpoints_step(clean_folder, tmp_path) -> None:
+    """A kill between writing last.safetensors and checkpoint.pt leaves them at different steps; --resume mends it."""
+    from safetensors import safe_open
+
+
+    out = tmp_path / "run"
+    cfg_path = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, iterations=4, decay_start=2, checkpoint_every=2))
+    train(load_config(cfg_path), stop_after=2)  # checkpoint and weights at step 2
+    ahead = derain.create_model("efderain-tiny", **TINY_MODEL)  # as if step 4's weights were written, then the kill
+    derain.save_model(ahead, out / "last.safetensors", metadata={"step": "4"})
+    train(load_config(cfg_path), resume=True, stop_after=2)  # resumes at step 2, trains nothing: the files are mended
+    with safe_open(str(out / "last.safetensors"), "pt") as f:
+        assert f.metadata()["step"] == "2"
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    weights = derain.load_model(out / "last.safetensors").state_dict()
+    for key, value in state["model"].items():
+        torch.testing.assert_close(weights[key].float(), value.float())

@@ -231,3 +231,18 @@ def test_interrupt_leaves_no_output_and_no_temp_file(work, tmp_path):
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists()
     assert temp_files(tmp_path) == []
+
+
+def test_text_behind_an_image_signature_is_not_called_a_still_image(tmp_path):
+    """FFmpeg opens anything starting with an image signature as an image pipe; only a real image is "a still image"."""
+    from PIL import Image
+
+    notes = tmp_path / "notes.mp4"
+    notes.write_bytes(b"\x89PNG\r\n\x1a\n" + b"my notes, not a picture\n" * 20)
+    with pytest.raises(VideoError, match="not a readable video file") as err:
+        probe_video(notes)
+    assert "still image" not in str(err.value)
+    photo = tmp_path / "photo.mp4"
+    Image.new("RGB", (64, 48)).save(photo, "PNG")
+    with pytest.raises(VideoError, match="is a still image"):
+        probe_video(photo)

@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 from torch import nn
 
-from ..evaluation.metrics import score
+from ..metrics import score
 from ..io.atomic import atomic_output
 from ..io.images import is_image_file, read_image
 

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from ..evaluation.evaluate import evaluate
-from ..evaluation.pairs import find_pairs
+from ..data.pairs import find_pairs
 from ..io.atomic import atomic_output
 from .plotting import pyplot
 from .timing import machine_description

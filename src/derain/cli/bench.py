@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import load_for_cli, user_errors
+from .common import device_option, load_for_cli, model_options, precision_option, threads_option, user_errors
 
 __all__ = ["bench_group", "explain_cmd"]
 
@@ -54,9 +54,9 @@ def bench_group() -> None:
               "Default: default, fast, efderain-paper, the released path, prenet.")
 @click.option("--size", "sizes", multiple=True, default=("481x321", "1920x1080"), show_default=True, help="WxH; repeatable.")
 @click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1), default=(1, 8), show_default=True)
-@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default=("fp32", "bf16"), show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@precision_option(("fp32", "bf16"), multiple=True)
+@device_option
+@threads_option()
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--max-cell-seconds", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
@@ -86,8 +86,8 @@ def speed_cmd(models, sizes, batches, precisions, device, threads, repeats, warm
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--model", "models", multiple=True, required=True, help="NAME, NAME=WEIGHTS or WEIGHTS_FILE; repeatable.")
 @click.option("--protocol", type=click.Choice(["y", "efderain-rgb"]), default="y", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@precision_option("fp32")
+@threads_option()
 @click.option("--limit", type=click.IntRange(min=1), help="First N pairs only.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG: PSNR and SSIM vs ms per image (log x).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the points as JSON here.")
@@ -118,8 +118,8 @@ def quality_cmd(dataset_dir, models, protocol, precision, threads, limit, plot_p
               help="NAME, NAME=WEIGHTS or WEIGHTS_FILE (as bench quality); repeatable.")
 @click.option("--set", "sets", multiple=True, required=True,
               help="Rain-free images: a folder, a paired folder's clean/ side, FOLDER@lastN for its last N; repeatable.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@precision_option("auto")
+@threads_option()
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows as JSON here.")
 @user_errors
 def noharm_cmd(models, sets, precision, threads, json_path) -> None:
@@ -170,8 +170,7 @@ def ablation_cmd(iterations, model, variants, tests, in_domain, holdout, out_dir
 @click.command("explain")
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
-@click.option("--model", "model_name", help="Registered EfDeRain model (default: the bundled default).")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors, or .pth with --model).")
+@model_options
 @click.option("--point", "points", multiple=True, help="Y,X pixel to explain; repeatable (default: picked automatically).")
 @click.option("--n-points", type=click.IntRange(min=1, max=8), default=4, show_default=True)
 @click.option("--max-side", type=click.IntRange(min=16), default=800, show_default=True, help="Downscale larger images to this side first.")

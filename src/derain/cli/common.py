@@ -1,18 +1,58 @@
-"""What the subcommands share: the user-error → one-line-message decorator and model loading."""
+"""What the subcommands share: the user-error → one-line-message decorator, model loading and the
+options every model-running command takes (``--model/--weights``, ``--device``, ``--precision``,
+``--threads``), declared once here."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
-from ..evaluation.pairs import DatasetError
+from ..data.pairs import DatasetError
+from ..inference.precision import PRECISIONS
 from ..io.images import ImageReadError
 from ..models.checkpoint import CheckpointError
 from ..training.config import ConfigError
 
-__all__ = ["USER_ERRORS", "user_errors", "load_for_cli", "printable"]
+__all__ = [
+    "USER_ERRORS",
+    "device_option",
+    "load_for_cli",
+    "model_options",
+    "one_line_errors",
+    "precision_option",
+    "printable",
+    "threads_option",
+    "user_errors",
+]
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--model NAME`` (parameter ``model_name``) and ``--weights FILE``, resolved by :func:`load_for_cli`."""
+    fn = click.option("--weights", type=click.Path(dir_okay=False),
+                      help="Model file (.safetensors; .pth with --model).")(fn)
+    return click.option("--model", "model_name",
+                        help="Registered model name (its bundled weights unless --weights) [default: default].")(fn)
+
+
+def precision_option(default: str | tuple[str, ...] = "auto", *, multiple: bool = False) -> Decorator:
+    """``--precision`` with the choices of :data:`~derain.inference.precision.PRECISIONS`."""
+    name = ("--precision", "precisions") if multiple else ("--precision",)
+    return click.option(*name, type=click.Choice(PRECISIONS), default=default, multiple=multiple, show_default=True,
+                        help="auto: bf16 where the CPU runs it natively (fp16 on CUDA), else fp32.")
+
+
+def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")(fn)
+
+
+def threads_option(help: str = "Torch threads (default: all cores).") -> Decorator:
+    return click.option("--threads", type=click.IntRange(min=1), help=help)
+
 
 
 def printable(text: object) -> str:
@@ -28,25 +68,33 @@ def printable(text: object) -> str:
 USER_ERRORS = (DatasetError, CheckpointError, ConfigError, ImageReadError, FileNotFoundError)
 
 
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn the known input errors (:data:`USER_ERRORS`, and ``ValueError`` from bad option values that
+    reached the library) into ``click.ClickException`` (``Error: ...``, exit 1, no traceback)."""
+    try:
+        yield
+    except (*USER_ERRORS, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the known input errors into ``click.ClickException`` (``Error: ...``, exit 1)."""
+    """A command whose known input errors end as one line (:func:`one_line_errors`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with one_line_errors():
             return fn(*args, **kwargs)
-        except USER_ERRORS as e:
-            raise click.ClickException(str(e)) from None
-        except ValueError as e:  # bad option values that reached the library
-            raise click.ClickException(str(e)) from None
 
     return wrapper
 
 
 def load_for_cli(model: str | None, weights: str | None, default: str = "default") -> Any:
-    """``--model NAME`` (bundled weights), ``--weights PATH`` (file's own config), or both (file into NAME)."""
+    """``--model NAME`` (bundled weights), ``--weights PATH`` (file's own config), or both (file into NAME).
+
+    A missing or bad file or an unknown name ends as one line (:func:`one_line_errors`).
+    """
     import derain
 
-    if weights:
-        return derain.load_model(weights, name=model)
-    return derain.create_model(model or default, pretrained=True)
+    with one_line_errors():
+        return derain.load_model(weights, name=model or (None if weights else default))

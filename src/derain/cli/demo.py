@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..io.atomic import atomic_output
+from .common import model_options
 
 __all__ = ["demo_cmd", "synthetic_scene"]
 
@@ -53,24 +54,26 @@ def synthetic_scene(width: int = 481, height: int = 321, seed: int = 0) -> np.nd
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="derain_demo.png", show_default=True,
               help="Where to write the rainy | derained | clean strip.")
 @click.option("--rain", type=click.Choice(["light", "medium", "heavy"]), default="medium", show_default=True)
-@click.option("--model", "model_name", help="Registered model (default: the bundled default).")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Weights file instead of the bundled model.")
+@model_options
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo_cmd(output: str, rain: str, model_name: str | None, weights: str | None, seed: int) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (default: refuse, like export and video).")
+def demo_cmd(output: str, rain: str, model_name: str | None, weights: str | None, seed: int, overwrite: bool) -> None:
     """Derain a synthetic rainy photo and write before/after side by side (no input file needed)."""
+    path = Path(output)
+    if path.exists() and not overwrite:
+        raise click.ClickException(f"{path} exists (use --overwrite to replace it, or -o another name)")
     from .common import load_for_cli
     from derain.data.render import RainRenderer
-    from derain.evaluation.metrics import calculate_psnr, quantize
+    from derain.metrics import calculate_psnr, quantize
     from derain.inference.derainer import Derainer
 
     clean = synthetic_scene(seed=seed)
     rainy = quantize(RainRenderer(rain).render(clean.astype(np.float32) / 255, np.random.default_rng(seed)))
-    derainer = Derainer(load_for_cli(model_name, weights))
+    derainer = Derainer(load_for_cli(model_name, weights), owned=True)
     t0 = time.perf_counter()
     derained = quantize(derainer(rainy.astype(np.float32) / 255))
     seconds = time.perf_counter() - t0
     strip = np.concatenate([rainy, derained, clean], axis=1)
-    path = Path(output)
     with atomic_output(path) as tmp:
         Image.fromarray(strip).save(tmp, format="PNG")
     before = calculate_psnr(rainy, clean, test_y_channel=True)

@@ -18,22 +18,12 @@ from typing import Any
 import click
 
 from ..inference.onnx_export import DEFAULT_OPSET
+from .common import load_for_cli, model_options, one_line_errors
 
 __all__ = ["export_cmd", "onnx_derainer_for_cli", "VERIFY_TOLERANCE"]
 
 #: Largest max-abs difference between ONNX Runtime and torch that ``--verify`` accepts.
 VERIFY_TOLERANCE = 1e-3
-
-
-def _load_model(model_name: str | None, weights: str | None) -> Any:
-    from derain.models.checkpoint import CheckpointError
-
-    from .common import load_for_cli
-
-    try:
-        return load_for_cli(model_name, weights)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
 
 
 def onnx_derainer_for_cli(model_name: str | None, weights: str | None, onnx_path: str | None, device: str,
@@ -47,12 +37,10 @@ def onnx_derainer_for_cli(model_name: str | None, weights: str | None, onnx_path
         raise click.BadParameter(f"the onnxruntime backend runs in fp32 only (got {precision})", param_hint="--precision")
     if onnx_path and (model_name or weights):
         raise click.UsageError("--onnx PATH is the model: leave out --model/--weights")
-    try:
+    with one_line_errors():
         if onnx_path:
             return OnnxDerainer(onnx_path, threads=threads)
-        return OnnxDerainer.from_model(_load_model(model_name, weights), threads=threads)
-    except (ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
+        return OnnxDerainer.from_model(load_for_cli(model_name, weights), threads=threads)
 
 
 def _verify(model: Any, path: Path, multiple: int) -> float:
@@ -71,8 +59,7 @@ def _verify(model: Any, path: Path, multiple: int) -> float:
 
 
 @click.command("export")
-@click.option("--model", "model_name", help="Registered model name (its bundled weights) [default: default].")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Model file (.safetensors; .pth with --model).")
+@model_options
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Export format.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write (e.g. model.onnx).")
 @click.option("--opset", type=click.IntRange(min=13), default=DEFAULT_OPSET, show_default=True, help="ONNX opset version.")
@@ -95,7 +82,7 @@ def export_cmd(model_name, weights, fmt, output, opset, dynamo, verify, overwrit
         raise click.ClickException(f"{out} exists (use --overwrite to replace it)")
     if not out.parent.is_dir() and str(out.parent):
         raise click.ClickException(f"{out.parent}: output folder does not exist")
-    model = _load_model(model_name, weights)
+    model = load_for_cli(model_name, weights)
     _, multiple = exportable_core(model)
     try:
         export_onnx(model, out, opset=opset, dynamo=dynamo)

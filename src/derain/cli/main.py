@@ -16,7 +16,7 @@ import click
 __all__ = ["main", "cli"]
 
 from .bench import bench_group, explain_cmd  # noqa: E402
-from .common import USER_ERRORS, load_for_cli, user_errors  # noqa: E402,F401  (re-exported for the subcommands)
+from .common import USER_ERRORS, device_option, load_for_cli, model_options, precision_option, threads_option, user_errors  # noqa: E402,F401
 from .demo import demo_cmd  # noqa: E402
 from .export import export_cmd  # noqa: E402
 from .run import DefaultRunGroup, run_cmd  # noqa: E402  (`derain PHOTO...` = `derain run PHOTO...`)
@@ -57,8 +57,7 @@ def models_cmd() -> None:
 
 @cli.command("eval")
 @click.argument("dataset_dir", type=click.Path(file_okay=False))
-@click.option("--model", "model_name", help="Registered model name (its bundled weights unless --weights).")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors, or .pth with --model).")
+@model_options
 @click.option("--protocol", type=click.Choice(["y", "efderain-rgb", "both"]), default="y", show_default=True)
 @click.option("--layout", default="auto", show_default=True, help="Dataset layout (auto, plain, rain100, rain1400, rain13k, spa, raindrop).")
 @click.option("--strict", is_flag=True, help="Unpaired files and size mismatches are errors.")
@@ -66,9 +65,9 @@ def models_cmd() -> None:
 @click.option("--save-dir", type=click.Path(file_okay=False), help="Write the predictions here as PNG.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write per-image scores here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object to stdout (logs go to stderr).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@device_option
+@precision_option("fp32")
+@threads_option()
 @user_errors
 def eval_cmd(dataset_dir, model_name, weights, protocol, layout, strict, limit, save_dir, csv_path, as_json, device, precision, threads) -> None:
     """Evaluate a model on a paired dataset: PSNR/SSIM under the y and/or efderain-rgb protocols."""

@@ -31,15 +31,17 @@ from typing import Any, Iterator
 
 import click
 
-from ..io.images import DEFAULT_MAX_PIXELS, PHOTO_EXTENSIONS, ImageReadError
-from .common import printable
+from ..inference.tiling import DEFAULT_OVERLAP
+from ..io.images import DEFAULT_MAX_PIXELS, PHOTO_EXTENSIONS, ImageReadError, extension_for, resolve_format
+from .common import device_option, model_options, precision_option, printable, threads_option
 
-__all__ = ["DefaultRunGroup", "run_cmd", "FORMAT_EXTENSIONS"]
+__all__ = ["DefaultRunGroup", "run_cmd", "OUTPUT_FORMATS"]
 
 log = logging.getLogger(__name__)
 
 #: ``--format`` choices and the extension each writes.
-FORMAT_EXTENSIONS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+#: The output formats ``--format`` offers.
+OUTPUT_FORMATS = ("jpg", "png", "tiff", "webp")
 _GLOB_CHARS = set("*?[")
 
 
@@ -47,7 +49,8 @@ class DefaultRunGroup(click.Group):
     """A click group where ``derain PHOTO...`` means ``derain run PHOTO...``.
 
     The first argument after the group's own options is routed to ``run`` unless it is a
-    subcommand, ``--help``/``--version``, or a bare word that looks like a mistyped subcommand.
+    subcommand, ``--help``/``--version``, or a bare word that looks like a mistyped subcommand. A
+    subcommand's name wins over a file or folder of that name, with a note saying how to derain it.
     """
 
     group_flags = ("-v", "--verbose")
@@ -59,6 +62,9 @@ class DefaultRunGroup(click.Group):
             i += 1
         if i < len(args) and "run" in self.commands and self._routes_to_run(args[i]):
             args.insert(i, "run")
+        elif i < len(args) and args[i] in self.commands and args[i] != "run" and os.path.exists(args[i]):
+            click.echo(f"note: '{args[i]}' is the `derain {args[i]}` command; to derain the "
+                       f"{'folder' if os.path.isdir(args[i]) else 'file'} '{args[i]}', use: derain run {args[i]}", err=True)
         return super().parse_args(ctx, args)
 
     def _routes_to_run(self, token: str) -> bool:
@@ -122,7 +128,7 @@ def _glob_base(pattern: str) -> Path:
 
 
 def _out_name(rel: Path, suffix: str, fmt: str | None) -> Path:
-    ext = FORMAT_EXTENSIONS[fmt] if fmt else rel.suffix
+    ext = extension_for(resolve_format(None, fmt)) if fmt else rel.suffix
     return rel.with_name(rel.stem + suffix + ext)
 
 
@@ -162,10 +168,13 @@ def plan_jobs(
 ) -> Plan:
     """Expand the inputs into jobs; input collisions and missing inputs become errors, existing outputs skips.
 
-    With ``shard = (K, N)`` only the inputs of shard K of N are planned (:func:`in_shard`).
+    With ``shard = (K, N)`` only the inputs of shard K of N are planned (:func:`in_shard`). Files found
+    in a folder or by a pattern that are this plan's own outputs (``a_dr.jpg`` beside ``a.jpg`` with
+    ``--suffix _dr`` into the input folder) are results of an earlier run, not inputs.
     """
     out_real = out_dir.resolve()
     found: list[tuple[Path, Path, str]] = []  # (src, rel, shown)
+    named: set[str] = set()  # inputs named one by one (never taken for earlier outputs)
     errors: list[tuple[str, str]] = []
     for item in inputs:
         path = Path(item)
@@ -176,6 +185,7 @@ def plan_jobs(
             found += [(f, f.relative_to(path), str(f)) for f in files]
         elif path.is_file():
             found.append((path, Path(path.name), item))
+            named.add(os.path.realpath(path))
         elif _GLOB_CHARS & set(item):
             base = _glob_base(item)
             matches = sorted(glob.glob(item, recursive=True))
@@ -191,6 +201,8 @@ def plan_jobs(
         else:
             errors.append((item, "no such file or directory"))
 
+    own_outputs = {os.path.realpath(out_dir / _out_name(rel, suffix, fmt)) for _, rel, _ in found} if suffix else set()
+    found = [f for f in found if os.path.realpath(f[0]) in named or os.path.realpath(f[0]) not in own_outputs]
     input_paths = {os.path.realpath(src) for src, _, _ in found}
     found = [f for f in found if in_shard(f[2], shard)]
     errors = [e for e in errors if in_shard(e[0], shard)]
@@ -247,12 +259,9 @@ def _reason(err: BaseException) -> str:
 
 
 def _process(derainer: Any, photo: Any, tile: int | None, overlap: int, side_by_side: bool) -> tuple[Any, Any]:
-    import torch
-
     from ..io.images import side_by_side as widen
 
-    x = torch.from_numpy(photo.rgb).permute(2, 0, 1)[None]
-    result = derainer.run_tiled(x, tile, overlap)[0].permute(1, 2, 0).numpy()
+    result = derainer.derain_rgb(photo.rgb, tile, overlap)
     if side_by_side:
         return widen(photo, result)
     return photo, result
@@ -267,7 +276,6 @@ def _load_derainer(model_name: str | None, weights: str | None, device: str, pre
     import torch
 
     from derain.inference.derainer import Derainer
-    from derain.models.checkpoint import CheckpointError
 
     try:
         dev = torch.device(device)
@@ -275,13 +283,11 @@ def _load_derainer(model_name: str | None, weights: str | None, device: str, pre
         raise click.BadParameter(str(err), param_hint="--device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise click.ClickException("--device cuda: CUDA is not available on this machine")
-    from .common import load_for_cli
+    from .common import load_for_cli, one_line_errors
 
-    try:
-        model = load_for_cli(model_name, weights)
-        return Derainer(model, device=dev, precision=precision, threads=threads)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
+    model = load_for_cli(model_name, weights)
+    with one_line_errors():
+        return Derainer(model, device=dev, precision=precision, threads=threads, owned=True)
 
 
 def _stdin_to_stdout(derainer: Any, args: dict[str, Any]) -> int:
@@ -314,21 +320,21 @@ def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default="derained", show_default=True,
               help="Output folder (created); inputs keep their names (and folder structure) inside it.")
-@click.option("--model", "model_name", help="Registered model name (its bundled weights) [default: default].")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Model file (.safetensors; .pth with --model).")
+@model_options
 @click.option("--tile", type=click.IntRange(min=0), default=None,
               help="Tile side in pixels for bounded memory; 0 = never tile [default: 512 above 1 MP].")
-@click.option("--tile-overlap", type=click.IntRange(min=0), default=32, show_default=True, help="Overlap between tiles in pixels.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: all cores).")
+@click.option("--tile-overlap", type=click.IntRange(min=0), default=DEFAULT_OVERLAP, show_default=True,
+              help="Overlap between tiles in pixels.")
+@device_option
+@precision_option("auto")
+@threads_option()
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="Inference engine; onnxruntime (CPU, fp32) exports the model to ONNX once per run.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False),
               help="Run this file from `derain export` with onnxruntime (instead of --model/--weights).")
 @click.option("-r", "--recursive", is_flag=True, help="Also take images in sub-folders of folder inputs.")
 @click.option("--suffix", default="", help="Added to output file names (photo.jpg → photo<SUFFIX>.jpg).")
-@click.option("--format", "fmt", type=click.Choice(sorted(FORMAT_EXTENSIONS)), help="Output format [default: the input's].")
+@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), help="Output format [default: the input's].")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them). Inputs are never overwritten.")
 @click.option("--side-by-side", is_flag=True, help="Write input | derained side by side.")
@@ -354,6 +360,9 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
 
     effective_tile = AUTO_TILE if tile is None else tile
     if effective_tile > 0 and 2 * tile_overlap >= effective_tile:
+        overlap_given = click.get_current_context().get_parameter_source("tile_overlap") != click.core.ParameterSource.DEFAULT
+        if tile is not None and not overlap_given:  # the tile is what is too small
+            raise click.BadParameter(f"must be 0 or more than twice the tile overlap ({2 * tile_overlap})", param_hint="--tile")
         raise click.BadParameter(f"must be less than half the tile ({effective_tile})", param_hint="--tile-overlap")
     if "-" in inputs:
         if len(inputs) > 1:

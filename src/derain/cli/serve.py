@@ -19,8 +19,8 @@ import sys
 
 import click
 
-from ..service.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_TILE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE_SIZE
-from .common import load_for_cli
+from ..service import limits
+from .common import load_for_cli, model_options, one_line_errors, precision_option
 
 __all__ = ["serve_cmd", "bind_socket", "threads_per_worker"]
 
@@ -73,26 +73,31 @@ def _json_lines_to_stderr(level: str) -> None:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port (0: any free port).")
-@click.option("--model", "model_name", help="Registered model name (its bundled weights) [default: default].")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Model file (.safetensors; .pth with --model).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@model_options
+@precision_option("auto")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Inference threads: images derained at the same time.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Torch threads per worker [default: torch's thread count (the cores) // --workers].")
-@click.option("--queue-size", type=click.IntRange(min=0), default=DEFAULT_QUEUE_SIZE, show_default=True,
-              help="Requests admitted beyond the running ones (waiting for a worker or still uploading); "
+@click.option("--queue-size", type=click.IntRange(min=0), default=limits.DEFAULT_QUEUE_SIZE, show_default=True,
+              help="Uploaded requests admitted beyond the running ones (waiting for a worker); "
                    "more get 503 with Retry-After.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+@click.option("--max-uploads", type=click.IntRange(min=1), default=limits.DEFAULT_MAX_UPLOADS, show_default=True,
+              help="Uploads read at the same time; more get 503 with Retry-After.")
+@click.option("--upload-idle-timeout", type=click.FloatRange(min=0, min_open=True), default=limits.DEFAULT_UPLOAD_IDLE_S,
+              show_default=True, help="Seconds an upload may send nothing before it gets 408.")
+@click.option("--upload-timeout", type=click.FloatRange(min=0, min_open=True), default=limits.DEFAULT_UPLOAD_TIMEOUT_S,
+              show_default=True, help="Seconds an upload may take in all before it gets 408.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=limits.SERVICE_MAX_PIXELS, show_default=True,
               help="Larger images get 413 (checked from the header, before decoding).")
-@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_UPLOAD_MB, show_default=True,
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=limits.DEFAULT_MAX_UPLOAD_MB, show_default=True,
               help="Larger uploads get 413 (MiB).")
-@click.option("--max-tile", type=click.IntRange(min=65), default=DEFAULT_MAX_TILE, show_default=True,
+@click.option("--max-tile", type=click.IntRange(min=65), default=limits.DEFAULT_MAX_TILE, show_default=True,
               help="Largest tile side: images over 1 MP are always tiled with at most this, whatever ?tile= asks.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
               help="info: one JSON access-log line per request on stderr.")
-def serve_cmd(host, port, model_name, weights, precision, workers, threads, queue_size, max_pixels, max_upload_mb, max_tile,
-              log_level) -> None:
+def serve_cmd(host, port, model_name, weights, precision, workers, threads, queue_size, max_uploads, upload_idle_timeout,
+              upload_timeout, max_pixels, max_upload_mb, max_tile, log_level) -> None:
     """Serve the HTTP API and the web page: POST /v1/derain, GET /healthz, GET /v1/models, / and /docs.
 
     \b
@@ -107,12 +112,12 @@ def serve_cmd(host, port, model_name, weights, precision, workers, threads, queu
     sock = bind_socket(host, port)
     try:
         torch.set_num_threads(threads or threads_per_worker(torch.get_num_threads(), workers))
-        try:
-            model = load_for_cli(model_name, weights)
+        model = load_for_cli(model_name, weights)
+        with one_line_errors():  # bad limits, precision
             app = create_app(model, workers=workers, queue_size=queue_size, max_pixels=max_pixels,
-                             max_upload_mb=max_upload_mb, max_tile=max_tile, precision=precision)
-        except Exception as err:  # noqa: BLE001 - bad weights, unknown model: one line
-            raise click.ClickException(str(err)) from None
+                             max_upload_mb=max_upload_mb, max_tile=max_tile, precision=precision,
+                             max_uploads=max_uploads, upload_idle_timeout=upload_idle_timeout,
+                             upload_timeout=upload_timeout)
         _json_lines_to_stderr(log_level)
         info = app.state.model_info
         n_threads = torch.get_num_threads()

@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+from .common import device_option, model_options, precision_option, threads_option
+
 __all__ = ["video_cmd"]
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @click.command("video")
 @click.argument("src", metavar="IN", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output video [default: IN_derained.<ext>].")
-@click.option("--model", "model_name", help="Registered model name (its bundled weights) [default: default].")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Model file (.safetensors; .pth with --model).")
+@model_options
 @click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Frames derained together.")
 @click.option("--codec", default="libx264", show_default=True, help="Video encoder (libx264, libx265, libvpx-vp9, mpeg4, ...).")
 @click.option("--bitrate", help="Target video bit rate, e.g. 4M or 800k (instead of --crf).")
@@ -44,9 +45,9 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True,
               help="Derain frames in tiles of this side (bounded memory for 4K); 0 = whole frames.")
 @click.option("--no-audio", is_flag=True, help="Leave the audio out (default: copy every audio stream as is).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Torch and codec threads (default: all cores).")
+@device_option
+@precision_option("auto")
+@threads_option("Torch and codec threads (default: all cores).")
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="Inference engine (onnxruntime: CPU, fp32; the model is exported once).")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Run this file from `derain export` with onnxruntime.")

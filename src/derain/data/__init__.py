@@ -6,7 +6,7 @@
 * :mod:`.rain_layers` — real rain layers (rainy − clean) from paired sets, composited onto clean photos.
 """
 
-from .rain_layers import RainLayerBank, composite, screen_composite
+from .rain_layers import RainLayerBank, composite
 from .rainmix import (
     OPS,
     Op,
@@ -53,7 +53,6 @@ __all__ = [
     "render_rain",
     "sample_op",
     "screen_blend",
-    "screen_composite",
     "warp_chain",
     "y_psnr",
 ]

@@ -45,10 +45,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["RainLayerBank", "composite", "screen_composite"]
+from ..io.images import is_image_file, read_image
+
+__all__ = ["RainLayerBank", "composite"]
 
 PathLike = str | os.PathLike[str]
-_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 
 def composite(clean: np.ndarray, layer: np.ndarray) -> np.ndarray:
@@ -61,19 +62,8 @@ def composite(clean: np.ndarray, layer: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def screen_composite(clean: np.ndarray, layer: np.ndarray) -> np.ndarray:
-    """Screen blend ``clean + layer − clean·layer`` (the alternative measured against :func:`composite`)."""
-    c = np.asarray(clean, dtype=np.float32)
-    lay = np.asarray(layer, dtype=np.float32)
-    if lay.ndim == c.ndim - 1:
-        lay = lay[..., None]
-    out = c + lay - c * lay
-    return np.clip(out, 0.0, 1.0, out=out)
-
-
 def _read_u8(path: PathLike) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    return read_image(path)
 
 
 def _to_u8(img: np.ndarray) -> np.ndarray:
@@ -172,7 +162,7 @@ class RainLayerBank:
         pairs = [
             (p, clean_dir / p.name)
             for p in sorted(rainy_dir.iterdir())
-            if p.suffix.lower() in _EXTENSIONS and (clean_dir / p.name).is_file()
+            if is_image_file(p) and (clean_dir / p.name).is_file()
         ]
         if not pairs:
             raise ValueError(f"no matching rainy/clean image pairs under {str(base)!r}")

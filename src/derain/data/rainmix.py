@@ -53,6 +53,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from ..io.images import IMAGE_EXTENSIONS, is_image_file, read_image
+
 __all__ = [
     "OPS",
     "Op",
@@ -74,7 +76,6 @@ MODES: tuple[str, ...] = ("paper", "released")
 #: The RainMix operation set (paper: {rot, shear_x/y, trans_x/y, zoom_x/y}).
 OPS: tuple[str, ...] = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "zoom_x", "zoom_y")
 
-_STREAK_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 
 # --------------------------------------------------------------------------- streak bank
@@ -96,10 +97,10 @@ class StreakBank:
         root = Path(folder)
         if not root.is_dir():
             raise ValueError(f"streak folder {str(root)!r} does not exist or is not a directory")
-        paths = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in _STREAK_EXTENSIONS)
+        paths = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p))
         if not paths:
             raise ValueError(
-                f"streak folder {str(root)!r} holds no images ({', '.join(sorted(_STREAK_EXTENSIONS))})"
+                f"streak folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
         self.folder: Path | None = root
         self.paths: list[Path] = paths
@@ -122,10 +123,11 @@ class StreakBank:
         return bank
 
     def _read(self, i: int) -> np.ndarray:
-        with Image.open(self.paths[i]) as im:
-            if im.mode not in ("L", "F"):
-                im = im.convert("L")
-            return np.asarray(im).copy()
+        rgb = read_image(self.paths[i])
+        if (rgb[..., :1] == rgb).all():  # grey files (the Garg–Nayar bank): their values as stored
+            return rgb[..., 0].copy()
+        luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's "L"
+        return np.clip(np.round(luma), 0, 255).astype(np.uint8)
 
     def __len__(self) -> int:
         return len(self.paths) if self.folder is not None else len(self._maps)

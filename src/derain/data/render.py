@@ -26,8 +26,8 @@ as the image is displayed (y pointing up): 90° is a vertical streak, 70° leans
 mean brightness of the rain layer, coverage, dominant streak orientation (gradient structure
 tensor) and the input PSNR on MATLAB's Y channel. The presets (:data:`PRESETS`) were tuned with
 it toward RainTrainH_val (heavy) and the light pairs of SIRR_val (light); each preset's
-``description`` gives what it imitates and the measured ranges (:func:`calibrate`,
-:func:`print_calibration`).
+``description`` gives what it imitates and the measured ranges (``benchmarks/render_calibration.py``
+re-measures them).
 
 >>> import numpy as np
 >>> clean = np.full((64, 64, 3), 0.3, np.float32)
@@ -46,16 +46,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..evaluation.metrics import calculate_psnr, quantize
+from ..metrics import calculate_psnr, quantize
 
 __all__ = [
     "PRESETS",
     "RainParams",
     "RainRenderer",
-    "calibrate",
     "dominant_orientation",
     "line_kernel",
-    "print_calibration",
     "rain_statistics",
     "render_rain",
     "render_streaks",
@@ -130,7 +128,7 @@ class RainParams:
 
 
 #: Named presets (see each preset's ``description`` for what it imitates and its measured
-#: calibration). Re-measure with :func:`print_calibration` (``print_calibration("/work/shared/data")``).
+#: calibration). Re-measure with ``python benchmarks/render_calibration.py --data-root DATA``.
 PRESETS: dict[str, RainParams] = {
     "light": RainParams(
         layers=(1, 2),
@@ -426,60 +424,3 @@ class RainRenderer:
 
     def __repr__(self) -> str:
         return f"RainRenderer({self.params!r})"
-
-
-# --------------------------------------------------------------------------- calibration
-
-
-def _read_rgb(path: Any) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-
-
-def _summarise(rows: list[dict[str, float]]) -> dict[str, tuple[float, float, float]]:
-    """5th percentile, median and 95th percentile of each statistic."""
-    return {
-        k: tuple(float(np.percentile([r[k] for r in rows], q)) for q in (5, 50, 95))  # type: ignore[misc]
-        for k in rows[0]
-    }
-
-
-def calibrate(data_root: Any, n_images: int = 120, seed: int = 0) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """Measure :func:`rain_statistics` for every preset and for the real validation pairs.
-
-    Presets are rendered on ``n_images`` photos drawn (seeded) from ``data_root/clean`` at full
-    size; the real sets are ``data_root/RainTrainH_val`` and ``data_root/SIRR_val`` (whichever
-    exist). Returns ``{name: {statistic: (p5, median, p95)}}``.
-    """
-    from pathlib import Path
-
-    root = Path(data_root)
-    exts = {".png", ".jpg", ".jpeg", ".bmp"}
-    files = sorted(p for p in (root / "clean").rglob("*") if p.suffix.lower() in exts)
-    rng = np.random.default_rng(seed)
-    chosen = [files[i] for i in rng.choice(len(files), size=min(n_images, len(files)), replace=False)]
-    cleans = [_read_rgb(p) for p in chosen]
-    out: dict[str, dict[str, tuple[float, float, float]]] = {}
-    for name in PRESETS:
-        renderer = RainRenderer(name)
-        prng = np.random.default_rng(seed)
-        out[name] = _summarise([rain_statistics(renderer.render(c, prng), c) for c in cleans])
-    for real in ("RainTrainH_val", "JORDER_heavy5", "SIRR_val"):
-        rainy_dir = root / real / "rainy"
-        if rainy_dir.is_dir():
-            rows = [
-                rain_statistics(_read_rgb(p), _read_rgb(root / real / "clean" / p.name))
-                for p in sorted(rainy_dir.iterdir())
-                if p.suffix.lower() in exts
-            ]
-            out[real] = _summarise(rows)
-    return out
-
-
-def print_calibration(data_root: Any = "/work/shared/data", n_images: int = 120, seed: int = 0) -> None:
-    """Print :func:`calibrate`'s table (p5 / median / p95 of each statistic per preset and real set)."""
-    table = calibrate(data_root, n_images, seed)
-    keys = ("y_psnr", "mean", "coverage", "orientation", "coherence")
-    print(f"{'set':16s}" + "".join(f"{k:>26s}" for k in keys) + "   (p5 / median / p95)")
-    for name, stats in table.items():
-        print(f"{name:16s}" + "".join("{:>26s}".format("%.3g / %.3g / %.3g" % stats[k]) for k in keys))

@@ -1,6 +1,7 @@
-"""Evaluation: PSNR/SSIM under documented protocols, and paired-dataset discovery."""
+"""Evaluation: the evaluation loop (:mod:`.evaluate`); the metrics (:mod:`derain.metrics`) and paired-dataset
+discovery (:mod:`derain.data.pairs`) it uses are re-exported here."""
 
-from .metrics import (
+from ..metrics import (
     PROTOCOLS,
     Protocol,
     calculate_psnr,
@@ -16,7 +17,7 @@ from .metrics import (
     score,
     ssim_torch,
 )
-from .pairs import LAYOUTS, DatasetError, Layout, Pair, PairSet, check_sizes, find_pairs, natural_key
+from ..data.pairs import LAYOUTS, DatasetError, Layout, Pair, PairSet, check_sizes, find_pairs, natural_key
 
 __all__ = [
     "LAYOUTS",

@@ -31,8 +31,8 @@ from tqdm import tqdm
 from ..inference.derainer import Derainer
 from ..io.atomic import atomic_output
 from ..io.images import read_image
-from .metrics import get_protocol, quantize
-from .pairs import Pair, PairSet, find_pairs
+from ..metrics import get_protocol, quantize
+from ..data.pairs import Pair, PairSet, find_pairs
 
 __all__ = ["ImageResult", "EvalResult", "evaluate", "PROTOCOL_CHOICES", "expand_protocols"]
 

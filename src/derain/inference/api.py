@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .derainer import Derainer
+from .tiling import DEFAULT_OVERLAP
 
 __all__ = ["derain", "get_derainer"]
 
@@ -44,7 +45,7 @@ T = TypeVar("T")
 def _named(name: str, device: str, precision: str) -> Derainer:
     from ..models.registry import create_model
 
-    return Derainer(create_model(name, pretrained=True), device=device, precision=precision)
+    return Derainer(create_model(name, pretrained=True), device=device, precision=precision, owned=True)
 
 
 def get_derainer(model: str | nn.Module | Derainer | None = None, device: str = "cpu", precision: str = "auto") -> Derainer:
@@ -56,12 +57,6 @@ def get_derainer(model: str | nn.Module | Derainer | None = None, device: str = 
     if model is None or isinstance(model, str):
         return _named(model or "default", str(device), precision)
     raise TypeError(f"model must be a registered name, an nn.Module or a Derainer, got {type(model).__name__}")
-
-
-def _run_rgb(derainer: Derainer, rgb: np.ndarray, tile: int | None, overlap: int) -> np.ndarray:
-    """``H×W×3`` float32 [0, 1] → derained ``H×W×3`` float32."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-    return derainer.run_tiled(x, tile, overlap)[0].permute(1, 2, 0).numpy()
 
 
 def _derain_array(derainer: Derainer, image: np.ndarray, tile: int | None, overlap: int) -> np.ndarray:
@@ -82,13 +77,19 @@ def _derain_array(derainer: Derainer, image: np.ndarray, tile: int | None, overl
         raise ValueError(f"expected an H×W, H×W×1, H×W×3 or H×W×4 image, got shape {image.shape}")
     colour = image.reshape(image.shape[0], image.shape[1], channels)
     rgb_src = colour[:, :, :3] if channels >= 3 else np.repeat(colour, 3, axis=2)
-    rgb = rgb_src.astype(np.float32) / np.float32(scale)
-    out = _run_rgb(derainer, rgb, tile, overlap)
+    # no full-size copies beyond the one result buffer: a 40 MP photo is 480 MB per float32 copy
+    rgb = np.asarray(rgb_src, dtype=np.float32)
+    if scale != 1.0:
+        rgb = rgb / np.float32(scale)
+    out = derainer.derain_rgb(rgb, tile, overlap)
+    del rgb
     if channels == 1:
         out = out.mean(axis=2, keepdims=True, dtype=np.float32)
     if scale != 1.0:
-        out = np.floor(out * np.float32(scale) + np.float32(0.5))
-    result = out.astype(dtype)
+        out *= np.float32(scale)
+        out += np.float32(0.5)
+        np.floor(out, out=out)
+    result = out.astype(dtype, copy=False)
     if channels == 4:
         result = np.concatenate([result, image[:, :, 3:4]], axis=2)
     return result.reshape(image.shape)
@@ -110,7 +111,7 @@ def derain(
     model: str | nn.Module | Derainer | None = None,
     precision: str = "auto",
     tile: int | None = None,
-    tile_overlap: int = 32,
+    tile_overlap: int = DEFAULT_OVERLAP,
     device: str = "cpu",
 ) -> T:
     """Remove rain from ``image`` (PIL image, numpy array or torch tensor); returns the same kind.
@@ -142,7 +143,7 @@ def derain(
         from ..io.images import photo_from_pil, photo_to_pil
 
         photo = photo_from_pil(image)
-        result = photo_to_pil(photo, _run_rgb(derainer, photo.rgb, tile, tile_overlap))
+        result = photo_to_pil(photo, derainer.derain_rgb(photo.rgb, tile, tile_overlap))
         if result.mode != image.mode and image.mode != "F":
             try:  # back to the caller's mode (P: adaptive palette, 1: dithered, CMYK, I, ...)
                 result = result.convert(image.mode)

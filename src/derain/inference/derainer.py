@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch import nn
 
 from .precision import autocast, prepare_model, resolve_precision
+from .tiling import DEFAULT_OVERLAP
 
 __all__ = ["Derainer", "DerainerBase"]
 
 
 class DerainerBase:
-    """What every inference backend shares: tiling and the numpy-image call, on top of ``run_tensor``."""
+    """What every inference backend shares, on top of ``run_tensor``: tiling (:meth:`run_tiled`, the tensor
+    path) and :meth:`derain_rgb` (the array path that the API, the CLI and the service use)."""
 
     def run_tensor(self, batch: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def run_tiled(self, batch: torch.Tensor, tile: int | None = None, overlap: int = 32) -> torch.Tensor:
+    def run_tiled(self, batch: torch.Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
         """:meth:`run_tensor` in overlapping, blended tiles (bounded memory; see :mod:`derain.inference.tiling`).
 
         ``tile=None`` tiles only large images (automatic), ``0`` never tiles, ``N`` uses ``N×N`` tiles.
@@ -27,8 +33,17 @@ class DerainerBase:
         size = resolve_tile(tile, int(batch.shape[-2]), int(batch.shape[-1]))
         return self.run_tensor(batch) if size is None else derain_tiled(self.run_tensor, batch, size, overlap)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """Derain an ``H×W×3`` numpy image: float in [0, 1] → float32; uint8 / uint16 → the same dtype."""
+    def derain_rgb(self, rgb: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+        """``H×W×3`` float32 in [0, 1] → derained ``H×W×3`` float32 (a view of the result tensor, no copy),
+        tiled per :meth:`run_tiled`."""
+        x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+        return self.run_tiled(x, tile, overlap)[0].permute(1, 2, 0).numpy()
+
+    def __call__(self, image: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+        """Derain an ``H×W×3`` numpy image: float in [0, 1] → float32; uint8 / uint16 → the same dtype.
+
+        Large images are tiled as :meth:`run_tiled` says (``tile=None``: automatic above 1 MP).
+        """
         if not isinstance(image, np.ndarray):
             raise TypeError(f"expected an H×W×3 numpy array (derain.derain takes PIL images and tensors), got {type(image).__name__}")
         if image.ndim != 3 or image.shape[2] != 3:
@@ -36,10 +51,10 @@ class DerainerBase:
         scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
         if scale is None and not np.issubdtype(image.dtype, np.floating):
             raise TypeError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+        rgb = np.asarray(image, dtype=np.float32)
         if scale is not None:
-            x = x / scale
-        out = self.run_tensor(x)[0].permute(1, 2, 0).numpy()
+            rgb = rgb / np.float32(scale)
+        out = self.derain_rgb(rgb, tile, overlap)
         return out if scale is None else np.round(out * scale).astype(image.dtype)
 
 
@@ -48,8 +63,12 @@ class Derainer(DerainerBase):
 
     ``derainer(image)`` takes an ``H×W×3`` numpy image (float in [0, 1], uint8 or uint16) and returns
     the derained image of the same size and dtype, clamped; :meth:`run_tensor` does the same for
-    ``(B, 3, H, W)`` float tensors. ``model`` is a registered name (its bundled weights) or a module
-    (put in eval mode on ``device``, channels_last for reduced precision).
+    ``(B, 3, H, W)`` float tensors. ``model`` is a registered name (its bundled weights, loaded and
+    prepared here: eval mode on ``device``, channels_last weights for reduced precision) or a module.
+    A module is never changed: it runs in eval mode during each call (its own modes restored after),
+    as it is (device, dtype, layout) when it is already on ``device``, else as a copy moved there;
+    ``owned=True`` says the module was made for this Derainer (just loaded), which then prepares it
+    in place like a named model.
 
     Example:
         >>> import derain
@@ -64,6 +83,8 @@ class Derainer(DerainerBase):
         device: str | torch.device = "cpu",
         precision: str = "auto",
         threads: int | None = None,
+        *,
+        owned: bool = False,
     ) -> None:
         if isinstance(model, str):
             from ..models.registry import create_model
@@ -76,7 +97,11 @@ class Derainer(DerainerBase):
         torch.set_flush_denormal(True)  # tiny activations otherwise slow CPU convolutions down by 10-40x
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.model = prepare_model(model, self.precision, self.device)
+        owned = owned or isinstance(model, str)
+        if not owned and not _is_on(model, self.device):
+            model, owned = copy.deepcopy(model), True
+        self._owned = owned
+        self.model = prepare_model(model, self.precision, self.device) if owned else model
 
     @torch.inference_mode()
     def run_tensor(self, batch: torch.Tensor) -> torch.Tensor:
@@ -84,6 +109,29 @@ class Derainer(DerainerBase):
         x = batch.to(self.device, torch.float32)
         if self.precision != "fp32":
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.precision, self.device):
+        with _eval_mode(self.model), autocast(self.precision, self.device):
             out = self.model(x)
         return out.float().clamp_(0, 1).cpu().contiguous()
+
+
+def _is_on(model: nn.Module, device: torch.device) -> bool:
+    """Whether every parameter and buffer of ``model`` is on ``device`` (``cuda`` matches the current CUDA device)."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    tensors = [*model.parameters(), *model.buffers()]
+    return all(t.device == device for t in tensors)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block, every submodule's own mode restored after (no-op if already eval)."""
+    modes = [(m, m.training) for m in model.modules() if m.training]
+    if not modes:
+        yield
+        return
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training

@@ -72,17 +72,17 @@ class _PaddedCore(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.filter(x, self.model.predict_kernels(x))
+        return self.model.padded_forward(x)
 
 
 def exportable_core(model: nn.Module) -> tuple[nn.Module, int]:
     """The module to export for ``model`` and the multiple its inputs' sides must have.
 
-    EfDeRain-like models (``predict_kernels`` + ``filter`` and ``config.multiple``) → their padded
-    core; anything else is exported as it is, with multiple 1.
+    EfDeRain-like models (``padded_forward`` and ``config.multiple``) → their padded core; anything
+    else is exported as it is, with multiple 1.
     """
     multiple = int(getattr(getattr(model, "config", None), "multiple", 1) or 1)
-    if multiple > 1 and hasattr(model, "predict_kernels") and hasattr(model, "filter"):
+    if multiple > 1 and hasattr(model, "padded_forward"):
         return _PaddedCore(model), multiple
     return model, 1
 
@@ -95,11 +95,12 @@ def _architecture_metadata(model: nn.Module) -> dict[str, str]:
             meta["derain.config"] = json.dumps(config.to_dict(), sort_keys=True)
         except (TypeError, ValueError):
             pass
-    from ..models.registry import ARCHITECTURES
+    from ..models.architectures import architecture_of
 
-    for name, (cls, _) in ARCHITECTURES.items():
-        if type(model) is cls:
-            meta["derain.architecture"] = name
+    try:
+        meta["derain.architecture"] = architecture_of(model)
+    except ValueError:  # any other module exports without an architecture name
+        pass
     return meta
 
 

@@ -19,10 +19,10 @@ as :class:`~derain.inference.derainer.Derainer` or the ONNX Runtime backend), an
   input size — H.264 in 4:4:4 (High 4:4:4 profile) decodes with FFmpeg/VLC/mpv but not in every
   browser or phone; only a codec with none of those formats gets the frames edge-padded by one
   pixel to even sides (a warning says so, and :attr:`VideoResult.padded` is set).
-* **Atomic.** The result is written to a hidden temporary file next to ``dst``
-  (``.<name>.<random>.part<ext>``) and moved over ``dst`` with :func:`os.replace` only when
-  complete; on any error or ``KeyboardInterrupt`` the temporary file is deleted and ``dst`` is left
-  as it was.
+* **Atomic.** The result is written through :func:`derain.io.atomic.atomic_output` to a hidden
+  temporary file next to ``dst`` (``.<name>.<random>.part<ext>``: the container is chosen by the
+  extension) and moved over ``dst`` only when complete; on any error or ``KeyboardInterrupt`` the
+  temporary file is deleted and ``dst`` is left as it was.
 
 Colour: frames are converted to RGB and back with FFmpeg's default (BT.601) matrices both ways, so
 the round trip is consistent; colour tags of the input are not copied. Rotation metadata of phone
@@ -31,10 +31,10 @@ videos is not carried over.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -43,6 +43,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..io.atomic import atomic_output
+from .tiling import DEFAULT_OVERLAP
 
 __all__ = [
     "VideoError",
@@ -53,7 +56,6 @@ __all__ = [
     "derain_video",
     "parse_bitrate",
     "probe_video",
-    "temp_path_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,13 +146,26 @@ def _open_input(src: str | os.PathLike[str]) -> Any:
     except OSError as err:
         raise VideoError(f"{src}: cannot open ({err.strerror or err})") from None
     fmt = container.format.name
-    if fmt.endswith("_pipe") or fmt in ("image2", "tiff", "webp"):
+    if fmt.endswith("_pipe") or fmt in ("image2", "tiff", "webp", "tty"):
         container.close()
-        raise VideoError(f"{src}: is a still image, not a video (use `derain run` for photos)")
+        if _is_image(path):
+            raise VideoError(f"{src}: is a still image, not a video (use `derain run` for photos)")
+        raise VideoError(f"{src}: not a readable video file (FFmpeg can only read it as {fmt})")
     if not container.streams.video:
         container.close()
         raise VideoError(f"{src}: has no video stream")
     return container
+
+
+def _is_image(path: Path) -> bool:
+    """Whether Pillow recognises ``path`` as an image (header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return False
 
 
 def _frame_rate(stream: Any) -> Fraction | None:
@@ -178,14 +193,6 @@ def probe_video(src: str | os.PathLike[str]) -> VideoInfo:
             codec=vs.codec_context.name,
             audio_codecs=tuple(a.codec_context.name for a in container.streams.audio),
         )
-
-
-def temp_path_for(dst: str | os.PathLike[str]) -> Path:
-    """Create (empty) and return the hidden temporary file :func:`derain_video` writes before the rename."""
-    dst = Path(dst)
-    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=f"{TEMP_MARKER}{dst.suffix}")
-    os.close(fd)
-    return Path(name)
 
 
 def _is_subsampled(pix_fmt: str) -> tuple[bool, bool]:
@@ -278,6 +285,87 @@ def _encoder_stream(out: Any, codec_name: str, rate: Fraction | None, time_base:
     return stream, pad
 
 
+def _copy_audio_streams(out: Any, in_audio: list[Any], dst_path: Path) -> tuple[dict[int, Any], list[str]]:
+    """Output streams for the input audio streams the container can hold (index → stream), and the codecs dropped."""
+    audio_map: dict[int, Any] = {}
+    dropped: list[str] = []
+    supported = out.supported_codecs
+    for a in in_audio:
+        name = a.codec_context.name
+        if name not in supported:
+            dropped.append(name)
+            log.warning("audio stream #%d (%s) cannot be stored in %s; dropped (use .mkv to keep it)", a.index, name, dst_path.suffix or "this container")
+            continue
+        audio_map[a.index] = out.add_stream_from_template(a)
+    return audio_map, dropped
+
+
+def _frame_total(vs: Any, rate: Fraction | None) -> int:
+    """The video stream's frame count as declared, else estimated from its duration (0: unknown)."""
+    total = int(vs.frames or 0)
+    if not total and vs.duration and rate:
+        total = round(float(vs.duration * vs.time_base * rate))
+    return total
+
+
+def _derain_frames(derainer: Any, frames: list[Any], *, tile: int | None, tile_overlap: int, pad: tuple[int, int]) -> np.ndarray:
+    """Decoded frames → derained ``(N, H, W, 3)`` uint8 RGB, edge-padded by ``pad`` (rows, columns) for the encoder."""
+    rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
+    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0)
+    if tile != 0 and hasattr(derainer, "run_tiled"):
+        y = derainer.run_tiled(x, tile, tile_overlap)
+    else:
+        y = derainer.run_tensor(x)
+    arr = y.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    if any(pad):
+        arr = np.pad(arr, ((0, 0), (0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
+    return arr
+
+
+def _transcode(inp: Any, vs: Any, out: Any, ovs: Any, audio_map: dict[int, Any], derain_frames: Any, batch: int,
+               time_base: Fraction, rate: Fraction | None, bar: Any) -> int:
+    """Demux ``inp``: video frames derained in batches and encoded into ``ovs``, audio packets copied; frames written."""
+    import av
+
+    pending: list[Any] = []
+    written = 0
+    last_pts: int | None = None
+    step = max(1, int(round(1 / (rate * time_base)))) if rate else 1
+
+    def flush() -> None:
+        nonlocal written
+        if not pending:
+            return
+        for src_frame, img in zip(pending, derain_frames(pending)):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = src_frame.pts
+            frame.time_base = time_base
+            for packet in ovs.encode(frame):
+                out.mux(packet)
+        written += len(pending)
+        bar.update(len(pending))
+        pending.clear()
+
+    for packet in inp.demux(vs, *[a for a in inp.streams.audio if a.index in audio_map]):
+        if packet.stream.index == vs.index:
+            for frame in packet.decode():
+                if frame.pts is None:  # raw streams: frames at the frame rate
+                    frame.pts = 0 if last_pts is None else last_pts + step
+                elif last_pts is not None and frame.pts <= last_pts:
+                    frame.pts = last_pts + 1  # encoders need strictly increasing timestamps
+                last_pts = frame.pts
+                pending.append(frame)
+                if len(pending) >= batch:
+                    flush()
+        elif packet.dts is not None:  # a flush packet at EOF has none
+            packet.stream = audio_map[packet.stream.index]
+            out.mux(packet)
+    flush()
+    for packet in ovs.encode(None):
+        out.mux(packet)
+    return written
+
+
 def derain_video(
     derainer: Any,
     src: str | os.PathLike[str],
@@ -290,14 +378,14 @@ def derain_video(
     pix_fmt: str | None = None,
     threads: int | None = None,
     tile: int | None = 0,
-    tile_overlap: int = 32,
+    tile_overlap: int = DEFAULT_OVERLAP,
     audio: bool = True,
     progress: bool | None = None,
 ) -> VideoResult:
     """Derain the first video stream of ``src`` into ``dst`` (atomically); copy its audio as is.
 
     Args:
-        derainer: an object with ``run_tensor`` (and optionally ``run_tiled``), e.g. a ``Derainer``.
+        derainer: an object with ``run_tensor`` (and ``run_tiled`` for ``tile != 0``), e.g. a ``Derainer``.
         batch: frames derained together.
         codec: video encoder (FFmpeg name).
         bitrate: target bit rate (``"4M"``, ``800000``); exclusive with ``crf``.
@@ -327,9 +415,8 @@ def derain_video(
         raise VideoError(f"{dst_path.parent}: output folder does not exist")
 
     start = time.perf_counter()
-    tmp: Path | None = None
     try:
-        with _open_input(src_path) as inp:
+        with _open_input(src_path) as inp, atomic_output(dst_path, suffix=TEMP_MARKER + dst_path.suffix) as tmp:
             vs = inp.streams.video[0]
             vs.thread_type = "AUTO"
             if threads:
@@ -341,77 +428,22 @@ def derain_video(
             rate = _frame_rate(vs)
             in_audio = list(inp.streams.audio) if audio else []
 
-            tmp = temp_path_for(dst_path)
             try:
                 out = av.open(str(tmp), "w", options={"movflags": "+faststart"} if dst_path.suffix.lower() in (".mp4", ".mov", ".m4v") else {})
             except (av.error.FFmpegError, ValueError) as err:
                 raise VideoError(f"{dst}: cannot write this file type ({err})") from None
             with out:
                 ovs, pad = _encoder_stream(out, codec, rate, time_base, width, height, pix_fmt, bits, crf, threads)
-                audio_map: dict[int, Any] = {}
-                dropped: list[str] = []
-                supported = out.supported_codecs
-                for a in in_audio:
-                    name = a.codec_context.name
-                    if name not in supported:
-                        dropped.append(name)
-                        log.warning("audio stream #%d (%s) cannot be stored in %s; dropped (use .mkv to keep it)", a.index, name, dst_path.suffix or "this container")
-                        continue
-                    audio_map[a.index] = out.add_stream_from_template(a)
+                audio_map, dropped = _copy_audio_streams(out, in_audio, dst_path)
                 if pad:
                     log.warning("codec %s needs even frame sides: %dx%d is padded to %dx%d", codec, width, height, ovs.width, ovs.height)
-
-                total = int(vs.frames or 0)
-                if not total and vs.duration and rate:
-                    total = round(float(vs.duration * vs.time_base * rate))
-                bar = tqdm(total=total or None, unit="frame", file=sys.stderr, disable=None if progress is None else not progress,
-                           dynamic_ncols=True, desc=dst_path.name)
-                pending: list[Any] = []
-                written = 0
-                last_pts: int | None = None
-                step = max(1, int(round(1 / (rate * time_base)))) if rate else 1
-
-                def flush() -> None:
-                    nonlocal written
-                    if not pending:
-                        return
-                    rgb = np.stack([f.to_ndarray(format="rgb24") for f in pending])
-                    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0)
-                    if tile != 0 and hasattr(derainer, "run_tiled"):
-                        y = derainer.run_tiled(x, tile, tile_overlap)
-                    else:
-                        y = derainer.run_tensor(x)
-                    arr = y.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-                    if pad:
-                        arr = np.pad(arr, ((0, 0), (0, ovs.height - height), (0, ovs.width - width), (0, 0)), mode="edge")
-                    for src_frame, img in zip(pending, arr):
-                        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                        frame.pts = src_frame.pts
-                        frame.time_base = time_base
-                        for packet in ovs.encode(frame):
-                            out.mux(packet)
-                    written += len(pending)
-                    bar.update(len(pending))
-                    pending.clear()
-
+                bar = tqdm(total=_frame_total(vs, rate) or None, unit="frame", file=sys.stderr,
+                           disable=None if progress is None else not progress, dynamic_ncols=True, desc=dst_path.name)
+                derain_frames = functools.partial(
+                    _derain_frames, derainer, tile=tile, tile_overlap=tile_overlap, pad=(ovs.height - height, ovs.width - width)
+                )
                 try:
-                    for packet in inp.demux(vs, *[a for a in in_audio if a.index in audio_map]):
-                        if packet.stream.index == vs.index:
-                            for frame in packet.decode():
-                                if frame.pts is None:  # raw streams: frames at the frame rate
-                                    frame.pts = 0 if last_pts is None else last_pts + step
-                                elif last_pts is not None and frame.pts <= last_pts:
-                                    frame.pts = last_pts + 1  # encoders need strictly increasing timestamps
-                                last_pts = frame.pts
-                                pending.append(frame)
-                                if len(pending) >= batch:
-                                    flush()
-                        elif packet.dts is not None:  # a flush packet at EOF has none
-                            packet.stream = audio_map[packet.stream.index]
-                            out.mux(packet)
-                    flush()
-                    for packet in ovs.encode(None):
-                        out.mux(packet)
+                    written = _transcode(inp, vs, out, ovs, audio_map, derain_frames, batch, time_base, rate, bar)
                 finally:
                     bar.close()
                 if written == 0:
@@ -420,16 +452,8 @@ def derain_video(
                     frames=written, seconds=0.0, width=ovs.width, height=ovs.height, pix_fmt=ovs.pix_fmt, codec=codec,
                     audio_streams=len(audio_map), padded=pad, dropped_audio=dropped,
                 )
-        os.replace(tmp, dst_path)
-        tmp = None
     except av.error.FFmpegError as err:
         raise VideoError(f"{src}: video processing failed: {err.strerror or err}") from None
-    finally:
-        if tmp is not None:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
     result.seconds = time.perf_counter() - start
     return result
 

@@ -50,14 +50,28 @@ def remove_stale_temporaries(path: str | os.PathLike[str], suffix: str = ".tmp")
     return removed
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system tells (Linux), else by setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a hidden temporary path next to ``path``; on success it replaces ``path`` (``os.replace``).
 
     On any exception (Ctrl-C included; the CLI turns SIGTERM into Ctrl-C) the temporary file is removed
     and ``path`` is untouched; temporaries that a killed process left for ``path`` are removed first
-    (:func:`remove_stale_temporaries`). The writer creates the temporary file itself, so it gets
-    ordinary permissions (umask).
+    (:func:`remove_stale_temporaries`). The result gets ordinary permissions (``0o666`` less the umask)
+    whatever mode the writer created it with (some libraries create 0600 files).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +79,7 @@ def atomic_output(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterato
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

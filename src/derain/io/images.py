@@ -50,7 +50,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -69,6 +69,10 @@ __all__ = [
     "photo_from_pil",
     "photo_to_pil",
     "read_image",
+    "image_size",
+    "extension_for",
+    "FORMAT_EXTENSIONS",
+    "ReadErrorKind",
     "resolve_format",
     "save_photo",
 ]
@@ -77,17 +81,27 @@ __all__ = [
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
 
-class ImageReadError(ValueError):
-    """A file cannot be read as an image (missing, corrupt, truncated, not an image, too large).
+ReadErrorKind = Literal["missing", "unreadable", "empty", "not_image", "corrupt", "too_large", "unsupported"]
 
-    ``path`` and ``reason`` (when given) hold the file's name and the bare reason, so a caller can
-    print ``PATH: reason`` lines.
+
+class ImageReadError(ValueError):
+    """A file cannot be read as an image.
+
+    ``path`` and ``reason`` hold the file's name and the bare reason, so a caller can print
+    ``PATH: reason`` lines; ``kind`` says which failure it is, for callers that map failures to
+    statuses (the service's HTTP codes): ``missing`` (no such file, not a file), ``unreadable``
+    (permissions), ``empty`` (0 bytes), ``not_image`` (no format recognises it), ``corrupt`` (a known
+    format with a broken header or data), ``too_large`` (over the pixel limit, or out of memory) or
+    ``unsupported`` (an animation or a multi-page file).
     """
 
-    def __init__(self, message: str, *, path: str | None = None, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | None = None, reason: str | None = None, kind: ReadErrorKind = "corrupt"
+    ) -> None:
         super().__init__(message)
         self.path = path
         self.reason = reason if reason is not None else message
+        self.kind = kind
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:
@@ -108,30 +122,49 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read ``path`` as an ``H×W×3`` uint8 RGB array (EXIF orientation applied).
+def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
+    """Read ``path`` as an ``H×W×3`` uint8 RGB array: :func:`load_photo` (EXIF orientation applied, the
+    pixel limit ``max_pixels``, default :data:`DEFAULT_MAX_PIXELS`), grey repeated into three channels,
+    16-bit scaled to 8, alpha dropped. The reader of training, evaluation and the benchmarks.
 
     Raises :class:`ImageReadError` (a ``ValueError``) naming the file when it is missing, not an
-    image, corrupt or truncated, or larger than ``PIL.Image.MAX_IMAGE_PIXELS``.
+    image, corrupt or truncated, or larger than the limit.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ImageReadError(f"cannot read image {file}: no such file")
+    photo = load_photo(path, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
+    return _quantize(photo.rgb, 8)
+
+
+def image_size(path: str | os.PathLike[str], max_pixels: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` of the image at ``path`` as displayed (EXIF orientation applied), from its header.
+
+    Raises :class:`ImageReadError` like :func:`read_image` for files it cannot open or over the limit.
+    """
+    name = str(path)
+    if not Path(path).is_file():
+        raise _fail(name, "no such file" if not Path(path).exists() else "not a file", "missing")
+    img = _open(lambda: str(path), name, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file) as img:
-                img.load()
-                return _to_rgb8(ImageOps.exif_transpose(img))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageReadError(
-            f"cannot read image {file}: too many pixels ({err}); raise PIL.Image.MAX_IMAGE_PIXELS "
-            f"(now {Image.MAX_IMAGE_PIXELS}) if the file is trusted"
-        ) from err
-    except UnidentifiedImageError as err:
-        raise ImageReadError(f"cannot read image {file}: not an image file Pillow can identify") from err
-    except (OSError, SyntaxError, ValueError, EOFError) as err:  # truncated / corrupt data
-        raise ImageReadError(f"cannot read image {file}: corrupt or truncated ({err})") from err
+        width, height = img.size
+        if img.getexif().get(0x0112) in (5, 6, 7, 8):  # displayed rotated by 90°: the sides swap
+            width, height = height, width
+    except Exception as err:  # noqa: BLE001 - a broken EXIF block is a broken header
+        raise _fail(name, f"corrupt or truncated image header ({type(err).__name__}: {err})") from None
+    finally:
+        img.close()
+    return width, height
+
+
+#: File extension written for each Pillow output format.
+FORMAT_EXTENSIONS: dict[str, str] = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tiff", "BMP": ".bmp", "GIF": ".gif"}
+
+
+def extension_for(fmt: str) -> str:
+    """The file extension for Pillow format ``fmt``.
+
+    >>> extension_for("JPEG"), extension_for("TIFF"), extension_for("PPM")
+    ('.jpg', '.tiff', '.ppm')
+    """
+    return FORMAT_EXTENSIONS.get(fmt, "." + fmt.lower())
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,9 +222,20 @@ class Photo:
             return "I;16" if base == "L" else base + ";16"
         return base
 
+    def without_pixels(self) -> Photo:
+        """This photo without its input pixels (a zero-memory stand-in of the same shape): all that writing a
+        result like it needs, so a caller can free the input (480 MB for a 40 MP photo) before encoding.
 
-def _fail(name: str, reason: str) -> ImageReadError:
-    return ImageReadError(f"cannot read image {name}: {reason}", path=name, reason=reason)
+        >>> p = Photo(np.zeros((4, 6, 3), np.float32))
+        >>> q = p.without_pixels()
+        >>> q.size, q.rgb.strides
+        ((6, 4), (0, 0, 0))
+        """
+        return replace(self, rgb=np.broadcast_to(np.zeros(1, np.float32), self.rgb.shape))
+
+
+def _fail(name: str, reason: str, kind: ReadErrorKind = "corrupt") -> ImageReadError:
+    return ImageReadError(f"cannot read image {name}: {reason}", path=name, reason=reason, kind=kind)
 
 
 def _open(make_source: Any, name: str, max_pixels: int | None) -> Image.Image:
@@ -214,9 +258,9 @@ def _open(make_source: Any, name: str, max_pixels: int | None) -> Image.Image:
                 finally:
                     Image.MAX_IMAGE_PIXELS = saved
     except UnidentifiedImageError:
-        raise _fail(name, "not an image file (or a format Pillow cannot read)") from None
+        raise _fail(name, "not an image file (or a format Pillow cannot read)", "not_image") from None
     except (PermissionError, FileNotFoundError, IsADirectoryError) as err:
-        raise _fail(name, f"cannot open ({err.strerror or err})") from None
+        raise _fail(name, f"cannot open ({err.strerror or err})", "unreadable") from None
     except Exception as err:  # noqa: BLE001 - any header parsing failure is a bad file
         raise _fail(name, f"corrupt or truncated image header ({type(err).__name__}: {err})") from None
     width, height = img.size
@@ -226,6 +270,7 @@ def _open(make_source: Any, name: str, max_pixels: int | None) -> Image.Image:
             name,
             f"image too large: {width}x{height} = {width * height:,} pixels exceeds the limit of "
             f"{max_pixels:,} (raise it with --max-pixels / max_pixels= if the file is trusted)",
+            "too_large",
         )
     if width < 1 or height < 1:
         img.close()
@@ -238,7 +283,7 @@ def _open(make_source: Any, name: str, max_pixels: int | None) -> Image.Image:
     if frames > 1 and img.format != "MPO":
         kind = "multi-page" if img.format == "TIFF" else "animated"
         img.close()
-        raise _fail(name, f"{kind} {img.format} with {frames} frames is not supported (extract one frame first)")
+        raise _fail(name, f"{kind} {img.format} with {frames} frames is not supported (extract one frame first)", "unsupported")
     return img
 
 
@@ -410,7 +455,7 @@ def load_photo(
         data = bytes(source)
         label = name or "<bytes>"
         if not data:
-            raise _fail(label, "empty file (0 bytes)")
+            raise _fail(label, "empty file (0 bytes)", "empty")
 
         def make_source() -> Any:
             return io.BytesIO(data)
@@ -421,14 +466,14 @@ def load_photo(
         file = Path(source)
         label = name or str(source)
         if not file.exists():
-            raise _fail(label, "no such file")
+            raise _fail(label, "no such file", "missing")
         if not file.is_file():
-            raise _fail(label, "not a file")
+            raise _fail(label, "not a file", "missing")
         try:
             if file.stat().st_size == 0:
-                raise _fail(label, "empty file (0 bytes)")
+                raise _fail(label, "empty file (0 bytes)", "empty")
         except OSError as err:
-            raise _fail(label, f"cannot access ({err.strerror or err})") from None
+            raise _fail(label, f"cannot access ({err.strerror or err})", "unreadable") from None
 
         def make_source() -> Any:
             return str(file)
@@ -461,7 +506,7 @@ def _decode(open_image: Any, label: str) -> Photo:
         except ImageReadError:
             raise
         except MemoryError:
-            raise _fail(label, "not enough memory to decode it") from None
+            raise _fail(label, "not enough memory to decode it", "too_large") from None
         except Exception as err:  # noqa: BLE001 - truncated / corrupt pixel data, whatever the codec raises
             raise _fail(label, f"corrupt or truncated image data ({type(err).__name__}: {err})") from None
     finally:

@@ -1,14 +1,15 @@
-"""Model files: our safetensors format (config in the metadata) and released PyTorch state dicts.
+"""Model files, file-level only: our safetensors format (config in the metadata) and released PyTorch state dicts.
 
 * :func:`save_model` writes ``.safetensors`` with ``derain.architecture`` and ``derain.config``
-  (JSON) in its metadata, so :func:`load_model` needs nothing else.
-* :func:`load_model` also reads raw state dicts (``.pth``/``.pt``, e.g. the released
+  (JSON) in its metadata, so :func:`read_model` needs nothing else.
+* :func:`read_state_dict` reads our files and raw state dicts (``.pth``/``.pt``, e.g. the released
   ``v3_rain100H.pth``, or PReNet's weights) with ``torch.load(weights_only=True)`` (no pickled
-  code runs) into a registered architecture named by ``name``; a ``module.`` prefix from
-  DataParallel is removed.
+  code runs); a ``module.`` prefix from DataParallel is removed. :func:`load_state_dict_strict`
+  puts them into a model.
 
 Every load is strict: a file that does not fit the architecture raises :class:`CheckpointError`
-naming the first missing, unexpected or mis-shaped key.
+naming the first missing, unexpected or mis-shaped key. Names of registered models are resolved
+one level up, by :func:`derain.models.registry.create_model` and :func:`~derain.models.registry.load_model`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..io.atomic import atomic_output
-from .registry import ARCHITECTURES, build_architecture, bundled_weights_path, model_spec
+from .architectures import architecture_of, build_architecture
 
-__all__ = ["CheckpointError", "save_model", "load_model", "load_state_dict_strict", "read_state_dict", "load_training_state"]
+__all__ = [
+    "CheckpointError",
+    "load_state_dict_strict",
+    "load_training_state",
+    "read_model",
+    "read_state_dict",
+    "save_model",
+]
 
 FORMAT_VERSION = "1"
 
@@ -35,11 +43,11 @@ class CheckpointError(ValueError):
     """A model file cannot be read or does not match the architecture."""
 
 
-def _architecture_of(model: nn.Module) -> str:
-    for name, (cls, _) in ARCHITECTURES.items():
-        if type(model) is cls:
-            return name
-    raise CheckpointError(f"{type(model).__name__} is not a registered architecture ({sorted(ARCHITECTURES)})")
+def _architecture(model: nn.Module) -> str:
+    try:
+        return architecture_of(model)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def save_model(
@@ -55,7 +63,7 @@ def save_model(
     path = Path(path)
     meta = {
         "derain.format_version": FORMAT_VERSION,
-        "derain.architecture": _architecture_of(model),
+        "derain.architecture": _architecture(model),
         "derain.config": json.dumps(model.config.to_dict()),  # type: ignore[attr-defined]
         "derain.name": str(getattr(model, "registry_name", "")),
         **{str(k): str(v) for k, v in (metadata or {}).items()},
@@ -142,33 +150,16 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, Tensor], source
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def load_model(
-    path: str | os.PathLike[str] | None = None,
-    name: str | None = None,
-    device: str | torch.device = "cpu",
-) -> nn.Module:
-    """Load a model in eval mode.
-
-    * ``load_model()`` — the bundled default model.
-    * ``load_model("model.safetensors")`` — architecture and config from the file's metadata.
-    * ``load_model("v3_rain100H.pth", name="efderain-paper")`` — a raw state dict into a registered config
-      (``name`` also overrides the config stored in a safetensors file).
-    """
-    if path is None:
-        path = bundled_weights_path(name or "default")
+def read_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """The model in a file written by :func:`save_model` (architecture and config from its metadata), in eval mode."""
     state, meta = read_state_dict(path)
-    if name is not None:
-        model = model_spec(name).build()
-    elif "derain.architecture" in meta and "derain.config" in meta:
-        try:
-            config: dict[str, Any] = json.loads(meta["derain.config"])
-            model = build_architecture(meta["derain.architecture"], config)
-        except (ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: bad model config in metadata ({e})") from None
-    else:
-        raise CheckpointError(
-            f"{path} carries no architecture; name a registered model for it, e.g. name='efderain-paper'"
-        )
+    if "derain.architecture" not in meta or "derain.config" not in meta:
+        raise CheckpointError(f"{path} carries no architecture; name a registered model for it, e.g. name='efderain-paper'")
+    try:
+        config: dict[str, Any] = json.loads(meta["derain.config"])
+        model = build_architecture(meta["derain.architecture"], config)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad model config in metadata ({e})") from None
     load_state_dict_strict(model, state, source=str(path))
-    model.registry_name = name or meta.get("derain.name") or Path(path).stem  # type: ignore[assignment]
+    model.registry_name = meta.get("derain.name") or Path(path).stem  # type: ignore[assignment]
     return model.to(device).eval()

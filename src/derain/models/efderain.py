@@ -32,7 +32,7 @@ from .arch_config import ArchConfig
 from ..ops.fused_filter import fused_filter_supports, upsample_filter_fuse
 from ..ops.pixel_filter import pixel_dilation_filter2d
 
-__all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "pad_to_multiple", "pad_border"]
+__all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "GATE_INIT_BIAS", "pad_to_multiple", "pad_border"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ class EfDeRainConfig(ArchConfig):
             cannot shift brightness or colour globally. With either option the image is reflect-padded
             by the filters' reach so borders are not darkened by zero padding. State-dict keys are
             unchanged; both ``False`` = as released.
+        gate: the KPN also predicts a per-pixel rain gate ``m`` in (0, 1) (a 1×1 ``gate`` head on the
+            kernel features, sigmoid, upsampled like the kernels) and the output is ``x + m·(y − x)``
+            for the filtered-and-fused ``y``: where it sees no rain the network can return its input
+            exactly by closing the gate, instead of having to predict exact identity kernels. ``False`` =
+            as released (no ``gate`` parameters).
     """
 
     widths: tuple[int, ...] = (64, 128, 256, 512, 512)
@@ -78,6 +83,7 @@ class EfDeRainConfig(ArchConfig):
     identity_init: bool = False
     unit_kernels: bool = False
     channel_fusion: bool = False
+    gate: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -109,6 +115,11 @@ class EfDeRainConfig(ArchConfig):
 
 
 PAPER = EfDeRainConfig()
+GATE_INIT_BIAS = 3.0
+# The kernel features the gate reads are small (about 0.05-0.2 after ReLU), so the head's logits are
+# scaled: with Adam each parameter moves about ``lr`` per step whatever its gradient's size, and the
+# gain makes that a useful rate of change of the gate.
+GATE_GAIN = 10.0
 
 
 class Basic(nn.Sequential):
@@ -213,18 +224,25 @@ class EfDeRain(nn.Module):
         self.outc = nn.Conv2d(config.kernel_channels, config.kernel_channels, 1)
         if config.fusion:
             self.conv_final = nn.Conv2d(config.in_channels * len(config.dilations), config.in_channels, 3, padding=1)
+        if config.gate:
+            self.gate = nn.Conv2d(config.kernel_channels, 1, 1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Released init: ``xavier_normal_(gain=0.02)`` on conv weights, default bias init.
 
         With ``identity_init`` the kernels start as the centre tap (outc bias) and the fusion as the
-        mean over dilations, so the network starts as the identity instead of near zero.
+        mean over dilations, so the network starts as the identity instead of near zero. The ``gate``
+        starts open (bias :data:`GATE_INIT_BIAS`, ``m`` ≈ 0.95), so a gated network initialised from an
+        ungated one's weights starts close to it.
         """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight, gain=0.02)
         cfg = self.config
+        if cfg.gate:
+            with torch.no_grad():
+                self.gate.bias.fill_(GATE_INIT_BIAS / GATE_GAIN)
         if cfg.identity_init:
             k2 = cfg.kernel_size**2
             with torch.no_grad():
@@ -268,7 +286,9 @@ class EfDeRain(nn.Module):
         With ``size = (h, w)`` only the kernels of the top-left ``h×w`` pixels are computed at full
         resolution (same values: the upsampling keeps its scale, only fewer rows and columns).
         """
-        feat = self.kernel_features(x)
+        return self._kernels_from_features(self.kernel_features(x), size)
+
+    def _kernels_from_features(self, feat: Tensor, size: tuple[int, int] | None) -> Tensor:
         if self.config.outc_at_full_resolution:
             return _filtering_layout(self.apply_outc(_upsample(feat, self.kernel_scale, size)))
         # convert at low resolution: 4x less to copy
@@ -320,6 +340,29 @@ class EfDeRain(nn.Module):
         eye = torch.eye(c, dtype=w.dtype, device=w.device).view(c, 1, c, 1)
         g = g - g.mean((1, 3), keepdim=True) + eye / (n * k)
         return g.reshape(w.shape), b * 0  # zero, but in the graph: DDP expects every parameter to get a gradient
+
+    def gate_map(self, feat: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """The rain gate ``(B, 1, H, W)`` in (0, 1), fp32, from the kernel features (``config.gate`` only).
+
+        The logits (the head's output times :data:`GATE_GAIN`) are upsampled like the kernels (``size`` as
+        in :meth:`predict_kernels`), then squashed.
+        """
+        logits = self.gate(feat).float() * GATE_GAIN
+        return torch.sigmoid(_upsample(logits, self.kernel_scale, size))
+
+    def apply_gate(self, image: Tensor, filtered: Tensor, feat: Tensor) -> Tensor:
+        """``image + m·(filtered − image)`` with the gate ``m`` of ``feat`` (sizes of ``filtered``, top-left)."""
+        if not self.config.gate:
+            return filtered
+        gate = self.gate_map(feat, tuple(filtered.shape[-2:]))
+        image = image[..., : filtered.shape[-2], : filtered.shape[-1]].to(filtered.dtype)
+        return image + gate * (filtered - image)
+
+    def padded_forward(self, x: Tensor) -> Tensor:
+        """The network on ``x`` whose sides are multiples of ``config.multiple``, without padding or cropping
+        (eager full-resolution stage): the graph the ONNX export traces."""
+        feat = self.kernel_features(x)
+        return self.apply_gate(x, self.filter(x, self._kernels_from_features(feat, None)), feat)
 
     @property
     def border(self) -> int:
@@ -383,12 +426,14 @@ class EfDeRain(nn.Module):
         x = pad_border(x, lead)
         padded, (ph, pw) = pad_to_multiple(x, cfg.multiple)
         size = (min(padded.shape[-2], ph + reach - lead), min(padded.shape[-1], pw + reach - lead))
+        feat = self.kernel_features(padded)
+        image = padded[..., : size[0], : size[1]]
         if self.uses_fused_kernel(x):
-            low = _filtering_layout(self.apply_outc(self.kernel_features(padded)))
-            image = padded[..., : size[0], : size[1]]
+            low = _filtering_layout(self.apply_outc(feat))
             weight, bias = self.fusion_params()
             out = upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, weight, bias, (ph, pw))
         else:
-            out = self.filter(padded[..., : size[0], : size[1]], self.predict_kernels(padded, size))
+            out = self.filter(image, self._kernels_from_features(feat, size))
+        out = self.apply_gate(image, out, feat)
         return out[..., lead : lead + h, lead : lead + w]
 

@@ -11,15 +11,19 @@ True
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from .efderain import PAPER, EfDeRain, EfDeRainConfig
-from .prenet import PReNet, PReNetConfig
+from .architectures import ARCHITECTURES, build_architecture
+from .checkpoint import load_state_dict_strict, read_model, read_state_dict
+from .efderain import PAPER
+from .prenet import PReNetConfig
 
 __all__ = [
     "ModelSpec",
@@ -27,23 +31,11 @@ __all__ = [
     "list_models",
     "model_spec",
     "create_model",
+    "load_model",
     "ARCHITECTURES",
     "build_architecture",
     "bundled_weights_path",
 ]
-
-
-# architecture name -> (model class, config class); every model class has `.config.to_dict()`
-ARCHITECTURES: dict[str, tuple[type[nn.Module], Any]] = {"efderain": (EfDeRain, EfDeRainConfig)}
-ARCHITECTURES["prenet"] = (PReNet, PReNetConfig)
-
-
-def build_architecture(architecture: str, config: dict[str, Any]) -> nn.Module:
-    """Instantiate ``architecture`` (a key of :data:`ARCHITECTURES`) from a config dict."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
-    cls, config_cls = ARCHITECTURES[architecture]
-    return cls(config_cls.from_dict(dict(config)))
 
 
 @dataclass(frozen=True)
@@ -96,21 +88,52 @@ def bundled_weights_path(name: str) -> Path:
     return Path(str(resources.files("derain") / "weights" / spec.weights))
 
 
-def create_model(name: str, pretrained: bool = False, **overrides: Any) -> nn.Module:
-    """Build a registered model; ``pretrained=True`` loads its bundled weights (offline).
+def create_model(
+    name: str, pretrained: bool = False, checkpoint_path: str | os.PathLike[str] | None = None, **overrides: Any
+) -> nn.Module:
+    """Build the registered model ``name``: the one way a name becomes a model.
 
-    Keyword ``overrides`` replace config fields (not allowed with ``pretrained``).
+    ``pretrained=True`` loads its bundled weights (offline); ``checkpoint_path`` loads a weights file
+    into it instead (a raw state dict such as a released ``.pth``, or one of our files). Either way the
+    model comes back in eval mode; without weights, as built (train mode, initial weights). Keyword
+    ``overrides`` replace config fields (not with weights: they must fit the registered config).
     """
-    spec = model_spec(name)
+    if pretrained and checkpoint_path is not None:
+        raise ValueError("give pretrained=True or checkpoint_path, not both")
+    if overrides and (pretrained or checkpoint_path is not None):
+        raise ValueError("config overrides cannot be combined with weights (pretrained / checkpoint_path)")
     if pretrained:
-        if overrides:
-            raise ValueError("config overrides cannot be combined with pretrained=True")
-        from .checkpoint import load_model
-
-        return load_model(bundled_weights_path(name), name=name)
+        checkpoint_path = bundled_weights_path(name)
+    state = read_state_dict(checkpoint_path)[0] if checkpoint_path is not None else None  # the file's problems first
+    spec = model_spec(name)
     model = build_architecture(spec.architecture, {**spec.config, **overrides})
     model.registry_name = name  # type: ignore[assignment]
+    if state is not None:
+        load_state_dict_strict(model, state, source=str(checkpoint_path))
+        model.eval()
     return model
+
+
+def load_model(
+    path: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """A model from a file and/or a registered name, in eval mode (what ``--weights`` / ``--model`` mean):
+
+    * ``load_model()`` — the bundled default model;
+    * ``load_model(name="fast")`` — a registered model with its bundled weights;
+    * ``load_model("model.safetensors")`` — architecture and config from the file's metadata;
+    * ``load_model("v3_rain100H.pth", name="efderain-paper")`` — a file's weights in a registered config
+      (``name`` also overrides the config stored in a safetensors file).
+    """
+    if path is None:
+        model = create_model(name or "default", pretrained=True)
+    elif name is not None:
+        model = create_model(name, checkpoint_path=path)
+    else:
+        model = read_model(path)
+    return model.to(device).eval()
 
 
 def _efderain(name: str, description: str, weights: str | None = None, **fields: Any) -> None:

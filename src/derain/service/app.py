@@ -14,16 +14,19 @@ Endpoints:
 * ``GET /docs``, ``GET /openapi.json``: FastAPI's API docs.
 
 Errors are JSON ``{"error", "request_id"}``: 400 (corrupt image, empty or malformed upload), 404,
-405, 413 (upload over ``max_upload_mb``, or more than ``max_pixels`` pixels), 415 (not an image),
-422 (bad query options), 503 with ``Retry-After`` (``workers + queue_size`` requests already
-admitted), 500 (a bug: logged with its traceback, never sent). A client that disconnects during its
-upload is logged with status 499 (no traceback; not a server error).
+405, 408 (upload stalled for ``upload_idle_timeout`` s or not complete within ``upload_timeout`` s),
+413 (upload over ``max_upload_mb``, or more than ``max_pixels`` pixels), 415 (not an image),
+422 (bad query options), 503 with ``Retry-After`` (``max_uploads`` uploads being read, or
+``workers + queue_size`` requests already admitted), 500 (a bug: logged with its traceback, never
+sent). A client that disconnects during its upload is logged with status 499 (no traceback; not a
+server error).
 
-The model is loaded once, when the app is built; inference runs in ``workers`` threads with room
-for ``queue_size`` more requests (:mod:`derain.service.inference_pool`), off the event loop. A
-request takes its place *before* its upload is read, so a request still uploading counts against
-the queue like one waiting for a worker: uploads held in memory are bounded by
-``workers + queue_size`` (times ``max_upload_mb``), and one model pass by ``max_tile``².
+The model is loaded once, when the app is built. A request first reads its upload in one of
+``max_uploads`` upload slots (:class:`~derain.service.uploads.UploadSlots`), with the timeouts
+above, so slow or stalled clients only ever hold upload slots, which they give back when they time
+out; then it takes a place among ``workers`` inference threads and ``queue_size`` waiting requests
+(:mod:`derain.service.inference_pool`), off the event loop. Uploads held in memory are bounded by
+``max_uploads + workers + queue_size`` (times ``max_upload_mb``), and one model pass by ``max_tile``².
 
 >>> import derain
 >>> from fastapi.testclient import TestClient
@@ -52,13 +55,21 @@ from ..inference.derainer import Derainer
 from ..inference.tiling import AUTO_TILE, DEFAULT_OVERLAP
 from .errors import ApiError, ErrorBody, install_error_handlers
 from .inference_pool import InferencePool, QueueFull
-from .limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_TILE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE_SIZE
+from .limits import (
+    SERVICE_MAX_PIXELS,
+    DEFAULT_MAX_TILE,
+    DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_MAX_UPLOADS,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_UPLOAD_IDLE_S,
+    DEFAULT_UPLOAD_TIMEOUT_S,
+)
 from .middleware import RequestContextMiddleware
 from .pipeline import derain_upload, download_name, media_type
-from .uploads import read_upload
+from .uploads import UploadSlots, read_upload
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS",
+    "SERVICE_MAX_PIXELS",
     "DEFAULT_MAX_TILE",
     "DEFAULT_MAX_UPLOAD_MB",
     "DEFAULT_QUEUE_SIZE",
@@ -117,10 +128,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
         400: "Corrupt or truncated image, empty upload, or a form without a `file` field",
+        408: "The upload sent nothing for `upload_idle_timeout` seconds, or was not complete within `upload_timeout` seconds",
         413: "Upload larger than the size limit, or an image with more pixels than the limit",
         415: "Not an image (or a format Pillow cannot read)",
         422: "Invalid query options",
-        503: "`workers + queue_size` requests already admitted (running, waiting, or still uploading); see `Retry-After`",
+        503: "`max_uploads` uploads being read, or `workers + queue_size` requests already admitted; see `Retry-After`",
     }.items()
 }
 _TILE_HELP = (
@@ -149,35 +161,43 @@ def create_app(
     *,
     workers: int = 1,
     queue_size: int = DEFAULT_QUEUE_SIZE,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = SERVICE_MAX_PIXELS,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_tile: int = DEFAULT_MAX_TILE,
     precision: str = "auto",
+    max_uploads: int = DEFAULT_MAX_UPLOADS,
+    upload_idle_timeout: float | None = DEFAULT_UPLOAD_IDLE_S,
+    upload_timeout: float | None = DEFAULT_UPLOAD_TIMEOUT_S,
 ) -> FastAPI:
     """Build the service around ``model`` (None: the bundled default; a registered name; an ``nn.Module``).
 
     Args:
         model: the model, loaded once here.
         workers: inference threads (requests derained at the same time).
-        queue_size: requests admitted beyond the ``workers`` running ones; beyond that, 503 with
-            ``Retry-After``. A request is admitted before its upload is read, so one still uploading
-            takes a place too (with ``queue_size=0`` a slow upload makes others get 503 even while
-            the worker is idle): that bounds the uploads held in memory to ``workers + queue_size``.
+        queue_size: uploaded requests admitted beyond the ``workers`` running ones; beyond that, 503
+            with ``Retry-After``.
         max_pixels: larger images get 413 (None: no limit).
         max_upload_mb: larger uploads get 413 (MiB), checked while the body is read.
         max_tile: largest tile side (> 64); images over 1 MP or over ``max_tile²`` pixels are always
             tiled with tiles of at most this, whatever ``?tile=`` asks (see
             :func:`~derain.service.pipeline.server_tile`).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`derain.inference.precision`).
+        max_uploads: uploads read at the same time; beyond that, 503 with ``Retry-After``.
+        upload_idle_timeout: seconds an upload may send nothing before it gets 408 (None: no limit).
+        upload_timeout: seconds an upload may take in all before it gets 408 (None: no limit).
     """
     if max_upload_mb <= 0:
         raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb}")
     if max_pixels is not None and max_pixels < 1:
         raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    for name, value in (("upload_idle_timeout", upload_idle_timeout), ("upload_timeout", upload_timeout)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0 seconds, got {value}")
     if max_tile <= 2 * DEFAULT_OVERLAP:
         raise ValueError(f"max_tile must be more than {2 * DEFAULT_OVERLAP} (twice the tile overlap), got {max_tile}")
     derainer = get_derainer(model, "cpu", precision)
     pool = InferencePool(workers, queue_size)
+    uploads = UploadSlots(max_uploads)
     info = model_info(derainer, model if isinstance(model, str) else "default" if model is None else None)
     upload_limit = int(max_upload_mb * 1024 * 1024)
 
@@ -193,6 +213,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.pool = pool
+    app.state.uploads = uploads
     app.state.derainer = derainer
     app.state.model_info = info
     install_error_handlers(app)
@@ -216,12 +237,13 @@ def create_app(
         """Remove rain from the uploaded image; the result comes back in the input's format unless `format` says otherwise."""
         if tile and tile <= 2 * DEFAULT_OVERLAP:
             raise ApiError(422, f"invalid request: tile must be 0 or more than {2 * DEFAULT_OVERLAP} (twice the tile overlap)")
+        with uploads.take():
+            upload = await read_upload(request, upload_limit, idle_timeout=upload_idle_timeout, timeout=upload_timeout)
         try:
             place = pool.reserve()
         except QueueFull as full:
             raise ApiError(503, str(full), {"Retry-After": str(full.retry_after)}) from None
         with place:
-            upload = await read_upload(request, upload_limit)
             job = functools.partial(
                 derain_upload, derainer, upload.data, max_pixels=max_pixels,
                 format=format.value if format else None, quality=quality, tile=tile, max_tile=max_tile,

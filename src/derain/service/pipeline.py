@@ -38,7 +38,7 @@ from PIL import Image
 from ..inference.api import derain
 from ..inference.derainer import Derainer
 from ..inference.tiling import AUTO_TILE, AUTO_TILE_PIXELS, resolve_tile
-from ..io.images import ImageReadError, encode_photo, load_photo, resolve_format
+from ..io.images import ImageReadError, encode_photo, extension_for, load_photo, resolve_format
 from .errors import ApiError
 from .limits import DEFAULT_MAX_TILE
 
@@ -52,7 +52,8 @@ __all__ = [
     "status_for_read_error",
 ]
 
-_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tiff", "BMP": ".bmp", "GIF": ".gif"}
+#: HTTP status of each :class:`~derain.io.images.ImageReadError` kind (any other: 400).
+READ_ERROR_STATUS: dict[str, int] = {"too_large": 413, "not_image": 415}
 
 
 @dataclass
@@ -82,7 +83,7 @@ def download_name(filename: str | None, fmt: str) -> str:
     """``<stem>_derained.<ext>`` from the client's file name (any folders dropped, unusual characters replaced)."""
     stem = PureWindowsPath(PurePosixPath(filename or "").name).stem if filename else ""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:100]
-    ext = _EXTENSIONS.get(fmt, "." + fmt.lower())
+    ext = extension_for(fmt)
     return f"{stem}_derained{ext}" if stem else f"derained{ext}"
 
 
@@ -102,15 +103,8 @@ def server_tile(tile: int | None, height: int, width: int, max_tile: int = DEFAU
 
 
 def status_for_read_error(err: ImageReadError) -> int:
-    """HTTP status for an upload :func:`load_photo` refused: 413 too many pixels, 415 not an image, 400 corrupt.
-
-    Keyed on the reasons :mod:`derain.io.images` gives (the service tests pin each one).
-    """
-    if err.reason.startswith("image too large"):
-        return 413
-    if err.reason.startswith("not an image"):
-        return 415
-    return 400
+    """HTTP status for an upload :func:`load_photo` refused (:data:`READ_ERROR_STATUS` by the error's kind)."""
+    return READ_ERROR_STATUS.get(err.kind, 400)
 
 
 def derain_upload(
@@ -137,6 +131,7 @@ def derain_upload(
     width, height = photo.size
     used = server_tile(tile, height, width, max_tile)
     result: np.ndarray = derain(photo.rgb, model=derainer, tile=used)
+    photo = photo.without_pixels()  # the input is not needed to encode: bounded memory for big uploads
     t2 = time.perf_counter()
     fmt = output_format(photo.format, format)
     encoded = encode_photo(photo, result, fmt, quality)

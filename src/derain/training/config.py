@@ -77,6 +77,7 @@ class TrainConfig:
     streaks: str = ""
     rainmix_p: float = 1.0  # probability of applying RainMix to a sample
     identity_p: float = 0.0  # share of samples whose input is their clean image (rain-free -> unchanged)
+    identity_weight: float = 1.0  # loss weight of those rain-free samples relative to the rainy ones
     colour_jitter: float = 0.0  # probability of an exposure and white-balance change of both images
     crop: int = 256
     flips: bool = False
@@ -134,6 +135,8 @@ class TrainConfig:
                 raise ConfigError(f"source scale must be [low, high] with 0 < low <= high, got {list(s.scale)}")
             if not 0 <= s.max_rotation <= 90:
                 raise ConfigError(f"source max_rotation must be in [0, 90] degrees, got {s.max_rotation}")
+        if not self.identity_weight > 0:
+            raise ConfigError(f"identity_weight must be > 0, got {self.identity_weight}")
         for name in ("identity_p", "colour_jitter", "rainmix_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -15,14 +15,13 @@ from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..data.rain_layers import RainLayerBank
 from ..data.rainmix import RainMix, StreakBank
 from ..data.render import PRESETS, RainRenderer
-from ..evaluation.pairs import DatasetError, find_pairs
-from ..io.images import ImageReadError, is_image_file, read_image
+from ..data.pairs import DatasetError, find_pairs
+from ..io.images import ImageReadError, image_size, is_image_file, read_image
 from .config import SourceConfig, TrainConfig
 
 __all__ = ["TrainingSamples", "StepBatchSampler", "clean_split", "build_sources", "DatasetError"]
@@ -44,10 +43,9 @@ def _to_float(img: np.ndarray) -> np.ndarray:
 
 def _image_size(path: Path) -> tuple[int, int]:
     try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: unreadable image ({e})") from None
+        return image_size(path)
+    except ImageReadError as e:
+        raise DatasetError(str(e)) from None
 
 
 def _usable(paths: Sequence[Path], crop: int, what: str) -> list[Path]:

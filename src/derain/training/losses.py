@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..evaluation.metrics import ssim_torch
+from ..metrics import ssim_torch
 
 __all__ = ["L1SSIMLoss", "build_loss"]
 

@@ -31,20 +31,20 @@ import torch
 import torch.distributed as dist
 import yaml
 from PIL import Image
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.render import RainRenderer
 from ..evaluation.evaluate import evaluate
-from ..evaluation.metrics import quantize
-from ..evaluation.pairs import Pair, find_pairs
+from ..metrics import quantize
+from ..data.pairs import Pair, find_pairs
 from ..inference.derainer import Derainer
 from ..io.atomic import atomic_output
 from ..io.images import read_image
-from ..models.checkpoint import load_model, load_training_state, save_model
-from ..models.registry import create_model
+from ..models.checkpoint import load_training_state, save_model
+from ..models.registry import create_model, load_model
 from .config import ConfigError, TrainConfig
 from .dataset import StepBatchSampler, TrainingSamples, build_sources, clean_split
 from .losses import build_loss
@@ -146,14 +146,14 @@ class ValidationSets:
             scores[f"{name}_psnr"] = result.metrics["y"]["psnr"]
             scores[f"{name}_ssim"] = result.metrics["y"]["ssim"]
         if self.synthetic:
-            from ..evaluation.metrics import score
+            from ..metrics import score
 
             psnrs = [score("y", derainer(rainy.astype(np.float32) / 255), clean)[0] for _, rainy, clean in self.synthetic]
             scores["synthetic_psnr"] = float(np.mean(psnrs))
         psnr_keys = [k for k in scores if k.endswith("_psnr")]
         scores["mean_psnr"] = float(np.mean([scores[k] for k in psnr_keys]))
         if self.rain_free:
-            from ..evaluation.metrics import score
+            from ..metrics import score
 
             psnrs = [min(score("y", derainer(img.astype(np.float32) / 255), img)[0], 100.0) for img in self.rain_free]
             scores["noharm_psnr"] = float(np.mean(psnrs))  # reported beside the mean, not part of it
@@ -212,6 +212,17 @@ def _check_run_folder(cfg: TrainConfig, resume: bool, allow_changes: bool) -> di
     return state
 
 
+def _weights_step(path: Path) -> int | None:
+    """The training step recorded in a weights file's metadata (None: no file, or no step)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return int((f.metadata() or {}).get("step", ""))
+    except (OSError, ValueError, RuntimeError, Exception):  # noqa: BLE001 - missing or unreadable: rewrite it
+        return None
+
+
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as f:
@@ -244,6 +255,104 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
+def batch_loss(loss_fn: nn.Module, pred: Tensor, rainy: Tensor, clean: Tensor, identity_weight: float = 1.0) -> Tensor:
+    """``loss_fn(pred, clean)`` with the rain-free samples of the batch (input equal to target) weighted by
+    ``identity_weight``: each part's loss is weighted by its share of the batch, so with weight 1 this is
+    ``loss_fn`` on the whole batch whenever the loss is a per-sample mean (as L1 and SSIM are).
+
+    Without the weight a rain-free sample whose output is a level off weighs a tenth of a rainy one: the
+    weight lets training care about leaving rain-free content untouched as much as about the rain.
+    """
+    if identity_weight == 1.0:
+        return loss_fn(pred, clean)
+    same = (rainy == clean).flatten(1).all(1)
+    k, n = int(same.sum()), len(same)
+    if k in (0, n):
+        return loss_fn(pred, clean) * (identity_weight if k == n else 1.0)
+    rain, free = ~same, same
+    return (loss_fn(pred[rain], clean[rain]) * (n - k) + identity_weight * loss_fn(pred[free], clean[free]) * k) / n
+
+
+def _load_init_weights(model: nn.Module, path: str) -> None:
+    """Start ``model`` from the weights at ``path``: every tensor must match, except that a ``gate`` head the
+    initial model lacks starts as :meth:`~derain.models.efderain.EfDeRain.reset_parameters` made it."""
+    missing, unexpected = model.load_state_dict(load_model(path).state_dict(), strict=False)
+    new_heads = [k for k in missing if k.startswith("gate.")]
+    if unexpected or len(new_heads) != len(missing):
+        raise ConfigError(
+            f"init_weights {path} do not fit model: missing {sorted(set(missing) - set(new_heads))}, unexpected {sorted(unexpected)}"
+        )
+    if new_heads:
+        log.warning("init_weights %s have no rain gate: it starts open", path)
+
+
+@dataclass
+class _Run:
+    """One training run's state and its bookkeeping: checkpoints, validation, logs (rank 0 writes)."""
+
+    cfg: TrainConfig
+    out: Path
+    rank: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    validation: ValidationSets | None
+    step: int = 0
+    best: float | None = None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint (:func:`_check_run_folder`'s state): weights, optimizer, schedule, RNG, logs."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.best = state["step"], state["best_psnr"]
+        _set_rng_states(state["rng"])
+        if self.rank == 0:
+            _truncate_csv(self.out / "train_log.csv", self.step)
+            _truncate_csv(self.out / "val_log.csv", self.step)
+            if _weights_step(self.out / "last.safetensors") != self.step:
+                save_model(self.model, self.out / "last.safetensors", metadata={"step": str(self.step)})
+            log.warning("resumed from %s at step %d", self.out / "checkpoint.pt", self.step)
+
+    def save_checkpoint(self) -> None:
+        """last.safetensors first, checkpoint.pt last: the checkpoint is the commit point, and a resume puts
+        last.safetensors back at the checkpoint's step if a kill fell between the two writes."""
+        if self.rank != 0:
+            return
+        save_model(self.model, self.out / "last.safetensors", metadata={"step": str(self.step)})
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "best_psnr": self.best,
+            "rng": _rng_states(),
+            "config": self.cfg.to_dict(),
+        }
+        _atomic_torch_save(state, self.out / "checkpoint.pt")
+
+    def validate(self) -> None:
+        """Score the validation sets; log them, keep best.safetensors by the mean PSNR, write a sample."""
+        if self.validation is None or not self.validation:
+            return
+        self.model.eval()
+        scores = self.validation.run(self.model, "fp32")
+        self.model.train()
+        _append_csv(self.out / "val_log.csv", {"step": self.step, **{k: f"{v:.4f}" for k, v in scores.items()}})
+        tqdm.write(f"step {self.step}: validation " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k.endswith("psnr")))
+        if self.best is None or scores["mean_psnr"] > self.best:
+            self.best = scores["mean_psnr"]
+            meta = {"step": str(self.step), "mean_val_psnr": f"{self.best:.4f}"}
+            save_model(self.model, self.out / "best.safetensors", metadata=meta)
+        if self.cfg.sample_every:
+            _write_sample(self.model, self.validation, self.out / "samples" / f"step{self.step:07d}.png")
+
+    def log_step(self, loss: float, images_per_s: float) -> None:
+        row = {"step": self.step, "loss": f"{loss:.8f}", "lr": f"{self.scheduler.get_last_lr()[0]:.6g}",
+               "images_per_s": f"{images_per_s:.2f}"}
+        _append_csv(self.out / "train_log.csv", row)
+
+
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None, allow_changes: bool = False) -> TrainResult:
     """Train according to ``cfg``; ``stop_after`` ends the loop early at that step (tests).
 
@@ -267,102 +376,64 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **cfg.model_overrides)
     if cfg.init_weights:
-        model.load_state_dict(load_model(cfg.init_weights).state_dict())
+        _load_init_weights(model, cfg.init_weights)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.decay_start, cfg.iterations))
-    step, best = 0, None
-    ckpt_path = out / "checkpoint.pt"
+    run = _Run(cfg, out, rank, model, optimizer, scheduler, validation)
     if resumed is not None:
-        state = resumed
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, best = state["step"], state["best_psnr"]
-        _set_rng_states(state["rng"])
-        if rank == 0:
-            _truncate_csv(out / "train_log.csv", step)
-            _truncate_csv(out / "val_log.csv", step)
-            log.warning("resumed from %s at step %d", ckpt_path, step)
+        run.restore(resumed)
+    last_loss = _train_loop(run, samples, device, world, min(cfg.iterations, stop_after or cfg.iterations))
+    if run.step == cfg.iterations and (not cfg.validation.every or run.step % cfg.validation.every):
+        run.validate()
+        run.save_checkpoint()
+    if world > 1:
+        _record_rank_checksums(model, out, rank)
+    return TrainResult(out, run.step, run.best, last_loss)
 
-    net: nn.Module = DistributedDataParallel(model) if world > 1 else model
+
+def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world: int, stop: int) -> float | None:
+    """Steps from ``run.step`` to ``stop``: forward, loss, update, then logs, validation and checkpoints when due."""
+    cfg = run.cfg
+    net: nn.Module = DistributedDataParallel(run.model) if world > 1 else run.model
     loss_fn = build_loss(cfg.loss, cfg.ssim_weight)
-    stop = min(cfg.iterations, stop_after or cfg.iterations)
     loader = DataLoader(
         samples,
-        batch_sampler=StepBatchSampler(cfg.batch_size, step, stop, rank, world),
+        batch_sampler=StepBatchSampler(cfg.batch_size, run.step, stop, run.rank, world),
         num_workers=cfg.workers,
         persistent_workers=False,
     )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-
-    def save_checkpoint() -> None:
-        if rank != 0:
-            return
-        _atomic_torch_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "best_psnr": best,
-                "rng": _rng_states(),
-                "config": cfg.to_dict(),
-            },
-            ckpt_path,
-        )
-        save_model(model, out / "last.safetensors", metadata={"step": str(step)})
-
-    def validate() -> None:
-        nonlocal best
-        if validation is None or not validation:
-            return
-        model.eval()
-        scores = validation.run(model, "fp32")
-        model.train()
-        _append_csv(out / "val_log.csv", {"step": step, **{k: f"{v:.4f}" for k, v in scores.items()}})
-        tqdm.write(f"step {step}: validation " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k.endswith("psnr")))
-        if best is None or scores["mean_psnr"] > best:
-            best = scores["mean_psnr"]
-            save_model(model, out / "best.safetensors", metadata={"step": str(step), "mean_val_psnr": f"{best:.4f}"})
-        if cfg.sample_every:
-            _write_sample(model, validation, out / "samples" / f"step{step:07d}.png")
-
     net.train()
     last_loss = None
-    bar = tqdm(total=stop, initial=step, desc="train", unit="step", disable=rank != 0, dynamic_ncols=True)
+    bar = tqdm(total=stop, initial=run.step, desc="train", unit="step", disable=run.rank != 0, dynamic_ncols=True)
     t_last = time.perf_counter()
     for rainy, clean in loader:
         rainy, clean = rainy.to(device), clean.to(device)
         with autocast:
             pred = net(rainy)
-        loss = loss_fn(pred.float(), clean)
+        loss = batch_loss(loss_fn, pred.float(), rainy, clean, cfg.identity_weight)
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"loss became {loss.item()} at step {run.step}")
+        run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        step += 1
+        run.optimizer.step()
+        run.scheduler.step()
+        run.step += 1
         last_loss = loss.item()
         bar.update(1)
         now = time.perf_counter()
         ips = cfg.batch_size * world / max(now - t_last, 1e-9)
         t_last = now
         bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{ips:.1f}")
-        if rank == 0 and (step % cfg.log_every == 0 or step == stop):
-            _append_csv(out / "train_log.csv", {"step": step, "loss": f"{last_loss:.8f}", "lr": f"{scheduler.get_last_lr()[0]:.6g}", "images_per_s": f"{ips:.2f}"})
-        if cfg.validation.every and step % cfg.validation.every == 0:
-            validate()
-        if step % cfg.checkpoint_every == 0 or step == stop:
-            save_checkpoint()
+        if run.rank == 0 and (run.step % cfg.log_every == 0 or run.step == stop):
+            run.log_step(last_loss, ips)
+        if cfg.validation.every and run.step % cfg.validation.every == 0:
+            run.validate()
+        if run.step % cfg.checkpoint_every == 0 or run.step == stop:
+            run.save_checkpoint()
     bar.close()
-    if step == cfg.iterations and (not cfg.validation.every or step % cfg.validation.every):
-        validate()
-        save_checkpoint()
-    if world > 1:
-        _record_rank_checksums(model, out, rank)
-    return TrainResult(out, step, best, last_loss)
+    return last_loss
 
 
 def _record_rank_checksums(model: nn.Module, out: Path, rank: int) -> None:

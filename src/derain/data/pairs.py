@@ -37,9 +37,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 
-from ..io.images import IMAGE_EXTENSIONS, is_image_file
+from ..io.images import IMAGE_EXTENSIONS, image_size, is_image_file
 
 __all__ = ["LAYOUTS", "DatasetError", "Layout", "Pair", "PairSet", "check_sizes", "find_pairs", "natural_key"]
 
@@ -176,15 +175,6 @@ def _detect(root: Path) -> Layout:
     return found[0]
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) as displayed (EXIF orientation applied), from the header only."""
-    with Image.open(path) as img:
-        width, height = img.size
-        if img.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90°: read_image swaps the sides
-            width, height = height, width
-    return width, height
-
-
 def check_sizes(pairs: Sequence[Pair]) -> list[str]:
     """Warnings for pairs whose rainy and clean images differ in size, or cannot be opened (headers only)."""
     problems: list[str] = []
@@ -193,7 +183,7 @@ def check_sizes(pairs: Sequence[Pair]) -> list[str]:
         for path in (pair.rainy, pair.clean):
             if path not in sizes:
                 try:
-                    sizes[path] = _image_size(path)
+                    sizes[path] = image_size(path)
                 except (OSError, ValueError, SyntaxError) as err:
                     sizes[path] = f"cannot open {path}: {err}"
                     problems.append(str(sizes[path]))

@@ -562,3 +562,53 @@ def test_atomic_outputs_follow_the_umask_whatever_the_writer_did(tmp_path):
         os.umask(old)
     assert oct((tmp_path / "a.bin").stat().st_mode & 0o777) == oct(0o640)
     assert oct((tmp_path / "w.safetensors").stat().st_mode & 0o777) == oct(0o640)
+
+
+class TestSixteen:
+    """derain.io.sixteen: both Pillow tile layouts, and 16-bit files round-tripped bit-exactly."""
+
+    @staticmethod
+    def tiles(path):
+        with Image.open(path) as img:
+            return list(img.tile)
+
+    def test_named_tuple_tiles_of_this_pillow(self, tmp_path):
+        from derain.io.sixteen import low_byte_tiles, rawmode_of_tile
+
+        path = tmp_path / "rgb16.png"
+        path.write_bytes(png16_bytes(np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3) * 1000))
+        (tile,) = self.tiles(path)
+        assert rawmode_of_tile(tile) == "RGB;16B"
+        (low,) = low_byte_tiles([tile], "RGB;16B")
+        assert type(low) is type(tile) and rawmode_of_tile(low) == "RGB;16L" and low[:3] == tile[:3]
+
+    @pytest.mark.parametrize("args", ["RGBA;16B", ("RGBA;16B", 0, 1)], ids=["mode", "mode-tuple"])
+    def test_plain_tuple_tiles_of_older_pillow(self, args):
+        from derain.io.sixteen import low_byte_tiles, rawmode_of_tile
+
+        tile = ("raw", (0, 0, 5, 4), 8, args)  # Pillow < 11 described tiles as plain 4-tuples
+        assert rawmode_of_tile(tile) == "RGBA;16B"
+        (low,) = low_byte_tiles([tile], "RGBA;16B")
+        assert low[:3] == tile[:3] and rawmode_of_tile(low) == "RGBA;16L"
+        assert isinstance(low[3], type(args))
+        assert low_byte_tiles([tile], "RGB") is None  # 8-bit: nothing to add
+
+    @pytest.mark.parametrize(("fmt", "channels"), [("png", 2), ("png", 3), ("png", 4), ("tiff", 3), ("tiff", 4)])
+    def test_written_files_read_back_exactly(self, tmp_path, channels, fmt):
+        """(A 16-bit grey + alpha TIFF is written too, but Pillow has no mode to read it back with.)"""
+        from derain.io.sixteen import write_png16, write_tiff16
+
+        arr = np.random.default_rng(channels).integers(0, 65536, (37, 300, channels)).astype(np.uint16)
+        path = tmp_path / f"x.{fmt}"
+        with open(path, "wb") as fp:
+            (write_png16(fp, arr, None, None, (72.0, 72.0)) if fmt == "png" else write_tiff16(fp, arr, None, (72.0, 72.0)))
+        photo = load_photo(path)
+        assert photo.bits == 16
+        if channels == 2:
+            got = np.round(photo.rgb[:, :, 0] * 65535).astype(np.uint16)
+            assert np.array_equal(got, arr[:, :, 0]) and np.array_equal(photo.alpha, arr[:, :, 1])
+        else:
+            got = np.round(photo.rgb * 65535).astype(np.uint16)
+            assert np.array_equal(got, arr[:, :, :3])
+            if channels == 4:
+                assert np.array_equal(photo.alpha, arr[:, :, 3])

@@ -30,7 +30,7 @@ class TestPixelFilter2d:
         out = pixel_filter2d(torch.rand(2, 3, 6, 7), torch.rand(2, 27, 6, 7))
         assert out.shape == (2, 3, 6, 7)
 
-    @pytest.mark.parametrize("impl", ["fast", "reference"])
+    @pytest.mark.parametrize("impl", ["fast", "reference", "onehot"])
     @pytest.mark.parametrize("dilation", [1, 2, 3, 4])
     def test_matches_released_formula(self, impl: str, dilation: int) -> None:
         g = torch.Generator().manual_seed(dilation)
@@ -87,7 +87,7 @@ class TestPixelFilter2d:
             diff = (pixel_filter2d(image, kernels, d) - pixel_filter2d(image, kernels, d, "reference")).abs().max()
             assert diff.item() <= 1e-12, (b, c, h, w, k, d)
 
-    @pytest.mark.parametrize("impl", ["fast", "reference"])
+    @pytest.mark.parametrize("impl", ["fast", "reference"])  # "onehot" is for export (no training)
     @pytest.mark.parametrize("k,d", [(3, 1), (3, 2), (5, 1)])
     def test_gradcheck(self, impl: str, k: int, d: int) -> None:
         image = torch.rand(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
@@ -98,13 +98,13 @@ class TestPixelFilter2d:
         image = torch.rand(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
         kernels = torch.randn(1, 27, 8, 8, dtype=torch.float64, requires_grad=True)
         grads = []
-        for impl in ("fast", "reference"):
+        for impl in ("fast", "reference", "onehot"):
             pixel_filter2d(image, kernels, 2, impl).square().sum().backward()
             grads.append((image.grad.clone(), kernels.grad.clone()))
             image.grad = kernels.grad = None
         torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=0)
 
-    @pytest.mark.parametrize("impl", ["fast", "reference"])
+    @pytest.mark.parametrize("impl", ["fast", "reference", "onehot"])
     def test_bfloat16(self, impl: str) -> None:
         image, kernels = torch.rand(1, 3, 8, 8), torch.randn(1, 27, 8, 8) / 3
         out = pixel_filter2d(image.bfloat16(), kernels.bfloat16(), 2, impl)

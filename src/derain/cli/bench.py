@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import device_option, load_for_cli, model_options, precision_option, threads_option, user_errors
+from .common import device_option, load_for_cli, model_options, precision_option, protocol_option, threads_option, user_errors
 
 __all__ = ["bench_group", "explain_cmd"]
 
@@ -85,7 +85,7 @@ def speed_cmd(models, sizes, batches, precisions, device, threads, repeats, warm
 @bench_group.command("quality")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--model", "models", multiple=True, required=True, help="NAME, NAME=WEIGHTS or WEIGHTS_FILE; repeatable.")
-@click.option("--protocol", type=click.Choice(["y", "efderain-rgb"]), default="y", show_default=True)
+@protocol_option()
 @precision_option("fp32")
 @threads_option()
 @click.option("--limit", type=click.IntRange(min=1), help="First N pairs only.")

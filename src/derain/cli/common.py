@@ -12,6 +12,7 @@ import click
 
 from ..data.pairs import DatasetError
 from ..inference.precision import PRECISIONS
+from ..metrics import PROTOCOLS
 from ..io.images import ImageReadError
 from ..models.checkpoint import CheckpointError
 from ..training.config import ConfigError
@@ -24,6 +25,7 @@ __all__ = [
     "one_line_errors",
     "precision_option",
     "printable",
+    "protocol_option",
     "threads_option",
     "user_errors",
 ]
@@ -44,6 +46,12 @@ def precision_option(default: str | tuple[str, ...] = "auto", *, multiple: bool 
     name = ("--precision", "precisions") if multiple else ("--precision",)
     return click.option(*name, type=click.Choice(PRECISIONS), default=default, multiple=multiple, show_default=True,
                         help="auto: bf16 where the CPU runs it natively (fp16 on CUDA), else fp32.")
+
+
+def protocol_option(both: bool = False) -> Decorator:
+    """``--protocol`` with the names of :data:`~derain.metrics.PROTOCOLS` (and ``both`` where a command runs each)."""
+    return click.option("--protocol", type=click.Choice([*PROTOCOLS, *(["both"] if both else [])]), default="y", show_default=True,
+                        help="y: the field's convention (MATLAB Y); efderain-rgb: the released code's.")
 
 
 def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,7 +16,7 @@ import click
 __all__ = ["main", "cli"]
 
 from .bench import bench_group, explain_cmd  # noqa: E402
-from .common import USER_ERRORS, device_option, load_for_cli, model_options, precision_option, threads_option, user_errors  # noqa: E402,F401
+from .common import USER_ERRORS, device_option, load_for_cli, model_options, precision_option, protocol_option, threads_option, user_errors  # noqa: E402,F401
 from .demo import demo_cmd  # noqa: E402
 from .export import export_cmd  # noqa: E402
 from .run import DefaultRunGroup, run_cmd  # noqa: E402  (`derain PHOTO...` = `derain run PHOTO...`)
@@ -58,7 +58,7 @@ def models_cmd() -> None:
 @cli.command("eval")
 @click.argument("dataset_dir", type=click.Path(file_okay=False))
 @model_options
-@click.option("--protocol", type=click.Choice(["y", "efderain-rgb", "both"]), default="y", show_default=True)
+@protocol_option(both=True)
 @click.option("--layout", default="auto", show_default=True, help="Dataset layout (auto, plain, rain100, rain1400, rain13k, spa, raindrop).")
 @click.option("--strict", is_flag=True, help="Unpaired files and size mismatches are errors.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N pairs (sorted file names).")

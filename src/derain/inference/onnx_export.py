@@ -136,7 +136,10 @@ def export_onnx(
     example = torch.rand(1, getattr(getattr(model, "config", None), "in_channels", 3), h, w)
 
     was_training = model.training
+    filtering = getattr(model, "filter_implementation", None)
     model.eval()
+    if filtering is not None:
+        model.filter_implementation = "onehot"  # the filtering as a few large ops (see derain.ops.pixel_filter)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarning on shape checks, exporter deprecation notice
@@ -164,6 +167,8 @@ def export_onnx(
                     proto = onnx.load(traced)
     finally:
         model.train(was_training)
+        if filtering is not None:
+            model.filter_implementation = filtering
 
     meta = {META_MULTIPLE: str(multiple), META_BORDER: str(int(getattr(model, "border", 0) or 0)), **_architecture_metadata(model)}
     del proto.metadata_props[:]

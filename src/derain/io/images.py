@@ -43,11 +43,8 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import sys
 import threading
 import warnings
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -56,6 +53,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_output
+from .sixteen import low_byte_rawmode, low_byte_tiles, rawmode_of_tile, write_png16, write_tiff16
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -287,34 +285,6 @@ def _open(make_source: Any, name: str, max_pixels: int | None) -> Image.Image:
     return img
 
 
-def _rawmode(tile: Any) -> str | None:
-    args = tile.args if hasattr(tile, "args") else tile[3]
-    if isinstance(args, str):
-        return args
-    if isinstance(args, tuple) and args and isinstance(args[0], str):
-        return args[0]
-    return None
-
-
-def _low_byte_rawmode(rawmode: str) -> str | None:
-    """A rawmode that decodes the low bytes of 16-bit samples (Pillow keeps only the high byte)."""
-    if rawmode == "LA;16B":  # 4 bytes per pixel: decoded verbatim as 8-bit RGBA
-        return "RGBA"
-    for base in ("RGB;16", "RGBA;16"):
-        if rawmode.startswith(base) and len(rawmode) == len(base) + 1:
-            order = rawmode[-1]
-            if order == "N":
-                order = "L" if sys.byteorder == "little" else "B"
-            return base + ("B" if order == "L" else "L")
-    return None
-
-
-def _with_rawmode(tile: Any, rawmode: str) -> Any:
-    args = tile.args
-    new = rawmode if isinstance(args, str) else (rawmode, *args[1:])
-    return tile._replace(args=new)
-
-
 def _transpose(img: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(img)
@@ -393,12 +363,12 @@ def _pixels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool, int]
 
 
 def _read16(open_image: Any, hi: Image.Image, rawmode: str) -> tuple[np.ndarray, np.ndarray | None, bool] | None:
-    """Full 16-bit samples of a PNG/TIFF that Pillow decodes to 8 bits, via a second decode of the low bytes."""
-    low_mode = _low_byte_rawmode(rawmode)
-    if low_mode is None:
+    """Full 16-bit samples of a PNG/TIFF that Pillow decodes to 8 bits, via a second decode of the low bytes
+    (:mod:`derain.io.sixteen`)."""
+    if low_byte_rawmode(rawmode) is None:
         return None
     with open_image() as lo_img:
-        lo_img.tile = [_with_rawmode(t, low_mode) for t in lo_img.tile]
+        lo_img.tile = low_byte_tiles(lo_img.tile, rawmode)
         lo_img.load()
         lo = np.asarray(_transpose(lo_img), dtype=np.uint8)
     if rawmode == "LA;16B":  # bytes: L high, L low, A high, A low
@@ -430,7 +400,7 @@ def photo_from_pil(img: Image.Image, name: str = "<image>", *, exif_transpose: b
 
 
 def _rawmode_of(img: Image.Image) -> str | None:
-    return _rawmode(img.tile[0]) if getattr(img, "tile", None) else None
+    return rawmode_of_tile(img.tile[0]) if getattr(img, "tile", None) else None
 
 
 def load_photo(
@@ -615,105 +585,6 @@ def _icc_fits(icc: bytes | None, mode: str) -> bool:
     return space == (b"GRAY" if mode.startswith(("L", "I")) else b"RGB ")
 
 
-def _exif_payload(exif: bytes) -> bytes:
-    return exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def _write_png16(fp: IO[bytes], arr: np.ndarray, icc: bytes | None, exif: bytes | None, dpi: Any) -> None:
-    """16-bit PNG (grey+alpha, RGB, RGBA), which Pillow cannot write; 'Up' filter, streamed in row blocks."""
-    h, w, c = arr.shape
-    colour_type = {2: 4, 3: 2, 4: 6}[c]
-    fp.write(b"\x89PNG\r\n\x1a\n")
-    fp.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)))
-    if icc:
-        fp.write(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
-    if dpi:
-        ppm = [int(round(d / 0.0254)) for d in dpi]
-        fp.write(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
-    if exif:
-        fp.write(_png_chunk(b"eXIf", _exif_payload(exif)))
-    rows = np.ascontiguousarray(arr, dtype=">u2").reshape(h, w * c).view(np.uint8)
-    comp = zlib.compressobj(6)
-    prev = np.zeros(w * c * 2, np.uint8)
-    block = 256
-    for r0 in range(0, h, block):
-        cur = rows[r0 : r0 + block]
-        above = np.concatenate([prev[None], cur[:-1]], axis=0)
-        filtered = np.empty((cur.shape[0], cur.shape[1] + 1), np.uint8)
-        filtered[:, 0] = 2  # Up
-        np.subtract(cur, above, out=filtered[:, 1:])  # uint8 arithmetic wraps mod 256, as PNG wants
-        prev = cur[-1]
-        data = comp.compress(filtered.tobytes())
-        if data:
-            fp.write(_png_chunk(b"IDAT", data))
-    fp.write(_png_chunk(b"IDAT", comp.flush()))
-    fp.write(_png_chunk(b"IEND", b""))
-
-
-def _write_tiff16(fp: IO[bytes], arr: np.ndarray, icc: bytes | None, dpi: Any) -> None:
-    """16-bit TIFF (grey+alpha, RGB, RGBA; little-endian, Adobe deflate, 64-row strips), which Pillow cannot write."""
-    h, w, c = arr.shape
-    rows_per_strip = 64
-    strips = []
-    data = arr.astype("<u2")
-    for r0 in range(0, h, rows_per_strip):
-        strips.append(zlib.compress(data[r0 : r0 + rows_per_strip].tobytes(), 6))
-    out = io.BytesIO()  # offsets are relative to the start of the file
-    out.write(b"II*\x00\x00\x00\x00\x00")
-    offsets = []
-    for s in strips:
-        offsets.append(out.tell())
-        out.write(s)
-        if out.tell() % 2:
-            out.write(b"\x00")
-
-    def put_array(fmt: str, values: list[int] | bytes) -> int:
-        if out.tell() % 2:
-            out.write(b"\x00")
-        pos = out.tell()
-        out.write(values if isinstance(values, bytes) else struct.pack("<" + fmt * len(values), *values))
-        return pos
-
-    SHORT, LONG, RATIONAL, UNDEFINED = 3, 4, 5, 7
-    entries: list[tuple[int, int, int, Any]] = []  # tag, type, count, value-or-offset
-    entries.append((256, LONG, 1, w))
-    entries.append((257, LONG, 1, h))
-    entries.append((258, SHORT, c, put_array("H", [16] * c) if c > 2 else (16 | (16 << 16) if c == 2 else 16)))
-    entries.append((259, SHORT, 1, 8))
-    entries.append((262, SHORT, 1, 2 if c >= 3 else 1))
-    entries.append((273, LONG, len(offsets), put_array("I", offsets) if len(offsets) > 1 else offsets[0]))
-    entries.append((277, SHORT, 1, c))
-    entries.append((278, LONG, 1, rows_per_strip))
-    counts = [len(s) for s in strips]
-    entries.append((279, LONG, len(counts), put_array("I", counts) if len(counts) > 1 else counts[0]))
-    if dpi:
-        entries.append((282, RATIONAL, 1, put_array("I", [int(round(dpi[0] * 100)), 100])))
-        entries.append((283, RATIONAL, 1, put_array("I", [int(round(dpi[1] * 100)), 100])))
-    entries.append((284, SHORT, 1, 1))
-    if dpi:
-        entries.append((296, SHORT, 1, 2))
-    if c in (2, 4):
-        entries.append((338, SHORT, 1, 2))  # unassociated alpha
-    entries.append((339, SHORT, c, put_array("H", [1] * c) if c > 2 else (1 | (1 << 16) if c == 2 else 1)))
-    if icc:
-        entries.append((34675, UNDEFINED, len(icc), put_array("B", icc)))
-    if out.tell() % 2:
-        out.write(b"\x00")
-    ifd = out.tell()
-    out.write(struct.pack("<H", len(entries)))
-    for tag, kind, count, value in sorted(entries):
-        out.write(struct.pack("<HHI", tag, kind, count))
-        out.write(struct.pack("<H", value) + b"\x00\x00" if kind == SHORT and count == 1 else struct.pack("<I", value))
-    out.write(b"\x00\x00\x00\x00")
-    buf = out.getbuffer()
-    buf[4:8] = struct.pack("<I", ifd)
-    fp.write(buf)
-
-
 def _pil(arr: np.ndarray, mode: str) -> Image.Image:
     img = Image.fromarray(np.ascontiguousarray(arr))  # uint8 H×W(×2/3/4) → L/LA/RGB/RGBA; uint16 H×W → I;16
     if img.mode != mode:
@@ -732,9 +603,9 @@ def _write(photo: Photo, derained: np.ndarray, fp: IO[bytes], fmt: str, quality:
     dpi = photo.dpi if fmt in _DPI_FORMATS else None
     if mode in ("LA;16", "RGB;16", "RGBA;16"):
         if fmt == "PNG":
-            _write_png16(fp, arr, icc, exif, dpi)
+            write_png16(fp, arr, icc, exif, dpi)
         else:
-            _write_tiff16(fp, arr, icc, dpi)
+            write_tiff16(fp, arr, icc, dpi)
         return
     pil = _pil(arr, mode)
     options: dict[str, Any] = {}

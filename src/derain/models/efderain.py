@@ -206,7 +206,8 @@ class EfDeRain(nn.Module):
         # How the full-resolution stage runs (the same function each way):
         #   "auto": the fused C kernel where it can (see `uses_fused_kernel`), else "fast";
         #   "fast": eager upsampling, in-place accumulating filtering, fusion conv;
-        #   "reference": as "fast" but the filtering stacks shifted copies (the released code's way).
+        #   "reference": as "fast" but the filtering stacks shifted copies (the released code's way);
+        #   "onehot": as "fast" but the shifted copies come from one one-hot convolution (what ONNX export traces).
         self.filter_implementation = "auto"
         w, d, kl = config.widths, config.depth, config.kernel_level
         levels = len(w)
@@ -399,7 +400,7 @@ class EfDeRain(nn.Module):
     def filter(self, x: Tensor, kernels: Tensor) -> Tensor:
         """Pixel-wise dilation filtering of ``x`` with ``kernels`` and fusion."""
         kernels = _filtering_layout(kernels)
-        impl = "reference" if self.filter_implementation == "reference" else "fast"
+        impl = self.filter_implementation if self.filter_implementation in ("reference", "onehot") else "fast"
         filtered = pixel_dilation_filter2d(x.to(kernels.dtype).contiguous(), kernels, self.config.dilations, impl)
         if not self.config.fusion:
             return filtered

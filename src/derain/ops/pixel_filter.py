@@ -8,11 +8,14 @@ At dilation ``r`` the input is zero-padded by ``r·(k−1)/2`` and
 
 with ``h = (k − 1) / 2`` (paper Eq. 4).
 
-Two implementations compute the same thing:
+Three implementations compute the same thing:
 
 * ``"reference"`` builds the stack of the k² shifted views (what the released code does); obviously
   right, but it materialises a k²-fold copy of the image.
 * ``"fast"`` accumulates the k² products in place into one output buffer and never builds the stack.
+* ``"onehot"`` builds the same stack with one fixed convolution (k² one-hot k×k filters at the
+  dilation), then multiplies and sums: a handful of large ops, the form exported to ONNX (where the
+  other two become dozens of slice, multiply and add nodes).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ __all__ = [
     "check_filter_inputs",
 ]
 
-Implementation = Literal["fast", "reference"]
+Implementation = Literal["fast", "reference", "onehot"]
 
 
 def check_filter_inputs(image: Tensor, kernels: Tensor, kernel_size: int | None = None) -> int:
@@ -94,6 +97,22 @@ def _filter_reference(image: Tensor, kernels: Tensor, k: int, dilation: int) -> 
     return (stack * kernels.view(b, c, k * k, h, w)).sum(dim=2)
 
 
+def _filter_onehot(image: Tensor, kernels: Tensor, k: int, dilation: int) -> Tensor:
+    b, c, h, w = image.shape
+    onehot = torch.eye(k * k, dtype=image.dtype, device=image.device).view(k * k, 1, k, k)
+    shifted = F.conv2d(image.reshape(b * c, 1, h, w), onehot, padding=dilation * (k - 1) // 2, dilation=dilation)
+    return (shifted.view(b, c, k * k, h, w) * kernels.view(b, c, k * k, h, w)).sum(dim=2)
+
+
+_IMPLEMENTATIONS = {"fast": "_filter_fast", "reference": "_filter_reference", "onehot": "_filter_onehot"}
+
+
+def _implementation(name: str):  # noqa: ANN202 - one of the three functions above
+    if name not in _IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {sorted(_IMPLEMENTATIONS)}, got {name!r}")
+    return globals()[_IMPLEMENTATIONS[name]]
+
+
 def _filter_fast(image: Tensor, kernels: Tensor, k: int, dilation: int) -> Tensor:
     """In-place accumulation over the k² taps on the valid region of each tap.
 
@@ -134,7 +153,8 @@ def pixel_filter2d(
         image: ``(B, C, H, W)`` floating-point tensor.
         kernels: ``(B, C·k², H, W)`` per-pixel kernels (``k`` odd), channel ``c·k² + k·i + j``.
         dilation: spacing between kernel taps (``>= 1``); zero padding outside the image.
-        implementation: ``"fast"`` (in-place accumulation) or ``"reference"`` (stacked shifts).
+        implementation: ``"fast"`` (in-place accumulation), ``"reference"`` (stacked shifts) or
+            ``"onehot"`` (stacked by a one-hot convolution).
 
     Returns:
         ``(B, C, H, W)`` filtered image.
@@ -154,11 +174,7 @@ def pixel_filter2d(
     """
     k = check_filter_inputs(image, kernels)
     _check_dilation(dilation)
-    if implementation == "fast":
-        return _filter_fast(image, kernels, k, dilation)
-    if implementation == "reference":
-        return _filter_reference(image, kernels, k, dilation)
-    raise ValueError(f"implementation must be 'fast' or 'reference', got {implementation!r}")
+    return _implementation(implementation)(image, kernels, k, dilation)
 
 
 def pixel_dilation_filter2d(
@@ -183,9 +199,7 @@ def pixel_dilation_filter2d(
     k = check_filter_inputs(image, kernels)
     for d in dilations:
         _check_dilation(d)
-    impl = {"fast": _filter_fast, "reference": _filter_reference}.get(implementation)
-    if impl is None:
-        raise ValueError(f"implementation must be 'fast' or 'reference', got {implementation!r}")
+    impl = _implementation(implementation)
     return torch.cat([impl(image, kernels, k, d) for d in dilations], dim=1)
 
 

@@ -1,22 +1,23 @@
-"""Training configuration: YAML file + ``key.sub=value`` overrides → a typed :class:`TrainConfig`.
+"""Training configuration: YAML file + ``key.sub=value`` overrides → a typed :class:`TrainConfig` (pydantic).
 
 Every field has a default equal to the released recipe (reference.md §2) where the paper
-specifies one; see ``configs/*.yaml`` for the presets (Table 2 v1-v4, released recipe).
+specifies one; see ``configs/*.yaml`` for the presets (Table 2 v1-v4, released recipe). Values
+are converted and checked by pydantic (types, ranges, unknown keys); a bad value is one
+:class:`ConfigError` line naming the key.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
-    "SourceConfig", "ValidationConfig", "TrainConfig", "load_config", "apply_overrides", "ConfigError", "DATA_ROOT_VARIABLE",
-    "default_data_root",
+    "SourceConfig", "ValidationConfig", "TrainConfig", "load_config", "apply_overrides", "build_config", "ConfigError",
+    "DATA_ROOT_VARIABLE", "default_data_root",
 ]
 
 #: Presets name their data as ``${DERAIN_DATA}/<set>``: ``derain train --data-root DIR``, this environment
@@ -28,12 +29,20 @@ class ConfigError(ValueError):
     """A training configuration is malformed."""
 
 
-@dataclass
-class SourceConfig:
+class _Config(BaseModel):
+    """Unknown keys are errors; values are converted (YAML strings from overrides) and checked by pydantic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class SourceConfig(_Config):
     """One source of training pairs.
 
     kind:
-        ``paired``: (rainy, clean) pairs from a folder in any layout :func:`derain.evaluation.find_pairs` knows.
+        ``paired``: (rainy, clean) pairs from a folder in any layout :func:`derain.data.pairs.find_pairs` knows.
         ``synthetic``: clean photos from ``path`` with rain rendered on the fly (``preset``: light/medium/heavy/mixed).
         ``rain_layers``: clean photos from ``path`` with real rain layers (rainy − clean) of the pairs in
         ``layers`` composited onto them; the last ``holdout`` pairs of ``layers`` are left out (validation).
@@ -43,162 +52,145 @@ class SourceConfig:
 
     kind: str = "synthetic"
     path: str = ""
-    weight: float = 1.0
+    weight: float = Field(1.0, gt=0)
     preset: str = "mixed"
-    layers: list[str] = field(default_factory=list)
-    holdout: int = 0
+    layers: list[str] = Field(default_factory=list)
+    holdout: int = Field(0, ge=0)
     layout: str = "auto"
     scale: tuple[float, float] = (0.7, 1.1)
-    max_rotation: float = 0.0
+    max_rotation: float = Field(0.0, ge=0, le=90)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SourceConfig:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"source kind must be paired, synthetic or rain_layers, got {self.kind!r}")
+        if not self.path:
+            raise ValueError(f"source of kind {self.kind!r} needs a path")
+        if self.kind == "rain_layers" and not self.layers:
+            raise ValueError("a rain_layers source needs `layers`: paired folders to take rain layers from")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"source scale must be [low, high] with 0 < low <= high, got {list(self.scale)}")
+        return self
 
 
-@dataclass
-class ValidationConfig:
+SOURCE_KINDS = ("paired", "synthetic", "rain_layers")
+
+
+class ValidationConfig(_Config):
     """Validation sets (never test sets): paired folders, each optionally restricted to its last ``holdout`` pairs."""
 
-    paired: list[str] = field(default_factory=list)
-    holdout_only: list[str] = field(default_factory=list)  # folders of which only the held-out pairs are used
-    holdout: int = 0
-    synthetic: int = 0  # rendered pairs from held-out clean photos
-    held_out: dict[str, int] = field(default_factory=dict)  # folder -> its last N pairs (overrides `holdout`)
+    paired: list[str] = Field(default_factory=list)
+    holdout_only: list[str] = Field(default_factory=list)  # folders of which only the held-out pairs are used
+    holdout: int = Field(0, ge=0)
+    synthetic: int = Field(0, ge=0)  # rendered pairs from held-out clean photos
+    held_out: dict[str, int] = Field(default_factory=dict)  # folder -> its last N pairs (overrides `holdout`)
     noharm: bool = False  # identity Y-PSNR on rain-free held-out images (reported, not in the mean)
-    every: int = 500
-    max_side: int = 0  # downscale nothing by default; >0 crops validation images to this many pixels per side
-    limit: int = 0  # at most this many pairs per folder (0 = all)
+    every: int = Field(500, ge=0)
+    max_side: int = Field(0, ge=0)  # >0 crops validation images to this many pixels per side
+    limit: int = Field(0, ge=0)  # at most this many pairs per folder (0 = all)
+
+    @field_validator("held_out")
+    @classmethod
+    def _counts(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(n < 1 for n in value.values()):
+            raise ValueError(f"validation.held_out counts must be >= 1, got {value}")
+        return value
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(_Config):
     model: str = "efderain-paper"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    model_overrides: dict[str, Any] = Field(default_factory=dict)
+    sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig()])
     rainmix: bool = False
-    rainmix_mode: str = "paper"
+    rainmix_mode: Literal["paper", "released"] = "paper"
     streaks: str = ""
-    rainmix_p: float = 1.0  # probability of applying RainMix to a sample
-    identity_p: float = 0.0  # share of samples whose input is their clean image (rain-free -> unchanged)
-    identity_weight: float = 1.0  # loss weight of those rain-free samples relative to the rainy ones
-    colour_jitter: float = 0.0  # probability of an exposure and white-balance change of both images
-    crop: int = 256
+    rainmix_p: float = Field(1.0, ge=0, le=1)  # probability of applying RainMix to a sample
+    identity_p: float = Field(0.0, ge=0, le=1)  # share of samples whose input is their clean image (rain-free -> unchanged)
+    identity_weight: float = Field(1.0, gt=0)  # loss weight of those rain-free samples relative to the rainy ones
+    colour_jitter: float = Field(0.0, ge=0, le=1)  # probability of an exposure and white-balance change of both images
+    crop: int = Field(256, ge=16)
     flips: bool = False
-    batch_size: int = 16
-    iterations: int = 1000
-    lr: float = 2e-4
+    batch_size: int = Field(16, ge=1)
+    iterations: int = Field(1000, ge=1)
+    lr: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.5, 0.999)
     decay_start: int = 400  # constant lr until here, then linear decay to 0 at `iterations`
-    loss: str = "l1_ssim"  # "l1" or "l1_ssim"
+    loss: Literal["l1", "l1_ssim"] = "l1_ssim"
     ssim_weight: float = 0.2
-    precision: str = "fp32"  # fp32 | bf16 (CPU autocast)
-    threads: int = 0  # 0: torch default
-    workers: int = 0
-    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: CPU autocast
+    threads: int = Field(0, ge=0)  # 0: torch default
+    workers: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)
     out_dir: str = "runs/train"
-    log_every: int = 10
-    sample_every: int = 0
-    checkpoint_every: int = 100
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    log_every: int = Field(10, ge=1)
+    sample_every: int = Field(0, ge=0)
+    checkpoint_every: int = Field(100, ge=1)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     init_weights: str = ""  # start from these weights (fine-tuning, as the released v3/v4)
 
-    def validate(self) -> None:
-        if self.loss not in ("l1", "l1_ssim"):
-            raise ConfigError(f"loss must be 'l1' or 'l1_ssim', got {self.loss!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
-        if self.rainmix_mode not in ("paper", "released"):
-            raise ConfigError(f"rainmix_mode must be 'paper' or 'released', got {self.rainmix_mode!r}")
-        for name, low in (("iterations", 1), ("batch_size", 1), ("crop", 16), ("log_every", 1), ("checkpoint_every", 1),
-                          ("threads", 0), ("workers", 0), ("seed", 0), ("sample_every", 0)):
-            if getattr(self, name) < low:
-                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        if self.validation.every < 0 or self.validation.synthetic < 0 or self.validation.holdout < 0:
-            raise ConfigError("validation.every, validation.synthetic and validation.holdout must be >= 0")
-        if any(int(n) < 1 for n in self.validation.held_out.values()):
-            raise ConfigError(f"validation.held_out counts must be >= 1, got {self.validation.held_out}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)!r}")
-        if not 0 <= self.decay_start <= self.iterations:
-            raise ConfigError(f"decay_start must be in [0, iterations={self.iterations}], got {self.decay_start}")
-        if not self.sources:
-            raise ConfigError("at least one data source is needed")
-        for s in self.sources:
-            if s.kind not in ("paired", "synthetic", "rain_layers"):
-                raise ConfigError(f"source kind must be paired, synthetic or rain_layers, got {s.kind!r}")
-            if not s.path:
-                raise ConfigError(f"source of kind {s.kind!r} needs a path")
-            if s.weight <= 0:
-                raise ConfigError(f"source weights must be > 0, got {s.weight}")
-            if s.kind == "rain_layers" and not s.layers:
-                raise ConfigError("a rain_layers source needs `layers`: paired folders to take rain layers from")
-            if len(s.scale) != 2 or not 0 < s.scale[0] <= s.scale[1]:
-                raise ConfigError(f"source scale must be [low, high] with 0 < low <= high, got {list(s.scale)}")
-            if not 0 <= s.max_rotation <= 90:
-                raise ConfigError(f"source max_rotation must be in [0, 90] degrees, got {s.max_rotation}")
-        if not self.identity_weight > 0:
-            raise ConfigError(f"identity_weight must be > 0, got {self.identity_weight}")
-        for name in ("identity_p", "colour_jitter", "rainmix_p"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.rainmix and not self.streaks:
-            raise ConfigError("rainmix needs `streaks`: a folder of rain-streak images")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _coerce(value: Any, target: Any, name: str) -> Any:
-    """Convert a YAML/override value to the type of the default ``target``."""
-    if dataclasses.is_dataclass(target) and not isinstance(target, type):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a mapping")
-        return _build(type(target), value, f"{name}.")
-    if isinstance(target, list) and target and dataclasses.is_dataclass(target[0]):
-        if not isinstance(value, list):
-            raise ConfigError(f"{name} must be a list")
-        return [_build(type(target[0]), v, f"{name}[{i}].") for i, v in enumerate(value)]
-    if isinstance(target, bool):
-        if isinstance(value, str):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _betas(cls, value: Any) -> Any:
+        ok = isinstance(value, (list, tuple)) and len(value) == 2
+        ok = ok and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value)
+        if not ok:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
         return value
-    if isinstance(target, (int, float)):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number, got {value!r}") from None
-        if isinstance(target, int):
-            if not number.is_integer():
-                raise ConfigError(f"{name} must be a whole number, got {value!r}")
-            return int(number)
-        return number
-    if isinstance(target, tuple):
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
-        return tuple(value)
-    if isinstance(target, (list, dict)) and isinstance(value, str):
-        return yaml.safe_load(value)
-    return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if not 0 <= self.decay_start <= self.iterations:
+            raise ValueError(f"decay_start must be in [0, iterations={self.iterations}], got {self.decay_start}")
+        if not self.sources:
+            raise ValueError("at least one data source is needed")
+        if self.rainmix and not self.streaks:
+            raise ValueError("rainmix needs `streaks`: a folder of rain-streak images")
+        return self
+
+    def check(self) -> None:
+        """Check the config again (after its fields were changed in place); :class:`ConfigError` naming the key."""
+        build_config(self.model_dump())
 
 
-_LIST_DEFAULTS = {("TrainConfig", "sources"): [SourceConfig()]}
+def _key(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(names)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(sorted(prefix + k for k in unknown))}")
-    default = cls()
-    kwargs = {}
-    for key, value in data.items():
-        target = _LIST_DEFAULTS.get((cls.__name__, key), getattr(default, key))
-        kwargs[key] = _coerce(value, target, prefix + key)
-    return cls(**kwargs)
+def _message(error: dict[str, Any]) -> str:
+    """One line naming the key for a pydantic error."""
+    key, kind, ctx, got = _key(error["loc"]), error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown config key(s) {key}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+    if kind in bounds:
+        op, name = bounds[kind]
+        if key in ("identity_p", "colour_jitter", "rainmix_p"):
+            return f"{key} must be in [0, 1], got {got!r}"
+        return f"{key} must be {op} {ctx[name]}, got {got!r}"
+    if kind == "literal_error":
+        return f"{key} must be {ctx['expected']}, got {got!r}"
+    if kind in ("int_parsing", "float_parsing", "int_type", "float_type"):
+        return f"{key} must be a number, got {got!r}"
+    if kind == "int_from_float":
+        return f"{key} must be a whole number, got {got!r}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{key} must be true or false, got {got!r}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{key} must be a mapping, got {got!r}"
+    return f"{key}: {error['msg'][0].lower()}{error['msg'][1:]}, got {got!r}"
+
+
+def build_config(data: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from a (parsed YAML) mapping; :class:`ConfigError` naming the first bad key."""
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_message(e.errors()[0])) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -274,7 +266,6 @@ def load_config(
             raise ConfigError(f"{p}: top level must be a mapping")
         data = loaded or {}
     data = apply_overrides(data, overrides)
-    cfg = _build(TrainConfig, data)
+    cfg = build_config(data)
     _expand_paths(cfg, base or Path.cwd(), Path(data_root) if data_root else default_data_root())
-    cfg.validate()
     return cfg

@@ -359,7 +359,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     A fresh run needs an ``out_dir`` without an earlier run; ``resume`` continues the one there, whose
     config must be ``cfg`` but for :data:`RUNTIME_KEYS` (and :data:`SCHEDULE_KEYS` with ``allow_changes``).
     """
-    cfg.validate()
+    cfg.check()
     resumed = _check_run_folder(cfg, resume, allow_changes)
     rank, world = _distributed()
     if cfg.threads:

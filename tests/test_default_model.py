@@ -57,7 +57,7 @@ def _rain_free_photos() -> list[np.ndarray]:
 
 # What version 4 achieves on these photos, with a margin (MODEL_CARD.md, "No harm"): version 3 shifted
 # them by -3.5 to -9 levels (29.6-33.9 dB) and gave grey cards up to 4.5 levels of colour.
-NO_HARM_NOW = {"default": (1.75, 34.0, 0.8), "fast": (6.0, 26.0, 0.8)}  # |mean shift| levels, Y-PSNR dB, grey spread
+NO_HARM_NOW = {"default": (1.5, 35.0, 0.8), "fast": (6.0, 26.0, 0.8)}  # |mean shift| levels, Y-PSNR dB, grey spread
 
 
 @pytest.mark.parametrize("name", ["default", "fast"])
@@ -103,7 +103,7 @@ def test_bf16_close_to_fp32() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 31.5754, 0.93564), ("fast", 29.5757, 0.90386)])
+@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 31.0905, 0.93143), ("fast", 29.5757, 0.90386)])
 def test_rain100l_score_is_the_model_cards(shared_dataset, name: str, golden_psnr: float, golden_ssim: float) -> None:
     """``derain eval ../shared/data/Rain100L --model NAME --protocol y`` gives MODEL_CARD.md's number."""
     from pathlib import Path

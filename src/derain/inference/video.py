@@ -158,13 +158,13 @@ def _open_input(src: str | os.PathLike[str]) -> Any:
 
 
 def _is_image(path: Path) -> bool:
-    """Whether Pillow recognises ``path`` as an image (header only)."""
-    from PIL import Image, UnidentifiedImageError
+    """Whether ``path`` reads as an image (header only; no pixel limit)."""
+    from ..io.images import ImageReadError, image_size
 
     try:
-        with Image.open(path):
-            return True
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        image_size(path, max_pixels=2**62)
+        return True
+    except ImageReadError:
         return False
 
 

@@ -175,7 +175,7 @@ _efderain(
     "efderain-cpu",
     "CPU design of the bundled default: pixel-unshuffle stem (no conv at full resolution), widths 16-128, "
     "2 convs per block, kernels predicted at H/2 (as released) and upsampled, identity init, a fusion that "
-    "preserves each colour channel (no global brightness or colour change).",
+    "preserves each colour channel (no global brightness or colour change), and a rain gate.",
     widths=(16, 32, 64, 128, 128),
     depth=2,
     stem=2,
@@ -183,6 +183,7 @@ _efderain(
     outc_at_full_resolution=False,
     identity_init=True,
     channel_fusion=True,
+    gate=True,
 )
 _bundled(
     "default",
@@ -192,9 +193,9 @@ _bundled(
 )
 _efderain(
     "efderain-cpu-fast",
-    "efderain-cpu with a pixel-unshuffle x4 stem (the KPN starts at H/4), 4 levels of widths 24-192, kernels "
+    "efderain-cpu without the rain gate, with a pixel-unshuffle x4 stem (the KPN starts at H/4), 4 levels of widths 24-192, kernels "
     "predicted at H/4 and upsampled x4: about 1.5x faster than efderain-cpu.",
-    **{**_REGISTRY["efderain-cpu"].config, "stem": 4, "widths": (24, 48, 96, 192)},
+    **{**_REGISTRY["efderain-cpu"].config, "stem": 4, "widths": (24, 48, 96, 192), "gate": False},
 )
 _bundled(
     "fast",

@@ -168,6 +168,22 @@ def test_a_tiny_tile_blames_the_tile(tmp_path, weights):
     assert proc.returncode == 2 and "Invalid value for --tile-overlap:" in proc.stderr.decode()
 
 
+def test_links_and_folders_named_like_images_are_reported(tmp_path, weights):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    Image.fromarray(gradient(16, 12)).save(pics / "a.png")
+    (pics / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (pics / "loop.png").symlink_to(pics / "loop.png")
+    (pics / "album.png").mkdir()
+    proc = derain_cli("run", "pics", "-o", "out", "--weights", weights, "--threads", 1, cwd=tmp_path)
+    assert_clean(proc)
+    assert proc.returncode == 1 and summary(proc) == (1, 3, 0)
+    errors = "\n".join(error_lines(proc))
+    assert "pics/gone.png: dangling symbolic link" in errors and "pics/loop.png: symbolic link loop" in errors
+    assert "pics/album.png: a folder, not an image file (use --recursive" in errors
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+
+
 def test_stdin_to_stdout(tmp_path, weights):
     data = image_bytes(Image.fromarray(gradient(40, 30)), "JPEG", quality=95)
     proc = derain_cli("-", "--weights", weights, cwd=tmp_path, stdin=data)

@@ -17,6 +17,7 @@ stdout in the input's format (or ``--format``).
 from __future__ import annotations
 
 import difflib
+import errno
 import glob
 import logging
 import os
@@ -102,18 +103,39 @@ def _is_within(path: Path, folder: Path) -> bool:
         return False
 
 
-def _scan(folder: Path, recursive: bool, exclude: Path) -> Iterator[Path]:
-    """Image files in ``folder`` (sorted; hidden files and the output folder left out)."""
+def _scan(folder: Path, recursive: bool, exclude: Path, errors: list[tuple[str, str]]) -> Iterator[Path]:
+    """Image files in ``folder`` (sorted; hidden files and the output folder left out). Entries named like
+    images that are not readable files (dangling or looping symbolic links, folders without
+    ``--recursive``, devices) go to ``errors`` instead of being skipped silently."""
     walker = os.walk(folder) if recursive else [(str(folder), [], None)]
     for root, dirs, files in walker:
         root_path = Path(root)
         if dirs is not None:
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _is_within((root_path / d).resolve(), exclude))
-        names = files if files is not None else [p.name for p in root_path.iterdir() if p.is_file()]
+        names = files if files is not None else [p.name for p in root_path.iterdir()]
         for name in sorted(names):
             path = root_path / name
-            if not name.startswith(".") and path.suffix.lower() in PHOTO_EXTENSIONS and path.is_file():
+            if name.startswith(".") or path.suffix.lower() not in PHOTO_EXTENSIONS:
+                continue
+            if path.is_file():
                 yield path
+            else:
+                errors.append((str(path), _not_a_file(path)))
+
+
+def _not_a_file(path: Path) -> str:
+    """Why an entry named like an image is not one to read."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if path.is_symlink():
+            return f"dangling symbolic link (to {os.readlink(path)})"
+        return f"cannot access ({err.strerror or err})"
+    if path.is_dir():
+        return "a folder, not an image file (use --recursive to look inside)"
+    return "not a regular file"
 
 
 def _glob_base(pattern: str) -> Path:
@@ -179,7 +201,7 @@ def plan_jobs(
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = list(_scan(path, recursive, out_real))
+            files = list(_scan(path, recursive, out_real, errors))
             if not files:
                 log.warning("%s: no images found%s", item, "" if recursive else " (use --recursive for sub-folders)")
             found += [(f, f.relative_to(path), str(f)) for f in files]

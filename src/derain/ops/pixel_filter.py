@@ -104,15 +104,6 @@ def _filter_onehot(image: Tensor, kernels: Tensor, k: int, dilation: int) -> Ten
     return (shifted.view(b, c, k * k, h, w) * kernels.view(b, c, k * k, h, w)).sum(dim=2)
 
 
-_IMPLEMENTATIONS = {"fast": "_filter_fast", "reference": "_filter_reference", "onehot": "_filter_onehot"}
-
-
-def _implementation(name: str):  # noqa: ANN202 - one of the three functions above
-    if name not in _IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {sorted(_IMPLEMENTATIONS)}, got {name!r}")
-    return globals()[_IMPLEMENTATIONS[name]]
-
-
 def _filter_fast(image: Tensor, kernels: Tensor, k: int, dilation: int) -> Tensor:
     """In-place accumulation over the k² taps on the valid region of each tap.
 
@@ -139,6 +130,15 @@ def _filter_fast(image: Tensor, kernels: Tensor, k: int, dilation: int) -> Tenso
                 image[:, :, oy0 + dy : oy1 + dy, ox0 + dx : ox1 + dx],
             )
     return out
+
+
+_IMPLEMENTATIONS = {"fast": _filter_fast, "reference": _filter_reference, "onehot": _filter_onehot}
+
+
+def _implementation(name: str):  # noqa: ANN202 - one of the functions above
+    if name not in _IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {sorted(_IMPLEMENTATIONS)}, got {name!r}")
+    return _IMPLEMENTATIONS[name]
 
 
 def pixel_filter2d(

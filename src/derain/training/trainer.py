@@ -219,7 +219,7 @@ def _weights_step(path: Path) -> int | None:
     try:
         with safe_open(str(path), "pt") as f:
             return int((f.metadata() or {}).get("step", ""))
-    except (OSError, ValueError, RuntimeError, Exception):  # noqa: BLE001 - missing or unreadable: rewrite it
+    except Exception:  # noqa: BLE001 - missing or unreadable: rewrite it
         return None
 
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageCms
 
 import derain
 from derain.inference.derainer import Derainer
-from derain.inference.tiling import derain_tiled, resolve_tile, tile_starts
+from derain.inference.tiling import derain_array, derain_tiled, resolve_tile, tile_starts
 from derain.io.images import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
@@ -411,6 +411,54 @@ def test_tiled_matches_untiled_model():
     assert blended < seams
 
 
+class TestDerainArray:
+    """derain_array: tiles from an H×W×3 array of any pixel type, output band by band in the input's dtype."""
+
+    @staticmethod
+    def image(dtype, shape=(150, 230, 3)):
+        g = np.random.default_rng(0)
+        if dtype == np.float32:
+            return g.random(shape, dtype=np.float32)
+        top = np.iinfo(dtype).max
+        return g.integers(0, top + 1, shape).astype(dtype)
+
+    @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+    @pytest.mark.parametrize("tile", [None, 64, 100])
+    def test_equals_the_tensor_path_then_rounding(self, dtype, tile):
+        d = _contextual_model()
+        img = self.image(dtype)
+        top = {np.uint8: 255, np.uint16: 65535}.get(dtype)
+        x = torch.from_numpy(img.astype(np.float32) * np.float32(1 / top if top else 1)).permute(2, 0, 1)
+        ref = (d.run_tensor(x[None])[0] if tile is None else derain_tiled(d.run_tensor, x, tile, 16)).permute(1, 2, 0).numpy()
+        out = derain_array(d.run_tensor, img, tile, 16)
+        assert out.dtype == np.dtype(dtype) and out.shape == img.shape
+        if top is None:
+            np.testing.assert_array_equal(out, ref)
+        else:
+            np.testing.assert_array_equal(out, np.floor(np.clip(ref, 0, 1) * np.float32(top) + np.float32(0.5)).astype(dtype))
+
+    def test_the_model_sees_tiles_and_read_only_input_is_fine(self):
+        seen = []
+
+        def fn(t):
+            seen.append(tuple(t.shape))
+            return 1 - t
+
+        img = self.image(np.uint8, (300, 200, 3))
+        img.flags.writeable = False  # as Pillow's arrays
+        out = derain_array(fn, img, 64, 8)
+        np.testing.assert_array_equal(out, 255 - img)
+        assert max(h for _, _, h, _ in seen) == 64 and len(seen) == 6 * 4
+
+    def test_float64_comes_back_float32_and_bad_input_is_refused(self):
+        out = derain_array(lambda t: t, self.image(np.float32).astype(np.float64), 64, 8)
+        assert out.dtype == np.float32
+        with pytest.raises(TypeError, match="uint8, uint16 or float"):
+            derain_array(lambda t: t, np.zeros((8, 8, 3), np.int32), 64, 8)
+        with pytest.raises(ValueError, match="H×W×3"):
+            derain_array(lambda t: t, np.zeros((8, 8), np.uint8), 64, 8)
+
+
 # ----------------------------------------------------------------------------- derain.derain
 
 
@@ -562,6 +610,69 @@ def test_atomic_outputs_follow_the_umask_whatever_the_writer_did(tmp_path):
         os.umask(old)
     assert oct((tmp_path / "a.bin").stat().st_mode & 0o777) == oct(0o640)
     assert oct((tmp_path / "w.safetensors").stat().st_mode & 0o777) == oct(0o640)
+
+
+class TestAtomicFiles:
+    """derain.io.atomic.atomic_files: files that change together (a checkpoint and its weights)."""
+
+    @staticmethod
+    def write(folder, text, fail=False):
+        from derain.io.atomic import atomic_files
+
+        with atomic_files(folder, ["a.txt", "b.txt"]) as paths:
+            paths["a.txt"].write_text(text)
+            if fail:
+                raise KeyboardInterrupt
+            paths["b.txt"].write_text(text)
+
+    def test_every_name_moves_at_once_and_the_previous_group_is_removed(self, tmp_path):
+        self.write(tmp_path, "1")
+        self.write(tmp_path, "2")
+        assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text() == "2"
+        assert os.readlink(tmp_path / "a.txt") == ".current/a.txt"
+        assert len(list(tmp_path.glob(".group-*"))) == 1  # the first group is gone
+
+    def test_an_interrupted_write_changes_nothing_and_leaves_nothing(self, tmp_path):
+        self.write(tmp_path, "1")
+        before = sorted(p.name for p in tmp_path.iterdir())
+        with pytest.raises(KeyboardInterrupt):
+            self.write(tmp_path, "2", fail=True)
+        assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text() == "1"
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+    def test_groups_a_killed_writer_left_are_removed_by_the_next_write(self, tmp_path):
+        self.write(tmp_path, "1")
+        for name in (".group-0123abcd.tmp", ".group-89abcdef"):  # half-written; written but never swapped in
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "a.txt").write_text("x")
+            os.utime(tmp_path / name, (0, 0))
+        (tmp_path / ".a.txt.0123abcd.lnk").symlink_to(".current/a.txt")  # a link made, never moved into place
+        self.write(tmp_path, "2")
+        assert len(list(tmp_path.glob(".group-*"))) == 1 and (tmp_path / "b.txt").read_text() == "2"
+        assert not list(tmp_path.glob("*.lnk"))
+
+    def test_a_file_written_apart_is_replaced_by_the_link(self, tmp_path):
+        self.write(tmp_path, "1")
+        (tmp_path / "b.txt").unlink()
+        (tmp_path / "b.txt").write_text("by hand")
+        self.write(tmp_path, "2")
+        assert (tmp_path / "b.txt").is_symlink() and (tmp_path / "b.txt").read_text() == "2"
+
+    def test_without_symlinks_the_files_are_moved_in_order(self, tmp_path, monkeypatch):
+        import derain.io.atomic as atomic
+
+        monkeypatch.setattr(atomic, "_symlinks_work", lambda folder: False)
+        self.write(tmp_path, "1")
+        assert not (tmp_path / "a.txt").is_symlink() and (tmp_path / "b.txt").read_text() == "1"
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    def test_a_name_left_unwritten_is_an_error(self, tmp_path):
+        from derain.io.atomic import atomic_files
+
+        with pytest.raises(FileNotFoundError, match="b.txt not written"):
+            with atomic_files(tmp_path, ["a.txt", "b.txt"]) as paths:
+                paths["a.txt"].write_text("1")
+        assert list(tmp_path.iterdir()) == []
 
 
 class TestSixteen:

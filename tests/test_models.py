@@ -296,13 +296,42 @@ class TestRainGate:
             model.filter_implementation = implementation
             torch.testing.assert_close(fused, model(x), rtol=0, atol=1e-5)
 
-    def test_starts_open_and_ungated_weights_load_without_it(self) -> None:
-        model = EfDeRain(EfDeRainConfig(widths=(8, 8, 8), depth=1, stem=2, kernel_level=0, gate=True))
+    @pytest.mark.parametrize("width", [0, 8])
+    def test_starts_open_and_ungated_weights_load_without_it(self, width) -> None:
+        model = EfDeRain(EfDeRainConfig(widths=(8, 8, 8), depth=1, stem=2, kernel_level=0, gate=True, gate_width=width))
         with torch.no_grad():
             m = model.gate_map(model.kernel_features(torch.rand(1, 3, 16, 16)))
         assert 0.94 < m.min() and m.max() < 0.96
-        ungated = EfDeRain(dataclasses.replace(model.config, gate=False))
-        assert set(model.state_dict()) - set(ungated.state_dict()) == {"gate.weight", "gate.bias"}
+        ungated = EfDeRain(dataclasses.replace(model.config, gate=False, gate_width=0))
+        heads = {"gate.weight", "gate.bias"} if not width else {"gate.0.weight", "gate.0.bias", "gate.2.weight", "gate.2.bias"}
+        assert set(model.state_dict()) - set(ungated.state_dict()) == heads
+
+    def test_return_gate_gives_the_gate_of_the_output(self) -> None:
+        model = self.model()
+        x = torch.rand(2, 3, 37, 70)
+        with torch.no_grad():
+            out, gate = model(x, return_gate=True)
+            assert torch.equal(out, model(x)) and gate.shape == (2, 1, 37, 70) and 0 < gate.min() and gate.max() < 1
+            model.gate.bias.fill_(-30.0)
+            out, gate = model(x, return_gate=True)
+            assert gate.max() < 1e-6 and torch.equal(out, x)
+            ungated = EfDeRain(dataclasses.replace(model.config, gate=False)).eval()
+            out, gate = ungated(x, return_gate=True)
+            assert gate is None and out.shape == x.shape
+
+    def test_wide_head_sees_a_neighbourhood_and_starts_open(self) -> None:
+        model = self.model(gate_width=8)
+        assert model.gate[0].weight.shape == (8, 27, 3, 3) and model.gate[2].weight.shape == (1, 8, 1, 1)
+        x = torch.rand(1, 3, 45, 61)
+        with torch.no_grad():
+            _, gate = model(x, return_gate=True)
+            assert gate.mean() > 0.8 and gate.std() > 1e-4  # open, and not constant: the hidden layer is alive
+            assert model.uses_fused_kernel(x)
+            fused = model(x)
+            model.filter_implementation = "fast"
+            torch.testing.assert_close(fused, model(x), rtol=1e-5, atol=1e-5)  # float sums in another order
+        with pytest.raises(ValueError, match="gate_width"):
+            EfDeRainConfig(gate_width=8)
 
     def test_gradient_reaches_the_gate(self) -> None:
         model = self.model().train()

@@ -21,7 +21,7 @@ import derain
 from derain.metrics import calculate_ssim, ssim_torch
 from derain.training.config import ConfigError, load_config
 from derain.training.dataset import DatasetError, StepBatchSampler, TrainingSamples
-from derain.training.losses import L1SSIMLoss, build_loss
+from derain.training.losses import L1SSIMLoss, build_loss, gate_loss, rain_mask
 from derain.training.presets import list_presets, resolve_preset
 from derain.training.trainer import train
 
@@ -269,6 +269,12 @@ def test_resume_after_kill_9(clean_folder, tmp_path) -> None:
     proc.wait()
     killed_at = len(read_losses(tmp_path / "killed"))
     assert 5 <= killed_at < 40, "the run must be killed mid-way"
+    from safetensors import safe_open
+
+    from derain.models.checkpoint import load_training_state
+
+    with safe_open(str(tmp_path / "killed" / "last.safetensors"), "pt") as f:  # one unit: both at one step
+        assert int(f.metadata()["step"]) == load_training_state(tmp_path / "killed" / "checkpoint.pt")["step"]
     subprocess.run(_derain_cmd("train", str(path), "--resume"), check=True, capture_output=True, env=env, timeout=300)
     reference = write_config(tmp_path / "r.yaml", {**cfg, "out_dir": str(tmp_path / "ref")})
     subprocess.run(_derain_cmd("train", str(reference)), check=True, capture_output=True, env=env, timeout=300)
@@ -412,6 +418,59 @@ def test_batch_loss_weights_the_rain_free_samples():
     rain, free = loss_fn(pred[:2], clean[:2]), loss_fn(pred[2:], clean[2:])
     torch.testing.assert_close(batch_loss(loss_fn, pred, rainy, clean, 8.0), (2 * rain + 8 * 2 * free) / 4)
     torch.testing.assert_close(batch_loss(loss_fn, pred[:2], rainy[:2], clean[:2], 8.0), rain)  # no rain-free sample
+
+
+class TestGateLoss:
+    """``gate_weight``: the rain gate is trained against the rain mask (where the rain changed the image)."""
+
+    def test_rain_mask_marks_changed_pixels_and_their_neighbours(self) -> None:
+        clean = torch.rand(2, 3, 16, 16)
+        rainy = clean.clone()
+        rainy[0, 2, 5, 7] += 0.1  # one streak pixel, in one channel
+        rainy[0, :, 12, 3] += 2 / 255  # below the threshold: not rain
+        mask = rain_mask(rainy, clean)
+        assert mask.shape == (2, 1, 16, 16)
+        assert mask[0, 0, 4:7, 6:9].eq(1).all() and mask[0].sum() == 9
+        assert mask[1].sum() == 0  # rain-free sample
+
+    def test_gate_loss_closes_the_gate_on_rain_free_content_and_opens_it_on_rain(self) -> None:
+        """From the bundled default (open gate, about 0.95 everywhere): a few steps on one streaked and one
+        rain-free image teach the gate to tell them apart (the mask covers 3/4 of the streaked one)."""
+        torch.manual_seed(0)
+        model = derain.create_model("default", pretrained=True)
+        clean = torch.nn.functional.interpolate(torch.rand(2, 3, 6, 6), size=(48, 48), mode="bilinear", align_corners=False)
+        rainy = clean.clone()
+        rainy[0, :, :, ::4] = (rainy[0, :, :, ::4] + 0.5).clamp(max=1)  # sample 0: vertical streaks; sample 1 rain-free
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(25):
+            _, gate = model(rainy, return_gate=True)
+            loss = gate_loss(gate, rainy, clean)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            _, gate = model(rainy, return_gate=True)
+        assert gate[1].mean() < 0.05 and gate[0].mean() > 0.6, (gate[0].mean(), gate[1].mean())
+
+    def test_init_weights_with_another_gate_head_start_that_head_fresh(self, tmp_path) -> None:
+        from derain.training.trainer import _load_init_weights
+
+        small = {**TINY_MODEL, "gate": True}
+        derain.save_model(derain.create_model("efderain-tiny", **small), tmp_path / "w.safetensors")
+        wide = derain.create_model("efderain-tiny", **small, gate_width=4)
+        fresh = {k: v.clone() for k, v in wide.state_dict().items() if k.startswith("gate.")}
+        _load_init_weights(wide, str(tmp_path / "w.safetensors"))
+        assert all(torch.equal(wide.state_dict()[k], v) for k, v in fresh.items())
+        source = derain.load_model(tmp_path / "w.safetensors").state_dict()
+        assert torch.equal(wide.state_dict()["outc.weight"], source["outc.weight"])  # the rest is loaded
+
+    def test_needs_a_model_with_a_gate(self, clean_folder, tmp_path) -> None:
+        cfg = tiny_config(clean_folder, tmp_path / "run", gate_weight=0.1)
+        with pytest.raises(ConfigError, match="gate_weight needs a model with a rain gate"):
+            load_config(write_config(tmp_path / "c.yaml", cfg))
+        cfg["model_overrides"] = {**TINY_MODEL, "gate": True}
+        train(load_config(write_config(tmp_path / "c.yaml", {**cfg, "iterations": 2, "decay_start": 0})))
+        assert (tmp_path / "run" / "last.safetensors").exists()
 
 
 def test_resume_puts_the_weights_back_at_the_checkpoints_step(clean_folder, tmp_path) -> None:

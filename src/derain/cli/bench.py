@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import device_option, load_for_cli, model_options, precision_option, protocol_option, threads_option, user_errors
+from .common import device_option, load_for_cli, model_options, models_option, precision_option, protocol_option, threads_option, user_errors
 
 __all__ = ["bench_group", "explain_cmd"]
 
@@ -50,8 +50,8 @@ def bench_group() -> None:
 
 
 @bench_group.command("speed")
-@click.option("--model", "models", multiple=True, help="Registered name or 'efderain-paper (released path)'; repeatable. "
-              "Default: default, fast, efderain-paper, the released path, prenet.")
+@models_option(forms="Registered name or 'efderain-paper (released path)' (default: default, fast, efderain-paper, "
+               "the released path, prenet)")
 @click.option("--size", "sizes", multiple=True, default=("481x321", "1920x1080"), show_default=True, help="WxH; repeatable.")
 @click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1), default=(1, 8), show_default=True)
 @precision_option(("fp32", "bf16"), multiple=True)
@@ -84,7 +84,7 @@ def speed_cmd(models, sizes, batches, precisions, device, threads, repeats, warm
 
 @bench_group.command("quality")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "models", multiple=True, required=True, help="NAME, NAME=WEIGHTS or WEIGHTS_FILE; repeatable.")
+@models_option(required=True)
 @protocol_option()
 @precision_option("fp32")
 @threads_option()
@@ -114,8 +114,7 @@ def quality_cmd(dataset_dir, models, protocol, precision, threads, limit, plot_p
 
 
 @bench_group.command("noharm")
-@click.option("--model", "models", multiple=True, default=("default", "fast"), show_default=True,
-              help="NAME, NAME=WEIGHTS or WEIGHTS_FILE (as bench quality); repeatable.")
+@models_option(("default", "fast"))
 @click.option("--set", "sets", multiple=True, required=True,
               help="Rain-free images: a folder, a paired folder's clean/ side, FOLDER@lastN for its last N; repeatable.")
 @precision_option("auto")

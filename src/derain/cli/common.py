@@ -22,6 +22,7 @@ __all__ = [
     "device_option",
     "load_for_cli",
     "model_options",
+    "models_option",
     "one_line_errors",
     "precision_option",
     "printable",
@@ -39,6 +40,13 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       help="Model file (.safetensors; .pth with --model).")(fn)
     return click.option("--model", "model_name",
                         help="Registered model name (its bundled weights unless --weights) [default: default].")(fn)
+
+
+def models_option(default: tuple[str, ...] = (), *, required: bool = False,
+                  forms: str = "NAME, NAME=WEIGHTS or WEIGHTS_FILE") -> Decorator:
+    """``--model`` repeatable (parameter ``models``): the models a benchmark puts side by side."""
+    return click.option("--model", "models", multiple=True, default=default, required=required,
+                        show_default=bool(default), help=f"{forms}; repeatable.")
 
 
 def precision_option(default: str | tuple[str, ...] = "auto", *, multiple: bool = False) -> Decorator:

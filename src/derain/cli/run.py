@@ -283,7 +283,7 @@ def _reason(err: BaseException) -> str:
 def _process(derainer: Any, photo: Any, tile: int | None, overlap: int, side_by_side: bool) -> tuple[Any, Any]:
     from ..io.images import side_by_side as widen
 
-    result = derainer.derain_rgb(photo.rgb, tile, overlap)
+    result = derainer.derain_photo(photo, tile, overlap)
     if side_by_side:
         return widen(photo, result)
     return photo, result

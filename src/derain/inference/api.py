@@ -76,19 +76,13 @@ def _derain_array(derainer: Derainer, image: np.ndarray, tile: int | None, overl
     else:
         raise ValueError(f"expected an H×W, H×W×1, H×W×3 or H×W×4 image, got shape {image.shape}")
     colour = image.reshape(image.shape[0], image.shape[1], channels)
-    rgb_src = colour[:, :, :3] if channels >= 3 else np.repeat(colour, 3, axis=2)
-    # no full-size copies beyond the one result buffer: a 40 MP photo is 480 MB per float32 copy
-    rgb = np.asarray(rgb_src, dtype=np.float32)
-    if scale != 1.0:
-        rgb = rgb / np.float32(scale)
-    out = derainer.derain_rgb(rgb, tile, overlap)
-    del rgb
-    if channels == 1:
-        out = out.mean(axis=2, keepdims=True, dtype=np.float32)
-    if scale != 1.0:
-        out *= np.float32(scale)
-        out += np.float32(0.5)
-        np.floor(out, out=out)
+    if channels >= 3:
+        out = derainer.derain_rgb(colour[:, :, :3], tile, overlap)  # the input's dtype (float: float32)
+    else:  # grey: the mean of the float result, rounded once
+        rgb = np.repeat(colour, 3, axis=2).astype(np.float32) / np.float32(scale)
+        out = derainer.derain_rgb(rgb, tile, overlap).mean(axis=2, keepdims=True, dtype=np.float32)
+        if scale != 1.0:
+            out = np.floor(out * np.float32(scale) + np.float32(0.5))
     result = out.astype(dtype, copy=False)
     if channels == 4:
         result = np.concatenate([result, image[:, :, 3:4]], axis=2)
@@ -143,7 +137,7 @@ def derain(
         from ..io.images import photo_from_pil, photo_to_pil
 
         photo = photo_from_pil(image)
-        result = photo_to_pil(photo, derainer.derain_rgb(photo.rgb, tile, tile_overlap))
+        result = photo_to_pil(photo, derainer.derain_photo(photo, tile, tile_overlap))
         if result.mode != image.mode and image.mode != "F":
             try:  # back to the caller's mode (P: adaptive palette, 1: dithered, CMYK, I, ...)
                 result = result.convert(image.mode)

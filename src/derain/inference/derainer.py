@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..io.images import Photo
 from .precision import autocast, prepare_model, resolve_precision
 from .tiling import DEFAULT_OVERLAP
 
@@ -34,10 +35,18 @@ class DerainerBase:
         return self.run_tensor(batch) if size is None else derain_tiled(self.run_tensor, batch, size, overlap)
 
     def derain_rgb(self, rgb: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
-        """``H×W×3`` float32 in [0, 1] → derained ``H×W×3`` float32 (a view of the result tensor, no copy),
-        tiled per :meth:`run_tiled`."""
-        x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-        return self.run_tiled(x, tile, overlap)[0].permute(1, 2, 0).numpy()
+        """``H×W×3`` uint8, uint16 or float in [0, 1] → the derained image in the same dtype (float → float32),
+        tiled per :meth:`run_tiled`; a tile at a time is converted to float, so memory beyond the input and
+        the output is bounded by the tile (:func:`~derain.inference.tiling.derain_array`)."""
+        from .tiling import derain_array, resolve_tile
+
+        return derain_array(self.run_tensor, rgb, resolve_tile(tile, int(rgb.shape[0]), int(rgb.shape[1])), overlap)
+
+    def derain_photo(self, photo: Photo, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+        """The derained pixels of a decoded photo (:meth:`derain_rgb` on its pixels, their dtype back). A grey
+        photo runs in float: its output is the mean of the three channels, rounded once when written."""
+        pixels = photo.rgb if photo.grey else photo.pixels
+        return self.derain_rgb(pixels, tile, overlap)
 
     def __call__(self, image: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
         """Derain an ``H×W×3`` numpy image: float in [0, 1] → float32; uint8 / uint16 → the same dtype.
@@ -48,14 +57,7 @@ class DerainerBase:
             raise TypeError(f"expected an H×W×3 numpy array (derain.derain takes PIL images and tensors), got {type(image).__name__}")
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an H×W×3 image, got shape {image.shape}")
-        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
-        if scale is None and not np.issubdtype(image.dtype, np.floating):
-            raise TypeError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
-        rgb = np.asarray(image, dtype=np.float32)
-        if scale is not None:
-            rgb = rgb / np.float32(scale)
-        out = self.derain_rgb(rgb, tile, overlap)
-        return out if scale is None else np.round(out * scale).astype(image.dtype)
+        return self.derain_rgb(image, tile, overlap)
 
 
 class Derainer(DerainerBase):

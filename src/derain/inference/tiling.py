@@ -7,6 +7,10 @@ last one ends at the border (shifted inward, never padded), so every tile has th
 The weights are separable (a product of one weight per row and per column), so the normaliser is
 two 1-D sums rather than a full-size buffer: the only full-size buffer is the output.
 
+:func:`derain_array` does the same for an ``H×W×3`` array (uint8, uint16 or float) and returns one of
+its dtype, converting one tile at a time and finishing the output a band of rows at a time: besides
+the input and output arrays, memory holds one band (``tile`` rows) in float32, however large the image.
+
 :func:`resolve_tile` is the automatic policy used by :meth:`Derainer.run_tiled`,
 :func:`derain.derain` and ``derain run``: ``tile=None`` tiles images of more than
 :data:`AUTO_TILE_PIXELS` pixels with :data:`AUTO_TILE`-pixel tiles; ``0`` never tiles.
@@ -26,7 +30,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["AUTO_TILE", "AUTO_TILE_PIXELS", "DEFAULT_OVERLAP", "derain_tiled", "resolve_tile", "tile_starts"]
+from ..io.images import PIXEL_TOP
+
+__all__ = ["AUTO_TILE", "AUTO_TILE_PIXELS", "DEFAULT_OVERLAP", "derain_array", "derain_tiled", "resolve_tile", "tile_starts"]
 
 #: Images with more pixels than this are tiled when no tile size is given (about 1 MP).
 AUTO_TILE_PIXELS = 1024 * 1024
@@ -144,3 +150,87 @@ def derain_tiled(
         r1 = min(r0 + 256, height)
         out[:, :, r0:r1].mul_(inv_y[r0:r1, None] * inv_x[None, :])
     return out[0] if squeeze else out
+
+
+def _pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """``h×w×3`` uint8 / uint16 / float → ``(1, 3, h, w)`` float32 in [0, 1]."""
+    tile = np.ascontiguousarray(pixels)
+    if not tile.flags.writeable:  # Pillow's arrays are read-only; torch wants to own writable memory
+        tile = tile.copy()
+    x = torch.from_numpy(tile).permute(2, 0, 1)[None].float()
+    scale = PIXEL_TOP.get(pixels.dtype)
+    return x if scale is None else x.mul_(float(np.float32(1.0 / scale)))  # as Photo.rgb
+
+
+def _store(out: np.ndarray, rows: slice, values: torch.Tensor) -> None:
+    """Write ``(3, n, W)`` float values in [0, 1] into ``out[rows]``: float as is, integers rounded (as
+    :func:`derain.io.images.save_photo` rounds)."""
+    hwc = values.permute(1, 2, 0)
+    scale = PIXEL_TOP.get(out.dtype)
+    if scale is None:
+        out[rows] = hwc.numpy()
+        return
+    q = torch.nan_to_num(hwc, nan=0.0).clamp_(0, 1).mul_(scale).add_(0.5)
+    out[rows] = q.numpy().astype(out.dtype)
+
+
+def derain_array(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    tile: int | None = AUTO_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+) -> np.ndarray:
+    """Apply ``fn`` (``(1, 3, h, w)`` float in [0, 1] → the same shape) to an ``H×W×3`` image in
+    overlapping, blended tiles as :func:`derain_tiled` does; returns an array of the input's dtype
+    (uint8, uint16; float input → float32), integers rounded from the blended float result.
+
+    Tiles are converted to float one at a time and the output is finished one band of tile rows at a
+    time, so memory beyond the input and output is one band. ``tile=None`` runs ``fn`` once on the
+    whole image. The values equal :func:`derain_tiled` on the float image, then rounding.
+
+    >>> img = (np.arange(70 * 90 * 3) % 256).astype(np.uint8).reshape(70, 90, 3)
+    >>> out = derain_array(lambda t: t * 0.5, img, tile=32, overlap=8)
+    >>> out.dtype, int(np.abs(out.astype(int) - np.round(img / 2)).max())  # blending's float error: ties may round down
+    (dtype('uint8'), 1)
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H×W×3 image, got shape {image.shape}")
+    if image.dtype not in PIXEL_TOP and not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
+    height, width = image.shape[:2]
+    out = np.empty(image.shape, image.dtype if image.dtype in PIXEL_TOP else np.float32)
+    if tile is None or (height <= tile and width <= tile):
+        _store(out, slice(0, height), fn(_pixels_to_tensor(image))[0].float().cpu())
+        return out
+    if tile < 1:
+        raise ValueError(f"tile must be >= 1, got {tile}")
+    if overlap < 0 or 2 * overlap >= tile:
+        raise ValueError(f"overlap must be >= 0 and less than half the tile ({tile}), got {overlap}")
+    th, tw = min(tile, height), min(tile, width)
+    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    wy, wx = _axis_weights(ys, th, overlap), _axis_weights(xs, tw, overlap)
+    sum_y, sum_x = np.zeros(height), np.zeros(width)
+    for s, w in zip(ys, wy):
+        sum_y[s : s + th] += w
+    for s, w in zip(xs, wx):
+        sum_x[s : s + tw] += w
+    inv_x = torch.from_numpy((1.0 / sum_x).astype(np.float32))
+    inv_y = torch.from_numpy((1.0 / sum_y).astype(np.float32))
+    carry: torch.Tensor | None = None  # rows of the band so far that the next band's tiles also cover
+    for i, (y0, wyv) in enumerate(zip(ys, wy)):
+        band = torch.zeros(3, th, width)
+        if carry is not None:
+            band[:, : carry.shape[1]] = carry
+        for x0, wxv in zip(xs, wx):
+            pred = fn(_pixels_to_tensor(image[y0 : y0 + th, x0 : x0 + tw]))
+            if tuple(pred.shape) != (1, 3, th, tw):
+                raise ValueError(f"fn returned shape {tuple(pred.shape)} for a tile of shape {(1, 3, th, tw)}")
+            weight = torch.from_numpy(np.outer(wyv, wxv).astype(np.float32))
+            band[:, :, x0 : x0 + tw].addcmul_(pred[0].float().cpu(), weight)
+            del pred
+        end = ys[i + 1] if i + 1 < len(ys) else y0 + th  # rows above `end` get no more tiles
+        done = band[:, : end - y0]
+        done.mul_(inv_y[y0:end, None] * inv_x[None, :])
+        _store(out, slice(y0, end), done)
+        carry = band[:, end - y0 :].clone()
+    return out

@@ -14,11 +14,12 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
-__all__ = ["atomic_output", "remove_stale_temporaries", "STALE_SECONDS"]
+__all__ = ["atomic_files", "atomic_output", "remove_stale_temporaries", "STALE_SECONDS", "GROUP_LINK"]
 
 STALE_SECONDS = 60.0  # a temporary file untouched this long belongs to a writer that died (kill -9)
 
@@ -83,3 +84,96 @@ def atomic_output(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterato
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+#: The link inside a folder written by :func:`atomic_files` that names its current group of files.
+GROUP_LINK = ".current"
+_GROUP = re.compile(r"\.group-[0-9a-f]{8}(\.tmp)?")
+_LINK_TMP = re.compile(r"\..+\.[0-9a-f]{8}\.lnk")
+
+
+def _symlinks_work(folder: Path) -> bool:
+    probe = folder / f".symlink-probe-{secrets.token_hex(4)}"
+    try:
+        probe.symlink_to("nowhere")
+    except (OSError, NotImplementedError):
+        return False
+    probe.unlink()
+    return True
+
+
+def _remove_orphan_groups(folder: Path, current: str | None) -> None:
+    """Group folders of earlier calls that are not the current one, and temporary links: left by a kill."""
+    now = time.time()
+    for entry in folder.glob(".*.lnk"):
+        if _LINK_TMP.fullmatch(entry.name) and entry.is_symlink():
+            entry.unlink(missing_ok=True)
+    for entry in folder.glob(".group-*"):
+        try:
+            if entry.name == current or not _GROUP.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+                continue
+            if entry.name.endswith(".tmp") and now - entry.stat().st_mtime <= STALE_SECONDS:
+                continue  # maybe another writer's, still at work
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _replace_with_link(path: Path, target: str) -> None:
+    """Make ``path`` a symlink to ``target`` in one ``os.replace`` (nothing to do if it already is)."""
+    if path.is_symlink() and os.readlink(path) == target:
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.lnk")
+    tmp.symlink_to(target)
+    try:
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_files(folder: str | os.PathLike[str], names: Sequence[str]) -> Iterator[dict[str, Path]]:
+    """Write files that must change together (a training checkpoint and its weights): readers see all of
+    one write or all of the previous one, never a mix.
+
+    Yields ``{name: path}`` to write, inside a fresh hidden folder ``.group-<hex>.tmp`` of ``folder``. On
+    success that folder is renamed ``.group-<hex>`` and becomes the target of the link ``folder/.current``
+    in one ``os.replace``; each ``folder/NAME`` is a link to ``.current/NAME``, so one swap moves every
+    name at once. The previous group is removed after the swap; groups a killed writer left are removed
+    by the next call. On an exception nothing changes. Where the system has no symbolic links the files
+    are moved into place one by one, in the order of ``names`` (the last is the commit point).
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_files(d, ["a.txt", "b.txt"]) as paths:
+    ...     _ = paths["a.txt"].write_text("1"); _ = paths["b.txt"].write_text("1")
+    >>> (d / "a.txt").read_text(), (d / "b.txt").read_text(), (d / "a.txt").is_symlink()
+    ('1', '1', True)
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / GROUP_LINK
+    current = os.readlink(link) if link.is_symlink() else None
+    _remove_orphan_groups(folder, current)
+    work = folder / f".group-{secrets.token_hex(4)}.tmp"
+    work.mkdir()
+    try:
+        yield {name: work / name for name in names}
+        missing = [name for name in names if not (work / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"atomic_files: {', '.join(missing)} not written")
+        for name in names:
+            os.chmod(work / name, 0o666 & ~_umask())
+        if not _symlinks_work(folder):
+            for name in names:
+                os.replace(work / name, folder / name)
+            return
+        group = work.with_name(work.name[: -len(".tmp")])
+        os.replace(work, group)
+        _replace_with_link(link, group.name)
+        for name in names:
+            _replace_with_link(folder / name, f"{GROUP_LINK}/{name}")
+        if current and current != group.name and _GROUP.fullmatch(current):
+            shutil.rmtree(folder / current, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

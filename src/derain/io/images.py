@@ -129,7 +129,8 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> n
     image, corrupt or truncated, or larger than the limit.
     """
     photo = load_photo(path, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
-    return _quantize(photo.rgb, 8)
+    pixels = _quantize(photo.pixels, 8)
+    return pixels if pixels.flags.writeable else pixels.copy()  # the caller's to change (Pillow's are read-only)
 
 
 def image_size(path: str | os.PathLike[str], max_pixels: int | None = None) -> tuple[int, int]:
@@ -186,7 +187,8 @@ class Photo:
     """A decoded photo plus what is needed to write a result back like it.
 
     Attributes:
-        rgb: ``H×W×3`` float32 in [0, 1] (grey images repeated into 3 channels), what the model sees.
+        pixels: ``H×W×3`` as decoded (grey images repeated into 3 channels): uint8 (8-bit sources),
+            uint16 (16-bit), float32 in [0, 1] (float sources). :attr:`rgb` is the float32 view of them.
         alpha: the alpha channel, ``H×W`` uint8 (``bits == 8``) or uint16 (``bits == 16``), or None.
         grey: the source is greyscale; results are written back grey.
         bits: 8 or 16 (16-bit PNG/TIFF sources).
@@ -196,7 +198,7 @@ class Photo:
         source_mode: Pillow mode of the source image.
     """
 
-    rgb: np.ndarray
+    pixels: np.ndarray
     alpha: np.ndarray | None = None
     grey: bool = False
     bits: int = 8
@@ -210,7 +212,12 @@ class Photo:
     @property
     def size(self) -> tuple[int, int]:
         """``(width, height)`` like Pillow."""
-        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """:attr:`pixels` as ``H×W×3`` float32 in [0, 1] (a new array, unless they are float32 already)."""
+        return _unit_float(self.pixels)
 
     @property
     def mode(self) -> str:
@@ -226,10 +233,10 @@ class Photo:
 
         >>> p = Photo(np.zeros((4, 6, 3), np.float32))
         >>> q = p.without_pixels()
-        >>> q.size, q.rgb.strides
+        >>> q.size, q.pixels.strides
         ((6, 4), (0, 0, 0))
         """
-        return replace(self, rgb=np.broadcast_to(np.zeros(1, np.float32), self.rgb.shape))
+        return replace(self, pixels=np.broadcast_to(np.zeros(1, self.pixels.dtype), self.pixels.shape))
 
 
 def _fail(name: str, reason: str, kind: ReadErrorKind = "corrupt") -> ImageReadError:
@@ -317,9 +324,17 @@ def _metadata(img: Image.Image) -> tuple[bytes | None, bytes | None, tuple[float
     return icc if isinstance(icc, bytes) else None, exif_bytes, dpi
 
 
-def _unit(arr: np.ndarray, scale: float) -> np.ndarray:
-    out = arr.astype(np.float32)
-    out *= np.float32(1.0 / scale)
+#: Full scale of the integer pixel types (uint8, uint16) that photos hold.
+PIXEL_TOP = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def _unit_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 pixels → float32 in [0, 1]; float pixels as float32."""
+    top = PIXEL_TOP.get(pixels.dtype)
+    if top is None:
+        return np.asarray(pixels, dtype=np.float32)
+    out = pixels.astype(np.float32)
+    out *= np.float32(1.0 / top)
     return out
 
 
@@ -328,11 +343,11 @@ def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
 
 
 def _pixels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool, int]:
-    """An 8/16-bit Pillow image → (rgb float32, alpha, grey, bits)."""
+    """A Pillow image → (pixels: uint8, uint16 or float32 in [0, 1]; alpha, grey, bits)."""
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         grey = np.clip(np.asarray(img), 0, 65535)
-        return _grey_to_rgb(_unit(grey, 65535.0)), None, True, 16
+        return _grey_to_rgb(grey.astype(np.uint16)), None, True, 16
     if mode == "F":
         grey = np.asarray(img, dtype=np.float32)
         finite = grey[np.isfinite(grey)]  # an inf or NaN pixel must not set the scale (or darken the image)
@@ -347,8 +362,8 @@ def _pixels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool, int]
     if mode in ("L", "LA"):
         arr = np.asarray(img, dtype=np.uint8)
         if mode == "L":
-            return _grey_to_rgb(_unit(arr, 255.0)), None, True, 8
-        return _grey_to_rgb(_unit(arr[:, :, 0], 255.0)), arr[:, :, 1].copy(), True, 8
+            return _grey_to_rgb(arr), None, True, 8
+        return _grey_to_rgb(arr[:, :, 0]), arr[:, :, 1].copy(), True, 8
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or img.has_transparency_data
         img = img.convert("RGBA" if has_alpha else "RGB")
@@ -358,8 +373,8 @@ def _pixels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool, int]
         img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
     arr = np.asarray(img, dtype=np.uint8)
     if img.mode == "RGBA":
-        return _unit(arr[:, :, :3], 255.0), arr[:, :, 3].copy(), False, 8
-    return _unit(arr, 255.0), None, False, 8
+        return arr[:, :, :3].copy(), arr[:, :, 3].copy(), False, 8
+    return arr, None, False, 8
 
 
 def _read16(open_image: Any, hi: Image.Image, rawmode: str) -> tuple[np.ndarray, np.ndarray | None, bool] | None:
@@ -375,13 +390,13 @@ def _read16(open_image: Any, hi: Image.Image, rawmode: str) -> tuple[np.ndarray,
         lo16 = lo.astype(np.uint16)
         grey = (lo16[:, :, 0] << 8) | lo16[:, :, 1]
         alpha = (lo16[:, :, 2] << 8) | lo16[:, :, 3]
-        return _grey_to_rgb(_unit(grey, 65535.0)), alpha, True
+        return _grey_to_rgb(grey), alpha, True
     high = np.asarray(hi, dtype=np.uint8)
     if high.shape != lo.shape:
         return None
     full = (high.astype(np.uint16) << 8) | lo
     alpha = full[:, :, 3].copy() if full.shape[2] == 4 else None
-    return _unit(full[:, :, :3], 65535.0), alpha, False
+    return full[:, :, :3].copy(), alpha, False
 
 
 def photo_from_pil(img: Image.Image, name: str = "<image>", *, exif_transpose: bool = False) -> Photo:
@@ -536,9 +551,15 @@ def resolve_format(path: str | os.PathLike[str] | None, format: str | None = Non
 
 
 def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
-    """Float in [0, 1] → uint8/uint16 with rounding, in row blocks (no full-size float temporary)."""
+    """Float in [0, 1] → uint8/uint16 with rounding, in row blocks (no full-size float temporary);
+    uint8/uint16 pixels as they are, or rescaled to the other depth."""
+    dtype = np.dtype(np.uint16 if bits == 16 else np.uint8)
+    if x.dtype == dtype:
+        return x
+    if x.dtype in PIXEL_TOP:
+        return x.astype(np.uint16) * np.uint16(257) if bits == 16 else ((x.astype(np.uint32) + 128) // 257).astype(np.uint8)
     top = np.float32(65535.0 if bits == 16 else 255.0)
-    out = np.empty(x.shape, np.uint16 if bits == 16 else np.uint8)
+    out = np.empty(x.shape, dtype)
     for r0 in range(0, x.shape[0], 256):
         block = np.nan_to_num(np.clip(np.asarray(x[r0 : r0 + 256], dtype=np.float32), 0.0, 1.0), copy=False)
         block *= top
@@ -548,7 +569,10 @@ def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _to_grey(rgb: np.ndarray) -> np.ndarray:
-    return np.asarray(rgb, dtype=np.float32).mean(axis=2, dtype=np.float32)
+    """The mean of the three channels, float32 in [0, 1]."""
+    grey = np.asarray(rgb).mean(axis=2, dtype=np.float32)
+    top = PIXEL_TOP.get(np.asarray(rgb).dtype)
+    return grey if top is None else grey * np.float32(1.0 / top)
 
 
 def _output_mode(photo: Photo, fmt: str) -> str:
@@ -594,8 +618,8 @@ def _pil(arr: np.ndarray, mode: str) -> Image.Image:
 
 def _write(photo: Photo, derained: np.ndarray, fp: IO[bytes], fmt: str, quality: int) -> None:
     derained = np.asarray(derained)
-    if derained.ndim != 3 or derained.shape[2] != 3 or derained.shape[:2] != photo.rgb.shape[:2]:
-        raise ValueError(f"derained image has shape {derained.shape}, expected {photo.rgb.shape}")
+    if derained.ndim != 3 or derained.shape[2] != 3 or derained.shape[:2] != photo.pixels.shape[:2]:
+        raise ValueError(f"derained image has shape {derained.shape}, expected {photo.pixels.shape}")
     mode = _output_mode(photo, fmt)
     arr = _channels(photo, derained, mode)
     icc = photo.icc_profile if fmt in _ICC_FORMATS and _icc_fits(photo.icc_profile, mode) else None
@@ -662,5 +686,7 @@ def photo_to_pil(photo: Photo, derained: np.ndarray) -> Image.Image:
 def side_by_side(photo: Photo, derained: np.ndarray) -> tuple[Photo, np.ndarray]:
     """(photo, derained) widened to ``input | derained`` (alpha repeated), for writing a comparison."""
     alpha = None if photo.alpha is None else np.concatenate([photo.alpha, photo.alpha], axis=1)
-    both = np.concatenate([photo.rgb, np.asarray(derained, dtype=np.float32)], axis=1)
-    return replace(photo, rgb=np.concatenate([photo.rgb, photo.rgb], axis=1), alpha=alpha), both
+    left, right = photo.pixels, np.asarray(derained)
+    if left.dtype != right.dtype:
+        left, right = _unit_float(left), _unit_float(right)
+    return replace(photo, pixels=np.concatenate([left, left], axis=1), alpha=alpha), np.concatenate([left, right], axis=1)

@@ -69,6 +69,8 @@ class EfDeRainConfig(ArchConfig):
             for the filtered-and-fused ``y``: where it sees no rain the network can return its input
             exactly by closing the gate, instead of having to predict exact identity kernels. ``False`` =
             as released (no ``gate`` parameters).
+        gate_width: ``0``: the gate head is one 1×1 convolution; ``N``: a 3×3 convolution to ``N``
+            channels, ReLU, then the 1×1 (it sees each pixel's neighbourhood of kernel features).
     """
 
     widths: tuple[int, ...] = (64, 128, 256, 512, 512)
@@ -84,6 +86,7 @@ class EfDeRainConfig(ArchConfig):
     unit_kernels: bool = False
     channel_fusion: bool = False
     gate: bool = False
+    gate_width: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -100,6 +103,8 @@ class EfDeRainConfig(ArchConfig):
             raise ValueError(f"dilations must be non-empty and >= 1, got {self.dilations}")
         if self.stem < 1 or self.stem & (self.stem - 1):
             raise ValueError(f"stem must be a power of two >= 1, got {self.stem}")
+        if self.gate_width < 0 or (self.gate_width and not self.gate):
+            raise ValueError(f"gate_width must be >= 0 and needs gate=True, got {self.gate_width}")
         if not self.fusion and len(self.dilations) != 1:
             raise ValueError("without fusion there must be exactly one dilation")
 
@@ -226,7 +231,8 @@ class EfDeRain(nn.Module):
         if config.fusion:
             self.conv_final = nn.Conv2d(config.in_channels * len(config.dilations), config.in_channels, 3, padding=1)
         if config.gate:
-            self.gate = nn.Conv2d(config.kernel_channels, 1, 1)
+            c, g = config.kernel_channels, config.gate_width
+            self.gate = nn.Conv2d(c, 1, 1) if not g else nn.Sequential(nn.Conv2d(c, g, 3, padding=1), nn.ReLU(True), nn.Conv2d(g, 1, 1))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -235,15 +241,19 @@ class EfDeRain(nn.Module):
         With ``identity_init`` the kernels start as the centre tap (outc bias) and the fusion as the
         mean over dilations, so the network starts as the identity instead of near zero. The ``gate``
         starts open (bias :data:`GATE_INIT_BIAS`, ``m`` ≈ 0.95), so a gated network initialised from an
-        ungated one's weights starts close to it.
+        ungated one's weights starts close to it; a ``gate_width`` head's hidden convolution has PyTorch's
+        default init (with the released gain its activations vanish and it does not learn).
         """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight, gain=0.02)
         cfg = self.config
         if cfg.gate:
+            out = self.gate[-1] if isinstance(self.gate, nn.Sequential) else self.gate
             with torch.no_grad():
-                self.gate.bias.fill_(GATE_INIT_BIAS / GATE_GAIN)
+                out.bias.fill_(GATE_INIT_BIAS / GATE_GAIN)
+            if isinstance(self.gate, nn.Sequential):
+                self.gate[0].reset_parameters()
         if cfg.identity_init:
             k2 = cfg.kernel_size**2
             with torch.no_grad():
@@ -351,19 +361,20 @@ class EfDeRain(nn.Module):
         logits = self.gate(feat).float() * GATE_GAIN
         return torch.sigmoid(_upsample(logits, self.kernel_scale, size))
 
-    def apply_gate(self, image: Tensor, filtered: Tensor, feat: Tensor) -> Tensor:
-        """``image + m·(filtered − image)`` with the gate ``m`` of ``feat`` (sizes of ``filtered``, top-left)."""
+    def apply_gate(self, image: Tensor, filtered: Tensor, feat: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``image + m·(filtered − image)`` with the gate ``m`` of ``feat`` (sizes of ``filtered``, top-left),
+        and ``m`` (``None`` and ``filtered`` unchanged without ``config.gate``)."""
         if not self.config.gate:
-            return filtered
+            return filtered, None
         gate = self.gate_map(feat, tuple(filtered.shape[-2:]))
         image = image[..., : filtered.shape[-2], : filtered.shape[-1]].to(filtered.dtype)
-        return image + gate * (filtered - image)
+        return image + gate * (filtered - image), gate
 
     def padded_forward(self, x: Tensor) -> Tensor:
         """The network on ``x`` whose sides are multiples of ``config.multiple``, without padding or cropping
         (eager full-resolution stage): the graph the ONNX export traces."""
         feat = self.kernel_features(x)
-        return self.apply_gate(x, self.filter(x, self._kernels_from_features(feat, None)), feat)
+        return self.apply_gate(x, self.filter(x, self._kernels_from_features(feat, None)), feat)[0]
 
     @property
     def border(self) -> int:
@@ -410,7 +421,9 @@ class EfDeRain(nn.Module):
         with torch.autocast(filtered.device.type, enabled=False):  # fp32, as the fused kernel
             return F.conv2d(filtered.float(), w.float(), b.float(), padding=self.conv_final.padding)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, return_gate: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+        """The derained ``x``; with ``return_gate`` also the rain gate ``(B, 1, H, W)`` (``None`` without
+        ``config.gate``), which training supervises with the rain mask (``gate_weight``)."""
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"expected input of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}"
@@ -435,6 +448,9 @@ class EfDeRain(nn.Module):
             out = upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, weight, bias, (ph, pw))
         else:
             out = self.filter(image, self._kernels_from_features(feat, size))
-        out = self.apply_gate(image, out, feat)
-        return out[..., lead : lead + h, lead : lead + w]
+        out, gate = self.apply_gate(image, out, feat)
+        out = out[..., lead : lead + h, lead : lead + w]
+        if not return_gate:
+            return out
+        return out, None if gate is None else gate[..., lead : lead + h, lead : lead + w]
 

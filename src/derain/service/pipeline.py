@@ -3,7 +3,7 @@
 Decoding and encoding are the photo I/O of ``derain run`` (:func:`derain.io.images.load_photo`,
 :func:`derain.io.images.encode_photo`: EXIF orientation, grey/alpha/16-bit kept, metadata carried,
 the pixel limit checked from the header before any pixel is decoded); deraining is
-:func:`derain.derain` on the held :class:`~derain.inference.derainer.Derainer`, tiled like the CLI.
+:meth:`~derain.inference.derainer.DerainerBase.derain_photo` on the held :class:`~derain.inference.derainer.Derainer`, tiled like the CLI.
 
 The result is written in the input's format unless ``format`` is given.
 
@@ -35,7 +35,6 @@ from pathlib import PurePosixPath, PureWindowsPath
 import numpy as np
 from PIL import Image
 
-from ..inference.api import derain
 from ..inference.derainer import Derainer
 from ..inference.tiling import AUTO_TILE, AUTO_TILE_PIXELS, resolve_tile
 from ..io.images import ImageReadError, encode_photo, extension_for, load_photo, resolve_format
@@ -130,7 +129,7 @@ def derain_upload(
     t1 = time.perf_counter()
     width, height = photo.size
     used = server_tile(tile, height, width, max_tile)
-    result: np.ndarray = derain(photo.rgb, model=derainer, tile=used)
+    result = derainer.derain_photo(photo, used)
     photo = photo.without_pixels()  # the input is not needed to encode: bounded memory for big uploads
     t2 = time.perf_counter()
     fmt = output_format(photo.format, format)

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..models.registry import model_spec
+
 __all__ = [
     "SourceConfig", "ValidationConfig", "TrainConfig", "load_config", "apply_overrides", "build_config", "ConfigError",
     "DATA_ROOT_VARIABLE", "default_data_root",
@@ -107,6 +109,7 @@ class TrainConfig(_Config):
     rainmix_p: float = Field(1.0, ge=0, le=1)  # probability of applying RainMix to a sample
     identity_p: float = Field(0.0, ge=0, le=1)  # share of samples whose input is their clean image (rain-free -> unchanged)
     identity_weight: float = Field(1.0, gt=0)  # loss weight of those rain-free samples relative to the rainy ones
+    gate_weight: float = Field(0.0, ge=0)  # weight of the rain gate's loss against the rain mask (models with a gate)
     colour_jitter: float = Field(0.0, ge=0, le=1)  # probability of an exposure and white-balance change of both images
     crop: int = Field(256, ge=16)
     flips: bool = False
@@ -145,11 +148,21 @@ class TrainConfig(_Config):
             raise ValueError("at least one data source is needed")
         if self.rainmix and not self.streaks:
             raise ValueError("rainmix needs `streaks`: a folder of rain-streak images")
+        if self.gate_weight and not _has_gate(self.model, self.model_overrides):
+            raise ValueError(f"gate_weight needs a model with a rain gate; {self.model} has none (model_overrides: {{gate: true}})")
         return self
 
     def check(self) -> None:
         """Check the config again (after its fields were changed in place); :class:`ConfigError` naming the key."""
         build_config(self.model_dump())
+
+
+def _has_gate(model: str, overrides: dict[str, Any]) -> bool:
+    try:
+        config = model_spec(model).config
+    except ValueError:
+        return True  # an unknown model is reported when it is built
+    return bool({**config, **overrides}.get("gate", False))
 
 
 def _key(loc: tuple[Any, ...]) -> str:

@@ -1,13 +1,16 @@
-"""Training losses: L1 and the paper's L1 − λ·SSIM (Eq. 5)."""
+"""Training losses: L1 and the paper's L1 − λ·SSIM (Eq. 5); the rain gate's supervision."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..metrics import ssim_torch
 
-__all__ = ["L1SSIMLoss", "build_loss"]
+__all__ = ["RAIN_MASK_THRESHOLD", "L1SSIMLoss", "build_loss", "gate_loss", "rain_mask"]
+
+RAIN_MASK_THRESHOLD = 3 / 255
 
 
 class L1SSIMLoss(nn.Module):
@@ -41,3 +44,28 @@ def build_loss(name: str, ssim_weight: float = 0.2) -> L1SSIMLoss:
     if name == "l1_ssim":
         return L1SSIMLoss(ssim_weight)
     raise ValueError(f"loss must be 'l1' or 'l1_ssim', got {name!r}")
+
+
+def rain_mask(rainy: Tensor, clean: Tensor, threshold: float = RAIN_MASK_THRESHOLD) -> Tensor:
+    """``(B, 1, H, W)``: 1 where a pixel or one of its 8 neighbours differs from the clean image by more than
+    ``threshold`` in some channel (rain there), else 0. A rain-free sample's mask is all 0.
+
+    Example:
+        >>> clean = torch.zeros(1, 3, 5, 5)
+        >>> rainy = clean.clone(); rainy[0, 1, 2, 2] = 0.5
+        >>> rain_mask(rainy, clean)[0, 0].sum().item(), rain_mask(clean, clean).sum().item()
+        (9.0, 0.0)
+    """
+    if rainy.shape != clean.shape or rainy.dim() != 4:
+        raise ValueError(f"expected two (B, C, H, W) tensors of one shape, got {tuple(rainy.shape)} and {tuple(clean.shape)}")
+    changed = ((rainy.float() - clean.float()).abs().amax(1, keepdim=True) > threshold).float()
+    return F.max_pool2d(changed, 3, 1, 1)
+
+
+def gate_loss(gate: Tensor, rainy: Tensor, clean: Tensor) -> Tensor:
+    """Binary cross-entropy of the rain gate ``(B, 1, H, W)`` (probabilities) against :func:`rain_mask`.
+
+    Without it the gate learns only through the output's loss, whose gradient is ``filtered − input``:
+    on rain-free content that is near zero, so the gate barely moves. The mask tells it where rain is.
+    """
+    return F.binary_cross_entropy(gate.float().clamp(1e-6, 1 - 1e-6), rain_mask(rainy, clean))

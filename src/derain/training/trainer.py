@@ -3,8 +3,10 @@
 Results layout (``out_dir``)::
 
     config.yaml         the resolved configuration
-    checkpoint.pt       model, optimizer, scheduler, step, RNG states, config (atomic; --resume reads it)
+    checkpoint.pt       model, optimizer, scheduler, step, RNG states, config (--resume reads it)
     last.safetensors    model weights at the last checkpoint (derain.load_model reads it)
+    .current/, .group-* the two above are links into .current, one folder per checkpoint swapped in
+                        atomically: after a kill both are at the same step
     best.safetensors    model weights with the best mean validation Y-PSNR
     train_log.csv       step, loss, lr, images/s
     val_log.csv         step, per validation set PSNR/SSIM (protocol y), mean PSNR
@@ -41,13 +43,13 @@ from ..evaluation.evaluate import evaluate
 from ..metrics import quantize
 from ..data.pairs import Pair, find_pairs
 from ..inference.derainer import Derainer
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_files, atomic_output
 from ..io.images import read_image
 from ..models.checkpoint import load_training_state, save_model
 from ..models.registry import create_model, load_model
 from .config import ConfigError, TrainConfig
 from .dataset import StepBatchSampler, TrainingSamples, build_sources, clean_split
-from .losses import build_loss
+from .losses import build_loss, gate_loss
 
 __all__ = ["train", "TrainResult", "ValidationSets", "lr_factor", "config_changes", "RUNTIME_KEYS", "SCHEDULE_KEYS"]
 
@@ -75,11 +77,6 @@ def lr_factor(step: int, decay_start: int, iterations: int) -> float:
     if step <= decay_start or iterations == decay_start:
         return 1.0
     return max(0.0, (iterations - step) / (iterations - decay_start))
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def _rng_states() -> dict[str, Any]:
@@ -275,15 +272,20 @@ def batch_loss(loss_fn: nn.Module, pred: Tensor, rainy: Tensor, clean: Tensor, i
 
 def _load_init_weights(model: nn.Module, path: str) -> None:
     """Start ``model`` from the weights at ``path``: every tensor must match, except that a ``gate`` head the
-    initial model lacks starts as :meth:`~derain.models.efderain.EfDeRain.reset_parameters` made it."""
-    missing, unexpected = model.load_state_dict(load_model(path).state_dict(), strict=False)
+    initial model lacks (or has in another shape) starts as :meth:`~derain.models.efderain.EfDeRain.reset_parameters` made it."""
+    state = load_model(path).state_dict()
+    ours = model.state_dict()
+    other_gate = [k for k in state if k.startswith("gate.") and (k not in ours or ours[k].shape != state[k].shape)]
+    for k in other_gate:  # a gate head of another shape: ours starts fresh
+        del state[k]
+    missing, unexpected = model.load_state_dict(state, strict=False)
     new_heads = [k for k in missing if k.startswith("gate.")]
     if unexpected or len(new_heads) != len(missing):
         raise ConfigError(
             f"init_weights {path} do not fit model: missing {sorted(set(missing) - set(new_heads))}, unexpected {sorted(unexpected)}"
         )
     if new_heads:
-        log.warning("init_weights %s have no rain gate: it starts open", path)
+        log.warning("init_weights %s have no rain gate of this shape: it starts open", path)
 
 
 @dataclass
@@ -310,16 +312,15 @@ class _Run:
         if self.rank == 0:
             _truncate_csv(self.out / "train_log.csv", self.step)
             _truncate_csv(self.out / "val_log.csv", self.step)
-            if _weights_step(self.out / "last.safetensors") != self.step:
-                save_model(self.model, self.out / "last.safetensors", metadata={"step": str(self.step)})
+            if _weights_step(self.out / "last.safetensors") != self.step:  # written apart (no symlinks) or by hand
+                self.save_checkpoint()
             log.warning("resumed from %s at step %d", self.out / "checkpoint.pt", self.step)
 
     def save_checkpoint(self) -> None:
-        """last.safetensors first, checkpoint.pt last: the checkpoint is the commit point, and a resume puts
-        last.safetensors back at the checkpoint's step if a kill fell between the two writes."""
+        """checkpoint.pt and last.safetensors as one unit (:func:`~derain.io.atomic.atomic_files`): after a
+        kill both are at the old step or both at the new one."""
         if self.rank != 0:
             return
-        save_model(self.model, self.out / "last.safetensors", metadata={"step": str(self.step)})
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -329,7 +330,9 @@ class _Run:
             "rng": _rng_states(),
             "config": self.cfg.to_dict(),
         }
-        _atomic_torch_save(state, self.out / "checkpoint.pt")
+        with atomic_files(self.out, ["last.safetensors", "checkpoint.pt"]) as paths:
+            save_model(self.model, paths["last.safetensors"], metadata={"step": str(self.step)})
+            torch.save(state, paths["checkpoint.pt"])
 
     def validate(self) -> None:
         """Score the validation sets; log them, keep best.safetensors by the mean PSNR, write a sample."""
@@ -411,8 +414,10 @@ def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world
     for rainy, clean in loader:
         rainy, clean = rainy.to(device), clean.to(device)
         with autocast:
-            pred = net(rainy)
+            pred, gate = net(rainy, return_gate=True) if cfg.gate_weight else (net(rainy), None)
         loss = batch_loss(loss_fn, pred.float(), rainy, clean, cfg.identity_weight)
+        if gate is not None:
+            loss = loss + cfg.gate_weight * gate_loss(gate, rainy, clean)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at step {run.step}")
         run.optimizer.zero_grad(set_to_none=True)

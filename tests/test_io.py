@@ -450,6 +450,28 @@ class TestDerainArray:
         np.testing.assert_array_equal(out, 255 - img)
         assert max(h for _, _, h, _ in seen) == 64 and len(seen) == 6 * 4
 
+    @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+    def test_grey_is_the_channel_mean_rounded_once(self, dtype):
+        d = _contextual_model()
+        grey = self.image(dtype, (150, 230, 1))
+        img = np.broadcast_to(grey, (150, 230, 3))  # read-only, as a grey photo's pixels
+        top = np.iinfo(dtype).max
+        x = torch.from_numpy(img.astype(np.float32) * np.float32(1 / top)).permute(2, 0, 1)
+        ref = derain_tiled(d.run_tensor, x, 64, 16).permute(1, 2, 0).numpy().mean(axis=2, keepdims=True, dtype=np.float32)
+        out = derain_array(d.run_tensor, img, 64, 16, grey=True)
+        assert out.shape == (150, 230, 1) and out.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(out, np.floor(ref * np.float32(top) + np.float32(0.5)).astype(dtype))
+
+    def test_grey_photo_through_the_photo_path(self, tmp_path):
+        d = _contextual_model()
+        Image.fromarray(self.image(np.uint8, (40, 50, 3))[:, :, 0]).save(tmp_path / "g.png")
+        photo = load_photo(tmp_path / "g.png")
+        assert photo.grey and photo.pixels.strides[2] == 0  # three channels, one in memory
+        out = d.derain_photo(photo)
+        assert out.shape == (40, 50, 3) and (out == out[:, :, :1]).all()
+        with Image.open(io.BytesIO(encode_photo(photo, out))) as back:
+            assert back.mode == "L" and np.array_equal(np.asarray(back), out[:, :, 0])
+
     def test_float64_comes_back_float32_and_bad_input_is_refused(self):
         out = derain_array(lambda t: t, self.image(np.float32).astype(np.float64), 64, 8)
         assert out.dtype == np.float32
@@ -610,6 +632,28 @@ def test_atomic_outputs_follow_the_umask_whatever_the_writer_did(tmp_path):
         os.umask(old)
     assert oct((tmp_path / "a.bin").stat().st_mode & 0o777) == oct(0o640)
     assert oct((tmp_path / "w.safetensors").stat().st_mode & 0o777) == oct(0o640)
+
+
+def test_pixels_between_depths_and_read_image_is_writable(tmp_path):
+    from derain.io.images import quantize_pixels
+
+    eight = np.arange(256, dtype=np.uint8).reshape(1, 256)
+    np.testing.assert_array_equal(quantize_pixels(quantize_pixels(eight, 16), 8), eight)
+    assert quantize_pixels(eight, 16)[0, 255] == 65535 and quantize_pixels(eight, 8) is eight
+    Image.new("RGB", (5, 4), (10, 20, 30)).save(tmp_path / "a.png")
+    pixels = read_image(tmp_path / "a.png")
+    pixels[0, 0] = 0  # the caller's own array
+    assert pixels.flags.writeable and pixels.dtype == np.uint8
+
+
+def test_side_by_side_of_mixed_pixel_types():
+    from derain.io.images import Photo, side_by_side
+
+    photo = Photo(np.full((2, 3, 3), 255, np.uint8))
+    wide, both = side_by_side(photo, np.zeros((2, 3, 3), np.float32))
+    assert wide.size == (6, 2) and both.dtype == np.float32 and both[0, 0, 0] == 1.0 and both[0, 3, 0] == 0.0
+    wide, both = side_by_side(photo, np.zeros((2, 3, 3), np.uint8))
+    assert both.dtype == np.uint8 and both.shape == (2, 6, 3)
 
 
 class TestAtomicFiles:

@@ -464,6 +464,13 @@ class TestGateLoss:
         source = derain.load_model(tmp_path / "w.safetensors").state_dict()
         assert torch.equal(wide.state_dict()["outc.weight"], source["outc.weight"])  # the rest is loaded
 
+    def test_gated_weights_do_not_load_into_a_model_without_a_gate(self, tmp_path) -> None:
+        from derain.training.trainer import _load_init_weights
+
+        derain.save_model(derain.create_model("efderain-tiny", **TINY_MODEL, gate=True), tmp_path / "w.safetensors")
+        with pytest.raises(ConfigError, match="unexpected.*gate"):
+            _load_init_weights(derain.create_model("efderain-tiny", **TINY_MODEL), str(tmp_path / "w.safetensors"))
+
     def test_needs_a_model_with_a_gate(self, clean_folder, tmp_path) -> None:
         cfg = tiny_config(clean_folder, tmp_path / "run", gate_weight=0.1)
         with pytest.raises(ConfigError, match="gate_weight needs a model with a rain gate"):

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..io.images import PIXEL_TOP
 from .derainer import Derainer
 from .tiling import DEFAULT_OVERLAP
 
@@ -61,13 +62,7 @@ def get_derainer(model: str | nn.Module | Derainer | None = None, device: str = 
 
 def _derain_array(derainer: Derainer, image: np.ndarray, tile: int | None, overlap: int) -> np.ndarray:
     dtype = image.dtype
-    if dtype == np.uint8:
-        scale = 255.0
-    elif dtype == np.uint16:
-        scale = 65535.0
-    elif np.issubdtype(dtype, np.floating):
-        scale = 1.0
-    else:
+    if dtype not in PIXEL_TOP and not np.issubdtype(dtype, np.floating):
         raise TypeError(f"numpy images must be uint8, uint16 or float, got {dtype}")
     if image.ndim == 2:
         channels = 1
@@ -76,13 +71,10 @@ def _derain_array(derainer: Derainer, image: np.ndarray, tile: int | None, overl
     else:
         raise ValueError(f"expected an H×W, H×W×1, H×W×3 or H×W×4 image, got shape {image.shape}")
     colour = image.reshape(image.shape[0], image.shape[1], channels)
-    if channels >= 3:
-        out = derainer.derain_rgb(colour[:, :, :3], tile, overlap)  # the input's dtype (float: float32)
-    else:  # grey: the mean of the float result, rounded once
-        rgb = np.repeat(colour, 3, axis=2).astype(np.float32) / np.float32(scale)
-        out = derainer.derain_rgb(rgb, tile, overlap).mean(axis=2, keepdims=True, dtype=np.float32)
-        if scale != 1.0:
-            out = np.floor(out * np.float32(scale) + np.float32(0.5))
+    if channels >= 3:  # the input's dtype back (float: float32)
+        out = derainer.derain_rgb(colour[:, :, :3], tile, overlap)
+    else:  # grey: the mean of the channels, rounded once
+        out = derainer.derain_rgb(np.broadcast_to(colour, (*colour.shape[:2], 3)), tile, overlap, grey=True)
     result = out.astype(dtype, copy=False)
     if channels == 4:
         result = np.concatenate([result, image[:, :, 3:4]], axis=2)

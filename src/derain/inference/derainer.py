@@ -34,19 +34,23 @@ class DerainerBase:
         size = resolve_tile(tile, int(batch.shape[-2]), int(batch.shape[-1]))
         return self.run_tensor(batch) if size is None else derain_tiled(self.run_tensor, batch, size, overlap)
 
-    def derain_rgb(self, rgb: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+    def derain_rgb(self, rgb: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, *, grey: bool = False) -> np.ndarray:
         """``H×W×3`` uint8, uint16 or float in [0, 1] → the derained image in the same dtype (float → float32),
         tiled per :meth:`run_tiled`; a tile at a time is converted to float, so memory beyond the input and
-        the output is bounded by the tile (:func:`~derain.inference.tiling.derain_array`)."""
+        the output is bounded by the tile (:func:`~derain.inference.tiling.derain_array`). With ``grey``,
+        ``H×W×1``: the mean of the channels, rounded once."""
         from .tiling import derain_array, resolve_tile
 
-        return derain_array(self.run_tensor, rgb, resolve_tile(tile, int(rgb.shape[0]), int(rgb.shape[1])), overlap)
+        size = resolve_tile(tile, int(rgb.shape[0]), int(rgb.shape[1]))
+        return derain_array(self.run_tensor, rgb, size, overlap, grey=grey)
 
     def derain_photo(self, photo: Photo, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
-        """The derained pixels of a decoded photo (:meth:`derain_rgb` on its pixels, their dtype back). A grey
-        photo runs in float: its output is the mean of the three channels, rounded once when written."""
-        pixels = photo.rgb if photo.grey else photo.pixels
-        return self.derain_rgb(pixels, tile, overlap)
+        """The derained ``H×W×3`` pixels of a decoded photo in its pixel dtype (:meth:`derain_rgb`); a grey
+        photo's are its channel mean, rounded once, as a view repeated into three channels."""
+        if not photo.grey:
+            return self.derain_rgb(photo.pixels, tile, overlap)
+        mean = self.derain_rgb(photo.pixels, tile, overlap, grey=True)
+        return np.broadcast_to(mean, (*mean.shape[:2], 3))
 
     def __call__(self, image: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
         """Derain an ``H×W×3`` numpy image: float in [0, 1] → float32; uint8 / uint16 → the same dtype.

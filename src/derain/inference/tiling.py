@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..io.images import PIXEL_TOP
+from ..io.images import PIXEL_TOP, quantize_pixels
 
 __all__ = ["AUTO_TILE", "AUTO_TILE_PIXELS", "DEFAULT_OVERLAP", "derain_array", "derain_tiled", "resolve_tile", "tile_starts"]
 
@@ -98,6 +98,26 @@ def _axis_weights(starts: list[int], size: int, overlap: int) -> list[np.ndarray
     return weights
 
 
+def _plan(height: int, width: int, tile: int, overlap: int) -> tuple[int, int, list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]], torch.Tensor, torch.Tensor]:
+    """The tiling of an image: tile height and width, (start, 1-D weight) per tile row and column, and the
+    reciprocal of the weights' sums per row and column (the normaliser)."""
+    if tile < 1:
+        raise ValueError(f"tile must be >= 1, got {tile}")
+    if overlap < 0 or 2 * overlap >= tile:
+        raise ValueError(f"overlap must be >= 0 and less than half the tile ({tile}), got {overlap}")
+    th, tw = min(tile, height), min(tile, width)
+    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    rows, cols = list(zip(ys, _axis_weights(ys, th, overlap))), list(zip(xs, _axis_weights(xs, tw, overlap)))
+    sum_y, sum_x = np.zeros(height), np.zeros(width)
+    for s, w in rows:
+        sum_y[s : s + th] += w
+    for s, w in cols:
+        sum_x[s : s + tw] += w
+    inv_y = torch.from_numpy((1.0 / sum_y).astype(np.float32))
+    inv_x = torch.from_numpy((1.0 / sum_x).astype(np.float32))
+    return th, tw, rows, cols, inv_y, inv_x
+
+
 def derain_tiled(
     fn: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
@@ -111,30 +131,18 @@ def derain_tiled(
     ``overlap`` pixels (``overlap < tile / 2``) and are cross-faded over ``overlap`` pixels in the
     middle of their overlap. An image that fits in one tile is passed to ``fn`` whole.
     """
-    if tile < 1:
-        raise ValueError(f"tile must be >= 1, got {tile}")
-    if overlap < 0 or 2 * overlap >= tile:
-        raise ValueError(f"overlap must be >= 0 and less than half the tile ({tile}), got {overlap}")
     squeeze = image.dim() == 3
     x = image[None] if squeeze else image
     if x.dim() != 4:
         raise ValueError(f"expected a (C, H, W) or (B, C, H, W) tensor, got shape {tuple(image.shape)}")
     batch, _, height, width = x.shape
-    th, tw = min(tile, height), min(tile, width)
-    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
-    if len(ys) == 1 and len(xs) == 1:
+    th, tw, rows, cols, inv_y, inv_x = _plan(height, width, tile, overlap)
+    if len(rows) == 1 and len(cols) == 1:
         out = fn(x).float()
         return out[0] if squeeze else out
-    wy = _axis_weights(ys, th, overlap)
-    wx = _axis_weights(xs, tw, overlap)
-    sum_y, sum_x = np.zeros(height), np.zeros(width)
-    for s, w in zip(ys, wy):
-        sum_y[s : s + th] += w
-    for s, w in zip(xs, wx):
-        sum_x[s : s + tw] += w
     out: torch.Tensor | None = None
-    for y0, wyv in zip(ys, wy):
-        for x0, wxv in zip(xs, wx):
+    for y0, wyv in rows:
+        for x0, wxv in cols:
             pred = fn(x[:, :, y0 : y0 + th, x0 : x0 + tw])
             if pred.dim() != 4 or pred.shape[0] != batch or tuple(pred.shape[-2:]) != (th, tw):
                 raise ValueError(f"fn returned shape {tuple(pred.shape)} for a tile of shape {(batch, x.shape[1], th, tw)}")
@@ -144,8 +152,7 @@ def derain_tiled(
             out[:, :, y0 : y0 + th, x0 : x0 + tw].addcmul_(pred.float(), weight)
             del pred
     assert out is not None
-    inv_x = torch.from_numpy((1.0 / sum_x).astype(np.float32)).to(out.device)
-    inv_y = torch.from_numpy((1.0 / sum_y).astype(np.float32)).to(out.device)
+    inv_x, inv_y = inv_x.to(out.device), inv_y.to(out.device)
     for r0 in range(0, height, 256):  # normalise in row blocks: no second full-size buffer
         r1 = min(r0 + 256, height)
         out[:, :, r0:r1].mul_(inv_y[r0:r1, None] * inv_x[None, :])
@@ -163,15 +170,10 @@ def _pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
 
 
 def _store(out: np.ndarray, rows: slice, values: torch.Tensor) -> None:
-    """Write ``(3, n, W)`` float values in [0, 1] into ``out[rows]``: float as is, integers rounded (as
-    :func:`derain.io.images.save_photo` rounds)."""
-    hwc = values.permute(1, 2, 0)
-    scale = PIXEL_TOP.get(out.dtype)
-    if scale is None:
-        out[rows] = hwc.numpy()
-        return
-    q = torch.nan_to_num(hwc, nan=0.0).clamp_(0, 1).mul_(scale).add_(0.5)
-    out[rows] = q.numpy().astype(out.dtype)
+    """Write ``(C, n, W)`` float values in [0, 1] into ``out[rows]``: as they are into float, rounded into
+    integers (:func:`~derain.io.images.quantize_pixels`, as photos are written)."""
+    hwc = values.permute(1, 2, 0).numpy()
+    out[rows] = hwc if out.dtype not in PIXEL_TOP else quantize_pixels(hwc, 16 if out.dtype == np.uint16 else 8)
 
 
 def derain_array(
@@ -179,58 +181,51 @@ def derain_array(
     image: np.ndarray,
     tile: int | None = AUTO_TILE,
     overlap: int = DEFAULT_OVERLAP,
+    *,
+    grey: bool = False,
 ) -> np.ndarray:
     """Apply ``fn`` (``(1, 3, h, w)`` float in [0, 1] → the same shape) to an ``H×W×3`` image in
     overlapping, blended tiles as :func:`derain_tiled` does; returns an array of the input's dtype
-    (uint8, uint16; float input → float32), integers rounded from the blended float result.
+    (uint8, uint16; float input → float32), integers rounded from the blended float result. With
+    ``grey`` the result is ``H×W×1``: the mean of the three channels, rounded once.
 
     Tiles are converted to float one at a time and the output is finished one band of tile rows at a
     time, so memory beyond the input and output is one band. ``tile=None`` runs ``fn`` once on the
     whole image. The values equal :func:`derain_tiled` on the float image, then rounding.
 
     >>> img = (np.arange(70 * 90 * 3) % 256).astype(np.uint8).reshape(70, 90, 3)
-    >>> out = derain_array(lambda t: t * 0.5, img, tile=32, overlap=8)
-    >>> out.dtype, int(np.abs(out.astype(int) - np.round(img / 2)).max())  # blending's float error: ties may round down
-    (dtype('uint8'), 1)
+    >>> out = derain_array(lambda t: 1 - t, img, tile=32, overlap=8)
+    >>> out.dtype, bool((out == 255 - img).all())
+    (dtype('uint8'), True)
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an H×W×3 image, got shape {image.shape}")
     if image.dtype not in PIXEL_TOP and not np.issubdtype(image.dtype, np.floating):
         raise TypeError(f"expected uint8, uint16 or float pixels, got {image.dtype}")
     height, width = image.shape[:2]
-    out = np.empty(image.shape, image.dtype if image.dtype in PIXEL_TOP else np.float32)
+    out = np.empty((height, width, 1 if grey else 3), image.dtype if image.dtype in PIXEL_TOP else np.float32)
+
+    def finish(rows: slice, values: torch.Tensor) -> None:
+        _store(out, rows, values.mean(0, keepdim=True) if grey else values)
+
     if tile is None or (height <= tile and width <= tile):
-        _store(out, slice(0, height), fn(_pixels_to_tensor(image))[0].float().cpu())
+        finish(slice(0, height), fn(_pixels_to_tensor(image))[0].float().cpu())
         return out
-    if tile < 1:
-        raise ValueError(f"tile must be >= 1, got {tile}")
-    if overlap < 0 or 2 * overlap >= tile:
-        raise ValueError(f"overlap must be >= 0 and less than half the tile ({tile}), got {overlap}")
-    th, tw = min(tile, height), min(tile, width)
-    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
-    wy, wx = _axis_weights(ys, th, overlap), _axis_weights(xs, tw, overlap)
-    sum_y, sum_x = np.zeros(height), np.zeros(width)
-    for s, w in zip(ys, wy):
-        sum_y[s : s + th] += w
-    for s, w in zip(xs, wx):
-        sum_x[s : s + tw] += w
-    inv_x = torch.from_numpy((1.0 / sum_x).astype(np.float32))
-    inv_y = torch.from_numpy((1.0 / sum_y).astype(np.float32))
+    th, tw, rows, cols, inv_y, inv_x = _plan(height, width, tile, overlap)
     carry: torch.Tensor | None = None  # rows of the band so far that the next band's tiles also cover
-    for i, (y0, wyv) in enumerate(zip(ys, wy)):
+    for i, (y0, wyv) in enumerate(rows):
         band = torch.zeros(3, th, width)
         if carry is not None:
             band[:, : carry.shape[1]] = carry
-        for x0, wxv in zip(xs, wx):
+        for x0, wxv in cols:
             pred = fn(_pixels_to_tensor(image[y0 : y0 + th, x0 : x0 + tw]))
             if tuple(pred.shape) != (1, 3, th, tw):
                 raise ValueError(f"fn returned shape {tuple(pred.shape)} for a tile of shape {(1, 3, th, tw)}")
-            weight = torch.from_numpy(np.outer(wyv, wxv).astype(np.float32))
-            band[:, :, x0 : x0 + tw].addcmul_(pred[0].float().cpu(), weight)
+            band[:, :, x0 : x0 + tw].addcmul_(pred[0].float().cpu(), torch.from_numpy(np.outer(wyv, wxv).astype(np.float32)))
             del pred
-        end = ys[i + 1] if i + 1 < len(ys) else y0 + th  # rows above `end` get no more tiles
+        end = rows[i + 1][0] if i + 1 < len(rows) else y0 + th  # rows above `end` get no more tiles
         done = band[:, : end - y0]
         done.mul_(inv_y[y0:end, None] * inv_x[None, :])
-        _store(out, slice(y0, end), done)
+        finish(slice(y0, end), done)
         carry = band[:, end - y0 :].clone()
     return out

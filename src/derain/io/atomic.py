@@ -89,17 +89,33 @@ def atomic_output(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterato
 #: The link inside a folder written by :func:`atomic_files` that names its current group of files.
 GROUP_LINK = ".current"
 _GROUP = re.compile(r"\.group-[0-9a-f]{8}(\.tmp)?")
-_LINK_TMP = re.compile(r"\..+\.[0-9a-f]{8}\.lnk")
+_LINK_TMP = re.compile(r"\..+[.-][0-9a-f]{8}\.lnk")
 
 
 def _symlinks_work(folder: Path) -> bool:
-    probe = folder / f".symlink-probe-{secrets.token_hex(4)}"
+    """Whether relative symlinks can be made in ``folder`` (never on Windows: a link to a folder there needs
+    another kind of link, and ``/`` in its target may not resolve)."""
+    if os.name == "nt":
+        return False
+    probe = folder / f".symlink-probe-{secrets.token_hex(4)}.lnk"
     try:
         probe.symlink_to("nowhere")
     except (OSError, NotImplementedError):
         return False
     probe.unlink()
     return True
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to disk, so a power cut after the swap cannot leave
+    the new names pointing at empty files."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder
+    finally:
+        os.close(fd)
 
 
 def _remove_orphan_groups(folder: Path, current: str | None) -> None:
@@ -137,11 +153,13 @@ def atomic_files(folder: str | os.PathLike[str], names: Sequence[str]) -> Iterat
     one write or all of the previous one, never a mix.
 
     Yields ``{name: path}`` to write, inside a fresh hidden folder ``.group-<hex>.tmp`` of ``folder``. On
-    success that folder is renamed ``.group-<hex>`` and becomes the target of the link ``folder/.current``
-    in one ``os.replace``; each ``folder/NAME`` is a link to ``.current/NAME``, so one swap moves every
-    name at once. The previous group is removed after the swap; groups a killed writer left are removed
-    by the next call. On an exception nothing changes. Where the system has no symbolic links the files
-    are moved into place one by one, in the order of ``names`` (the last is the commit point).
+    success the files are flushed to disk, the folder is renamed ``.group-<hex>`` and becomes the target
+    of the link ``folder/.current`` in one ``os.replace``; each ``folder/NAME`` is a link to
+    ``.current/NAME``, so one swap moves every name at once. The previous group is removed after the
+    swap; groups and temporary links a killed writer left are removed by the next call. On an exception
+    nothing changes. One writer per folder (a training run); a reader that needs several of the files
+    from one write resolves ``.current`` once. Where the system has no symbolic links (Windows) the
+    files are moved into place one by one, in the order of ``names`` (the last is the commit point).
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -164,6 +182,8 @@ def atomic_files(folder: str | os.PathLike[str], names: Sequence[str]) -> Iterat
             raise FileNotFoundError(f"atomic_files: {', '.join(missing)} not written")
         for name in names:
             os.chmod(work / name, 0o666 & ~_umask())
+            _fsync(work / name)
+        _fsync(work)
         if not _symlinks_work(folder):
             for name in names:
                 os.replace(work / name, folder / name)
@@ -173,6 +193,7 @@ def atomic_files(folder: str | os.PathLike[str], names: Sequence[str]) -> Iterat
         _replace_with_link(link, group.name)
         for name in names:
             _replace_with_link(folder / name, f"{GROUP_LINK}/{name}")
+        _fsync(folder)
         if current and current != group.name and _GROUP.fullmatch(current):
             shutil.rmtree(folder / current, ignore_errors=True)
     finally:

@@ -58,6 +58,7 @@ from .sixteen import low_byte_rawmode, low_byte_tiles, rawmode_of_tile, write_pn
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "PIXEL_TOP",
     "PHOTO_EXTENSIONS",
     "ImageReadError",
     "Photo",
@@ -66,6 +67,7 @@ __all__ = [
     "load_photo",
     "photo_from_pil",
     "photo_to_pil",
+    "quantize_pixels",
     "read_image",
     "image_size",
     "extension_for",
@@ -129,7 +131,7 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> n
     image, corrupt or truncated, or larger than the limit.
     """
     photo = load_photo(path, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
-    pixels = _quantize(photo.pixels, 8)
+    pixels = quantize_pixels(photo.pixels, 8)
     return pixels if pixels.flags.writeable else pixels.copy()  # the caller's to change (Pillow's are read-only)
 
 
@@ -339,7 +341,8 @@ def _unit_float(pixels: np.ndarray) -> np.ndarray:
 
 
 def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
-    return np.repeat(grey[:, :, None], 3, axis=2)
+    """``H×W`` → ``H×W×3``, a read-only view (no copy)."""
+    return np.broadcast_to(grey[:, :, None], (*grey.shape, 3))
 
 
 def _pixels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool, int]:
@@ -550,18 +553,24 @@ def resolve_format(path: str | os.PathLike[str] | None, format: str | None = Non
     return "PNG"
 
 
-def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
-    """Float in [0, 1] → uint8/uint16 with rounding, in row blocks (no full-size float temporary);
-    uint8/uint16 pixels as they are, or rescaled to the other depth."""
+def quantize_pixels(x: np.ndarray, bits: int) -> np.ndarray:
+    """Float in [0, 1] → uint8/uint16 (``bits`` 8 or 16), rounded half up, NaN as 0; uint8/uint16 pixels as
+    they are, or rescaled to the other depth. In row blocks: no full-size temporary.
+
+    >>> quantize_pixels(np.array([[0.0, 0.5, 1.0, np.nan]], np.float32), 8), quantize_pixels(np.array([[255, 65535]], np.uint16), 8)
+    (array([[  0, 128, 255,   0]], dtype=uint8), array([[  1, 255]], dtype=uint8))
+    """
     dtype = np.dtype(np.uint16 if bits == 16 else np.uint8)
     if x.dtype == dtype:
         return x
-    if x.dtype in PIXEL_TOP:
-        return x.astype(np.uint16) * np.uint16(257) if bits == 16 else ((x.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    top = np.float32(65535.0 if bits == 16 else 255.0)
     out = np.empty(x.shape, dtype)
+    top = np.float32(65535.0 if bits == 16 else 255.0)
     for r0 in range(0, x.shape[0], 256):
-        block = np.nan_to_num(np.clip(np.asarray(x[r0 : r0 + 256], dtype=np.float32), 0.0, 1.0), copy=False)
+        src = x[r0 : r0 + 256]
+        if src.dtype in PIXEL_TOP:  # the other integer depth
+            out[r0 : r0 + 256] = src.astype(np.uint16) * np.uint16(257) if bits == 16 else (src.astype(np.uint32) + 128) // 257
+            continue
+        block = np.nan_to_num(np.clip(np.asarray(src, dtype=np.float32), 0.0, 1.0), copy=False)
         block *= top
         block += np.float32(0.5)
         out[r0 : r0 + 256] = block
@@ -585,10 +594,10 @@ def _output_mode(photo: Photo, fmt: str) -> str:
 
 
 def _channels(photo: Photo, derained: np.ndarray, mode: str) -> np.ndarray:
-    """Derained float RGB → the integer array of ``mode`` (alpha re-attached)."""
+    """Derained RGB (float in [0, 1], uint8 or uint16) → the integer array of ``mode`` (alpha re-attached)."""
     bits = 16 if mode.endswith(";16") else 8
     grey = mode.startswith(("L", "I"))
-    colour = _quantize(_to_grey(derained) if grey else derained, bits)
+    colour = quantize_pixels(_to_grey(derained) if grey else derained, bits)
     if not mode.replace(";16", "").endswith("A"):
         return colour
     alpha = photo.alpha
@@ -659,7 +668,7 @@ def save_photo(
     format: str | None = None,
     quality: int = 95,
 ) -> Path:
-    """Write ``derained`` (``H×W×3`` float in [0, 1]) to ``path`` like ``photo``: same grey/alpha/bit depth, metadata.
+    """Write ``derained`` (``H×W×3`` float in [0, 1], uint8 or uint16) to ``path`` like ``photo``: same grey/alpha/bit depth, metadata.
 
     The format is ``format`` (``png``, ``jpg``, ``webp``, ``tiff``, ...), else the one ``path``'s
     extension names, else the source's, else PNG. The file appears atomically (temporary file in

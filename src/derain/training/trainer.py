@@ -275,9 +275,9 @@ def _load_init_weights(model: nn.Module, path: str) -> None:
     initial model lacks (or has in another shape) starts as :meth:`~derain.models.efderain.EfDeRain.reset_parameters` made it."""
     state = load_model(path).state_dict()
     ours = model.state_dict()
-    other_gate = [k for k in state if k.startswith("gate.") and (k not in ours or ours[k].shape != state[k].shape)]
-    for k in other_gate:  # a gate head of another shape: ours starts fresh
-        del state[k]
+    if any(k.startswith("gate.") for k in ours):  # a gate head of another shape: ours starts fresh
+        for k in [k for k in state if k.startswith("gate.") and (k not in ours or ours[k].shape != state[k].shape)]:
+            del state[k]
     missing, unexpected = model.load_state_dict(state, strict=False)
     new_heads = [k for k in missing if k.startswith("gate.")]
     if unexpected or len(new_heads) != len(missing):

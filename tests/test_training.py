@@ -282,6 +282,28 @@ def test_resume_after_kill_9(clean_folder, tmp_path) -> None:
     assert sorted(read_losses(tmp_path / "ref")) == list(range(1, 41))
 
 
+@pytest.mark.slow
+def test_sigterm_during_training_leaves_no_temporaries(clean_folder, tmp_path) -> None:
+    """SIGTERM is Ctrl-C for `derain train` too: it stops at once, and whatever checkpoint was being
+    written is dropped whole (no temporary file or group folder), the previous one intact."""
+    cfg = tiny_config(clean_folder, tmp_path / "run", iterations=400, decay_start=200)
+    path = write_config(tmp_path / "t.yaml", cfg)
+    proc = subprocess.Popen(_derain_cmd("train", str(path)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log = tmp_path / "run" / "train_log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) > 6):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and b"Traceback" not in err, err[-2000:]
+    leftovers = [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith((".tmp", ".lnk"))]
+    assert leftovers == []
+    from derain.models.checkpoint import load_training_state
+
+    assert load_training_state(tmp_path / "run" / "checkpoint.pt")["step"] >= 5
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

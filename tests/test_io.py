@@ -767,3 +767,14 @@ class TestSixteen:
             assert np.array_equal(got, arr[:, :, :3])
             if channels == 4:
                 assert np.array_equal(photo.alpha, arr[:, :, 3])
+
+
+def test_importing_derain_makes_waiting_threads_sleep_unless_told_otherwise():
+    import subprocess
+    import sys
+
+    code = "import os, derain; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"

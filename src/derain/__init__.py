@@ -12,7 +12,16 @@ images are tiled automatically; ``model=None`` uses the bundled ``default`` mode
 >>> photo = Image.new("RGB", (64, 48), (120, 130, 140))
 >>> derain.derain(photo, model=derain.create_model("efderain-tiny")).size
 (64, 48)
+
+Importing derain sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is already set (or torch already loaded
+OpenMP): waiting threads sleep instead of spinning, so beside another busy process a folder run
+takes about 1.3× its idle time instead of 2×, and idle runs are as fast (BENCHMARKS.md, "A shared
+machine"; ``python benchmarks/bench_contention.py``).
 """
+
+import os as _os
+
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by OpenMP when torch loads it, just below
 
 from .models import CheckpointError, create_model, list_models, load_model, save_model
 from .inference.api import derain

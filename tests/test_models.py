@@ -333,6 +333,29 @@ class TestRainGate:
         with pytest.raises(ValueError, match="gate_width"):
             EfDeRainConfig(gate_width=8)
 
+    def test_global_gate_closes_the_whole_image(self) -> None:
+        model = self.model(gate_global=True)
+        with torch.no_grad():
+            model.gate.bias.fill_(30.0)  # the per-pixel gate open
+        pixel_only = EfDeRain(dataclasses.replace(model.config, gate_global=False)).eval()
+        pixel_only.load_state_dict(model.state_dict(), strict=False)
+        x = torch.rand(2, 3, 45, 61)
+        with torch.no_grad():
+            model.gate_global.weight.zero_()
+            model.gate_global.bias.fill_(30.0)  # wide open: the per-pixel gate alone
+            out, gate = model(x, return_gate=True)
+            torch.testing.assert_close(out, pixel_only(x), rtol=0, atol=1e-6)
+            assert gate.shape == (2, 1, 45, 61) and (out - x).abs().max() > 0.01
+            model.gate_global.bias.fill_(-30.0)  # judged dry as a whole: the input comes back exactly
+            assert torch.equal(model(x), x)
+            model.gate_global.bias.fill_(0.0)
+            assert model.uses_fused_kernel(x)
+            fused = model(x)
+            model.filter_implementation = "fast"
+            torch.testing.assert_close(fused, model(x), rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="gate_global"):
+            EfDeRainConfig(gate_global=True)
+
     def test_gradient_reaches_the_gate(self) -> None:
         model = self.model().train()
         model(torch.rand(1, 3, 32, 32)).square().mean().backward()

@@ -486,6 +486,14 @@ class TestGateLoss:
         source = derain.load_model(tmp_path / "w.safetensors").state_dict()
         assert torch.equal(wide.state_dict()["outc.weight"], source["outc.weight"])  # the rest is loaded
 
+    def test_init_weights_without_a_global_gate_start_it_open(self, tmp_path) -> None:
+        from derain.training.trainer import _load_init_weights
+
+        derain.save_model(derain.create_model("efderain-tiny", **TINY_MODEL, gate=True), tmp_path / "w.safetensors")
+        model = derain.create_model("efderain-tiny", **TINY_MODEL, gate=True, gate_global=True)
+        _load_init_weights(model, str(tmp_path / "w.safetensors"))
+        assert not model.gate_global.weight.any() and torch.sigmoid(model.gate_global.bias * 10).item() > 0.98
+
     def test_gated_weights_do_not_load_into_a_model_without_a_gate(self, tmp_path) -> None:
         from derain.training.trainer import _load_init_weights
 

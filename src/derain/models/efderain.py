@@ -71,6 +71,9 @@ class EfDeRainConfig(ArchConfig):
             as released (no ``gate`` parameters).
         gate_width: ``0``: the gate head is one 1×1 convolution; ``N``: a 3×3 convolution to ``N``
             channels, ReLU, then the 1×1 (it sees each pixel's neighbourhood of kernel features).
+        gate_global: the gate is also multiplied by one value per image in (0, 1) (``gate_global``: a
+            linear head on the mean of the deepest features), so a photo judged dry as a whole comes back
+            as it went in, whatever its texture looks like up close.
     """
 
     widths: tuple[int, ...] = (64, 128, 256, 512, 512)
@@ -87,6 +90,7 @@ class EfDeRainConfig(ArchConfig):
     channel_fusion: bool = False
     gate: bool = False
     gate_width: int = 0
+    gate_global: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -105,6 +109,8 @@ class EfDeRainConfig(ArchConfig):
             raise ValueError(f"stem must be a power of two >= 1, got {self.stem}")
         if self.gate_width < 0 or (self.gate_width and not self.gate):
             raise ValueError(f"gate_width must be >= 0 and needs gate=True, got {self.gate_width}")
+        if self.gate_global and not self.gate:
+            raise ValueError("gate_global needs gate=True")
         if not self.fusion and len(self.dilations) != 1:
             raise ValueError("without fusion there must be exactly one dilation")
 
@@ -125,6 +131,7 @@ GATE_INIT_BIAS = 3.0
 # scaled: with Adam each parameter moves about ``lr`` per step whatever its gradient's size, and the
 # gain makes that a useful rate of change of the gate.
 GATE_GAIN = 10.0
+GATE_GLOBAL_INIT_BIAS = 4.6  # sigmoid(4.6) = 0.99: the global gate starts open
 
 
 class Basic(nn.Sequential):
@@ -233,6 +240,8 @@ class EfDeRain(nn.Module):
         if config.gate:
             c, g = config.kernel_channels, config.gate_width
             self.gate = nn.Conv2d(c, 1, 1) if not g else nn.Sequential(nn.Conv2d(c, g, 3, padding=1), nn.ReLU(True), nn.Conv2d(g, 1, 1))
+        if config.gate_global:
+            self.gate_global = nn.Linear(config.widths[-1], 1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -254,6 +263,10 @@ class EfDeRain(nn.Module):
                 out.bias.fill_(GATE_INIT_BIAS / GATE_GAIN)
             if isinstance(self.gate, nn.Sequential):
                 self.gate[0].reset_parameters()
+        if cfg.gate_global:  # starts fully open (0.99) and input-independent
+            with torch.no_grad():
+                self.gate_global.weight.zero_()
+                self.gate_global.bias.fill_(GATE_GLOBAL_INIT_BIAS / GATE_GAIN)
         if cfg.identity_init:
             k2 = cfg.kernel_size**2
             with torch.no_grad():
@@ -272,6 +285,10 @@ class EfDeRain(nn.Module):
 
     def kernel_features(self, x: Tensor) -> Tensor:
         """The KPN's output at the kernel level (``1/scale`` resolution, ``C·k²`` channels), before ``outc``."""
+        return self.features(x)[0]
+
+    def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`kernel_features` and the deepest encoder features (what the global gate reads)."""
         cfg = self.config
         levels = len(cfg.widths)
         skips = []
@@ -284,7 +301,7 @@ class EfDeRain(nn.Module):
         for n, lv in enumerate(self.decoder_levels):
             up = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
             feat = self.block(levels + 1 + n)(torch.cat([skips[lv], up], dim=1))
-        return feat
+        return feat, skips[-1]
 
     @property
     def kernel_scale(self) -> int:
@@ -352,29 +369,36 @@ class EfDeRain(nn.Module):
         g = g - g.mean((1, 3), keepdim=True) + eye / (n * k)
         return g.reshape(w.shape), b * 0  # zero, but in the graph: DDP expects every parameter to get a gradient
 
-    def gate_map(self, feat: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+    def gate_map(self, feat: Tensor, size: tuple[int, int] | None = None, deep: Tensor | None = None) -> Tensor:
         """The rain gate ``(B, 1, H, W)`` in (0, 1), fp32, from the kernel features (``config.gate`` only).
 
         The logits (the head's output times :data:`GATE_GAIN`) are upsampled like the kernels (``size`` as
-        in :meth:`predict_kernels`), then squashed.
+        in :meth:`predict_kernels`), then squashed; with ``config.gate_global`` the map is multiplied by
+        the image's global gate, from the deepest features ``deep``.
         """
         logits = self.gate(feat).float() * GATE_GAIN
-        return torch.sigmoid(_upsample(logits, self.kernel_scale, size))
+        gate = torch.sigmoid(_upsample(logits, self.kernel_scale, size))
+        if self.config.gate_global:
+            if deep is None:
+                raise ValueError("gate_global needs the deepest features (EfDeRain.features)")
+            whole = self.gate_global(deep.float().mean((2, 3))) * GATE_GAIN
+            gate = gate * torch.sigmoid(whole)[:, :, None, None]
+        return gate
 
-    def apply_gate(self, image: Tensor, filtered: Tensor, feat: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``image + m·(filtered − image)`` with the gate ``m`` of ``feat`` (sizes of ``filtered``, top-left),
-        and ``m`` (``None`` and ``filtered`` unchanged without ``config.gate``)."""
+    def apply_gate(self, image: Tensor, filtered: Tensor, feat: Tensor, deep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``image + m·(filtered − image)`` with the gate ``m`` of ``feat`` (and ``deep``; sizes of ``filtered``,
+        top-left), and ``m`` (``None`` and ``filtered`` unchanged without ``config.gate``)."""
         if not self.config.gate:
             return filtered, None
-        gate = self.gate_map(feat, tuple(filtered.shape[-2:]))
+        gate = self.gate_map(feat, tuple(filtered.shape[-2:]), deep)
         image = image[..., : filtered.shape[-2], : filtered.shape[-1]].to(filtered.dtype)
         return image + gate * (filtered - image), gate
 
     def padded_forward(self, x: Tensor) -> Tensor:
         """The network on ``x`` whose sides are multiples of ``config.multiple``, without padding or cropping
         (eager full-resolution stage): the graph the ONNX export traces."""
-        feat = self.kernel_features(x)
-        return self.apply_gate(x, self.filter(x, self._kernels_from_features(feat, None)), feat)[0]
+        feat, deep = self.features(x)
+        return self.apply_gate(x, self.filter(x, self._kernels_from_features(feat, None)), feat, deep)[0]
 
     @property
     def border(self) -> int:
@@ -440,7 +464,7 @@ class EfDeRain(nn.Module):
         x = pad_border(x, lead)
         padded, (ph, pw) = pad_to_multiple(x, cfg.multiple)
         size = (min(padded.shape[-2], ph + reach - lead), min(padded.shape[-1], pw + reach - lead))
-        feat = self.kernel_features(padded)
+        feat, deep = self.features(padded)
         image = padded[..., : size[0], : size[1]]
         if self.uses_fused_kernel(x):
             low = _filtering_layout(self.apply_outc(feat))
@@ -448,7 +472,7 @@ class EfDeRain(nn.Module):
             out = upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, weight, bias, (ph, pw))
         else:
             out = self.filter(image, self._kernels_from_features(feat, size))
-        out, gate = self.apply_gate(image, out, feat)
+        out, gate = self.apply_gate(image, out, feat, deep)
         out = out[..., lead : lead + h, lead : lead + w]
         if not return_gate:
             return out

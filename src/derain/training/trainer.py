@@ -275,11 +275,12 @@ def _load_init_weights(model: nn.Module, path: str) -> None:
     initial model lacks (or has in another shape) starts as :meth:`~derain.models.efderain.EfDeRain.reset_parameters` made it."""
     state = load_model(path).state_dict()
     ours = model.state_dict()
-    if any(k.startswith("gate.") for k in ours):  # a gate head of another shape: ours starts fresh
-        for k in [k for k in state if k.startswith("gate.") and (k not in ours or ours[k].shape != state[k].shape)]:
+    heads = ("gate.", "gate_global.")
+    if any(k.startswith(heads) for k in ours):  # a gate head of another shape: ours starts fresh
+        for k in [k for k in state if k.startswith(heads) and (k not in ours or ours[k].shape != state[k].shape)]:
             del state[k]
     missing, unexpected = model.load_state_dict(state, strict=False)
-    new_heads = [k for k in missing if k.startswith("gate.")]
+    new_heads = [k for k in missing if k.startswith(heads)]
     if unexpected or len(new_heads) != len(missing):
         raise ConfigError(
             f"init_weights {path} do not fit model: missing {sorted(set(missing) - set(new_heads))}, unexpected {sorted(unexpected)}"

@@ -455,6 +455,16 @@ class TestGateLoss:
         assert mask[0, 0, 4:7, 6:9].eq(1).all() and mask[0].sum() == 9
         assert mask[1].sum() == 0  # rain-free sample
 
+    def test_without_between_streaks_only_rain_pixels_and_dry_samples_count(self) -> None:
+        clean = torch.rand(2, 3, 16, 16)
+        rainy = clean.clone()
+        rainy[0, :, 8, 8] += 0.5  # sample 0: one streak pixel (its 3x3 neighbourhood is rain); sample 1 dry
+        gate = torch.full((2, 1, 16, 16), 0.3, requires_grad=True)
+        gate_loss(gate, rainy, clean, between_streaks=False).backward()
+        counted = gate.grad[:, 0] != 0
+        assert counted[0].sum() == 9 and counted[0, 7:10, 7:10].all() and counted[1].all()
+        assert (gate.grad[0, 0, 7:10, 7:10] < 0).all() and (gate.grad[1] > 0).all()  # open on rain, close on dry
+
     def test_gate_loss_closes_the_gate_on_rain_free_content_and_opens_it_on_rain(self) -> None:
         """From the bundled default (open gate, about 0.95 everywhere): a few steps on one streaked and one
         rain-free image teach the gate to tell them apart (the mask covers 3/4 of the streaked one)."""

@@ -62,10 +62,19 @@ def rain_mask(rainy: Tensor, clean: Tensor, threshold: float = RAIN_MASK_THRESHO
     return F.max_pool2d(changed, 3, 1, 1)
 
 
-def gate_loss(gate: Tensor, rainy: Tensor, clean: Tensor) -> Tensor:
+def gate_loss(gate: Tensor, rainy: Tensor, clean: Tensor, between_streaks: bool = True) -> Tensor:
     """Binary cross-entropy of the rain gate ``(B, 1, H, W)`` (probabilities) against :func:`rain_mask`.
 
     Without it the gate learns only through the output's loss, whose gradient is ``filtered − input``:
     on rain-free content that is near zero, so the gate barely moves. The mask tells it where rain is.
+    ``between_streaks=False`` leaves out the pixels of a rainy sample that the rain did not change (a
+    gate with a factor per image, ``gate_global``: they would pull the whole image's gate down; the
+    output's loss still sees them); rain-free samples count whole.
     """
-    return F.binary_cross_entropy(gate.float().clamp(1e-6, 1 - 1e-6), rain_mask(rainy, clean))
+    mask = rain_mask(rainy, clean)
+    bce = F.binary_cross_entropy(gate.float().clamp(1e-6, 1 - 1e-6), mask, reduction="none")
+    if between_streaks:
+        return bce.mean()
+    rainy_sample = mask.amax((1, 2, 3), keepdim=True)
+    weight = mask + (1 - rainy_sample)  # rain pixels of rainy samples, every pixel of rain-free ones
+    return (bce * weight).sum() / weight.sum().clamp(min=1)

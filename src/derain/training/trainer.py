@@ -408,6 +408,7 @@ def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world
         persistent_workers=False,
     )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    global_gate = bool(getattr(getattr(run.model, "config", None), "gate_global", False))
     net.train()
     last_loss = None
     bar = tqdm(total=stop, initial=run.step, desc="train", unit="step", disable=run.rank != 0, dynamic_ncols=True)
@@ -418,7 +419,7 @@ def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world
             pred, gate = net(rainy, return_gate=True) if cfg.gate_weight else (net(rainy), None)
         loss = batch_loss(loss_fn, pred.float(), rainy, clean, cfg.identity_weight)
         if gate is not None:
-            loss = loss + cfg.gate_weight * gate_loss(gate, rainy, clean)
+            loss = loss + cfg.gate_weight * gate_loss(gate, rainy, clean, between_streaks=not global_gate)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at step {run.step}")
         run.optimizer.zero_grad(set_to_none=True)

@@ -195,7 +195,7 @@ _efderain(
     "efderain-cpu-fast",
     "efderain-cpu without the rain gate, with a pixel-unshuffle x4 stem (the KPN starts at H/4), 4 levels of widths 24-192, kernels "
     "predicted at H/4 and upsampled x4: about 1.5x faster than efderain-cpu.",
-    **{**_REGISTRY["efderain-cpu"].config, "stem": 4, "widths": (24, 48, 96, 192), "gate": False},
+    **{**_REGISTRY["efderain-cpu"].config, "stem": 4, "widths": (24, 48, 96, 192), "gate": False, "gate_global": False},
 )
 _bundled(
     "fast",

@@ -130,7 +130,7 @@ class TestQuality:
         assert [p.model for p in points] == [f"{tmp_path.name}/tiny.safetensors", "default"]
         reference = evaluate(derain.create_model("default", pretrained=True), data, "y", precision="fp32", progress=False)
         assert points[1].psnr == pytest.approx(reference.metrics["y"]["psnr"], abs=1e-9)
-        assert points[1].n == 2 and points[1].params == 1_236_510 and points[1].ms > 0
+        assert points[1].n == 2 and points[1].params == 1_236_639 and points[1].ms > 0
         plot_quality(points, tmp_path / "q.png")
         assert _png_size(tmp_path / "q.png") == (1000, 400)
 

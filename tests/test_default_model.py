@@ -55,9 +55,11 @@ def _rain_free_photos() -> list[np.ndarray]:
     return photos + [read_image(p)[:320, :480] for p in held_out]
 
 
-# What version 4 achieves on these photos, with a margin (MODEL_CARD.md, "No harm"): version 3 shifted
-# them by -3.5 to -9 levels (29.6-33.9 dB) and gave grey cards up to 4.5 levels of colour.
-NO_HARM_NOW = {"default": (1.5, 35.0, 0.8), "fast": (6.0, 26.0, 0.8)}  # |mean shift| levels, Y-PSNR dB, grey spread
+# What the bundled weights achieve on these photos, with a margin (MODEL_CARD.md, "No harm"): the default
+# (version 7) returns them within 0.2 level (52.6 dB and more, 0.3 level of grey spread at most), fast (version 4)
+# shifts them by up to 5.7 levels; version 3 shifted them by -3.5 to -9 levels and gave grey cards up to
+# 4.5 levels of colour.
+NO_HARM_NOW = {"default": (0.5, 40.0, 0.5), "fast": (6.0, 26.0, 0.8)}  # |mean shift| levels, Y-PSNR dB, grey spread
 
 
 @pytest.mark.parametrize("name", ["default", "fast"])
@@ -71,8 +73,10 @@ def test_rain_free_photo_comes_back_close_to_unchanged(name: str) -> None:
         assert calculate_psnr(out, photo, test_y_channel=True) >= min_psnr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14's no-harm target (0.5 level, 40 dB) is not met yet; see MODEL_CARD.md 'Gaps'")
-@pytest.mark.parametrize("name", ["default", "fast"])
+_FAST_NOT_YET = pytest.mark.xfail(strict=True, reason="fast does not meet issue 14's no-harm target (0.5 level, 40 dB) yet; see MODEL_CARD.md 'Gaps'")
+
+
+@pytest.mark.parametrize("name", ["default", pytest.param("fast", marks=_FAST_NOT_YET)])
 def test_rain_free_photo_comes_back_unchanged(name: str) -> None:
     """The target: a photo without rain comes back within 0.5 level per channel and >= 40 dB."""
     for photo in _rain_free_photos():
@@ -103,7 +107,7 @@ def test_bf16_close_to_fp32() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 31.0905, 0.93143), ("fast", 29.5757, 0.90386)])
+@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 31.2515, 0.93251), ("fast", 29.5757, 0.90386)])
 def test_rain100l_score_is_the_model_cards(shared_dataset, name: str, golden_psnr: float, golden_ssim: float) -> None:
     """``derain eval ../shared/data/Rain100L --model NAME --protocol y`` gives MODEL_CARD.md's number."""
     from pathlib import Path

@@ -175,7 +175,8 @@ _efderain(
     "efderain-cpu",
     "CPU design of the bundled default: pixel-unshuffle stem (no conv at full resolution), widths 16-128, "
     "2 convs per block, kernels predicted at H/2 (as released) and upsampled, identity init, a fusion that "
-    "preserves each colour channel (no global brightness or colour change), and a rain gate.",
+    "preserves each colour channel (no global brightness or colour change), and a rain gate (per pixel, times one "
+    "value per image: a photo judged dry comes back as it went in).",
     widths=(16, 32, 64, 128, 128),
     depth=2,
     stem=2,
@@ -184,12 +185,13 @@ _efderain(
     identity_init=True,
     channel_fusion=True,
     gate=True,
+    gate_global=True,
 )
 _bundled(
     "default",
     "efderain-cpu",
     "The bundled default: efderain-cpu trained here on RainTrainL pairs, real rain layers on clean photos, rendered "
-    "rain, RainMix and rain-free samples (derain train default-cpu, -ft, -v3, then default-cpu-v4); see MODEL_CARD.md.",
+    "rain, RainMix and rain-free samples (derain train default-cpu, -ft, -v3, -v4, -v5, then default-cpu-v7); see MODEL_CARD.md.",
 )
 _efderain(
     "efderain-cpu-fast",

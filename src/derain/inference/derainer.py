@@ -12,7 +12,7 @@ from torch import nn
 
 from ..io.images import Photo
 from .precision import autocast, prepare_model, resolve_precision
-from .tiling import DEFAULT_OVERLAP
+from .tiling import DEFAULT_OVERLAP, derain_array, derain_tiled, resolve_tile
 
 __all__ = ["Derainer", "DerainerBase"]
 
@@ -29,8 +29,6 @@ class DerainerBase:
 
         ``tile=None`` tiles only large images (automatic), ``0`` never tiles, ``N`` uses ``N×N`` tiles.
         """
-        from .tiling import derain_tiled, resolve_tile
-
         size = resolve_tile(tile, int(batch.shape[-2]), int(batch.shape[-1]))
         return self.run_tensor(batch) if size is None else derain_tiled(self.run_tensor, batch, size, overlap)
 
@@ -39,8 +37,6 @@ class DerainerBase:
         tiled per :meth:`run_tiled`; a tile at a time is converted to float, so memory beyond the input and
         the output is bounded by the tile (:func:`~derain.inference.tiling.derain_array`). With ``grey``,
         ``H×W×1``: the mean of the channels, rounded once."""
-        from .tiling import derain_array, resolve_tile
-
         size = resolve_tile(tile, int(rgb.shape[0]), int(rgb.shape[1]))
         return derain_array(self.run_tensor, rgb, size, overlap, grey=grey)
 

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..io.images import PIXEL_TOP, quantize_pixels
+from ..io.images import PIXEL_TOP, quantize_pixels, unit_float
 
 __all__ = ["AUTO_TILE", "AUTO_TILE_PIXELS", "DEFAULT_OVERLAP", "derain_array", "derain_tiled", "resolve_tile", "tile_starts"]
 
@@ -161,12 +161,10 @@ def derain_tiled(
 
 def _pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """``h×w×3`` uint8 / uint16 / float → ``(1, 3, h, w)`` float32 in [0, 1]."""
-    tile = np.ascontiguousarray(pixels)
-    if not tile.flags.writeable:  # Pillow's arrays are read-only; torch wants to own writable memory
-        tile = tile.copy()
-    x = torch.from_numpy(tile).permute(2, 0, 1)[None].float()
-    scale = PIXEL_TOP.get(pixels.dtype)
-    return x if scale is None else x.mul_(float(np.float32(1.0 / scale)))  # as Photo.rgb
+    unit = np.ascontiguousarray(unit_float(pixels))  # as Photo.rgb
+    if not unit.flags.writeable:  # float input as it is (Pillow's arrays are read-only; torch wants writable ones)
+        unit = unit.copy()
+    return torch.from_numpy(unit).permute(2, 0, 1)[None]
 
 
 def _store(out: np.ndarray, rows: slice, values: torch.Tensor) -> None:

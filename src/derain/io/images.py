@@ -69,6 +69,7 @@ __all__ = [
     "photo_to_pil",
     "quantize_pixels",
     "read_image",
+    "unit_float",
     "image_size",
     "extension_for",
     "FORMAT_EXTENSIONS",
@@ -219,7 +220,7 @@ class Photo:
     @property
     def rgb(self) -> np.ndarray:
         """:attr:`pixels` as ``H×W×3`` float32 in [0, 1] (a new array, unless they are float32 already)."""
-        return _unit_float(self.pixels)
+        return unit_float(self.pixels)
 
     @property
     def mode(self) -> str:
@@ -330,7 +331,7 @@ def _metadata(img: Image.Image) -> tuple[bytes | None, bytes | None, tuple[float
 PIXEL_TOP = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
-def _unit_float(pixels: np.ndarray) -> np.ndarray:
+def unit_float(pixels: np.ndarray) -> np.ndarray:
     """uint8 / uint16 pixels → float32 in [0, 1]; float pixels as float32."""
     top = PIXEL_TOP.get(pixels.dtype)
     if top is None:
@@ -578,9 +579,12 @@ def quantize_pixels(x: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _to_grey(rgb: np.ndarray) -> np.ndarray:
-    """The mean of the three channels, float32 in [0, 1]."""
-    grey = np.asarray(rgb).mean(axis=2, dtype=np.float32)
-    top = PIXEL_TOP.get(np.asarray(rgb).dtype)
+    """The mean of the three channels, float32 in [0, 1] (one channel repeated as a view: that channel)."""
+    rgb = np.asarray(rgb)
+    if rgb.strides[2] == 0:
+        return unit_float(rgb[:, :, 0])
+    grey = rgb.mean(axis=2, dtype=np.float32)
+    top = PIXEL_TOP.get(rgb.dtype)
     return grey if top is None else grey * np.float32(1.0 / top)
 
 
@@ -697,5 +701,5 @@ def side_by_side(photo: Photo, derained: np.ndarray) -> tuple[Photo, np.ndarray]
     alpha = None if photo.alpha is None else np.concatenate([photo.alpha, photo.alpha], axis=1)
     left, right = photo.pixels, np.asarray(derained)
     if left.dtype != right.dtype:
-        left, right = _unit_float(left), _unit_float(right)
+        left, right = unit_float(left), unit_float(right)
     return replace(photo, pixels=np.concatenate([left, left], axis=1), alpha=alpha), np.concatenate([left, right], axis=1)

@@ -19,6 +19,7 @@ from ..training.config import ConfigError
 
 __all__ = [
     "USER_ERRORS",
+    "compile_option",
     "device_option",
     "load_for_cli",
     "model_options",
@@ -64,6 +65,13 @@ def protocol_option(both: bool = False) -> Decorator:
 
 def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")(fn)
+
+
+def compile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--compile`` (parameter ``compile_``): the network's low-resolution stage compiled (:mod:`derain.inference.compiled`)."""
+    return click.option("--compile", "compile_", is_flag=True,
+                        help="Compile the network (torch.compile): faster per image after 15-30 s of compilation "
+                             "(seconds once cached on disk); for videos and large folders, not one photo.")(fn)
 
 
 def threads_option(help: str = "Torch threads (default: all cores).") -> Decorator:

@@ -34,7 +34,7 @@ import click
 
 from ..inference.tiling import DEFAULT_OVERLAP
 from ..io.images import DEFAULT_MAX_PIXELS, PHOTO_EXTENSIONS, ImageReadError, extension_for, resolve_format
-from .common import device_option, model_options, precision_option, printable, threads_option
+from .common import compile_option, device_option, model_options, precision_option, printable, threads_option
 
 __all__ = ["DefaultRunGroup", "run_cmd", "OUTPUT_FORMATS"]
 
@@ -290,7 +290,9 @@ def _process(derainer: Any, photo: Any, tile: int | None, overlap: int, side_by_
 
 
 def _load_derainer(model_name: str | None, weights: str | None, device: str, precision: str, threads: int | None,
-                   backend: str = "torch", onnx_path: str | None = None) -> Any:
+                   backend: str = "torch", onnx_path: str | None = None, compile_: bool = False) -> Any:
+    if (backend == "onnxruntime" or onnx_path) and compile_:
+        raise click.UsageError("--compile applies to the torch backend, not to onnxruntime")
     if backend == "onnxruntime" or onnx_path:
         from .export import onnx_derainer_for_cli
 
@@ -309,7 +311,7 @@ def _load_derainer(model_name: str | None, weights: str | None, device: str, pre
 
     model = load_for_cli(model_name, weights)
     with one_line_errors():
-        return Derainer(model, device=dev, precision=precision, threads=threads, owned=True)
+        return Derainer(model, device=dev, precision=precision, threads=threads, owned=True, compile=compile_)
 
 
 def _stdin_to_stdout(derainer: Any, args: dict[str, Any]) -> int:
@@ -350,6 +352,7 @@ def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "")
 @device_option
 @precision_option("auto")
 @threads_option()
+@compile_option
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="Inference engine; onnxruntime (CPU, fp32) exports the model to ONNX once per run.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False),
@@ -365,7 +368,7 @@ def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "")
 @click.option("--shard", metavar="K/N", help="Only this process's share of the inputs: shard K of N (1-based), "
               "decided per file name, e.g. --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT.")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs (tracebacks of failed files).")
-def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, precision, threads, backend, onnx_path, recursive,
+def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, precision, threads, compile_, backend, onnx_path, recursive,
             suffix, fmt, quality, overwrite, side_by_side, max_pixels, shard, verbose) -> None:
     """Derain photos: files, folders, globs, or - (stdin to stdout).
 
@@ -389,7 +392,7 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
     if "-" in inputs:
         if len(inputs) > 1:
             raise click.UsageError("'-' (stdin) cannot be combined with other inputs")
-        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path)
+        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, compile_)
         args = dict(max_pixels=max_pixels, tile=tile, tile_overlap=tile_overlap, side_by_side=side_by_side, fmt=fmt, quality=quality)
         click.get_current_context().exit(_stdin_to_stdout(derainer, args))
 
@@ -402,7 +405,7 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
         raise click.ClickException("no images found in the inputs")
     ok, failed = 0, len(plan.errors)
     if plan.jobs:
-        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path)
+        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, compile_)
         ok, run_failed = _run_jobs(derainer, plan.jobs, out_path, tile, tile_overlap, fmt, quality, side_by_side, max_pixels)
         failed += run_failed
     hint = "; existing outputs were kept (--overwrite replaces them)" if plan.skipped else ""

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..io.images import Photo
+from .compiled import can_compile, compile_model
 from .precision import autocast, prepare_model, resolve_precision
 from .tiling import DEFAULT_OVERLAP, derain_array, derain_tiled, resolve_tile
 
@@ -70,7 +71,9 @@ class Derainer(DerainerBase):
     A module is never changed: it runs in eval mode during each call (its own modes restored after),
     as it is (device, dtype, layout) when it is already on ``device``, else as a copy moved there;
     ``owned=True`` says the module was made for this Derainer (just loaded), which then prepares it
-    in place like a named model.
+    in place like a named model. ``compile=True`` runs the model's low-resolution stage compiled
+    (:mod:`derain.inference.compiled`: faster per image after a compilation at each new input size;
+    a module it was given is copied first).
 
     Example:
         >>> import derain
@@ -87,11 +90,12 @@ class Derainer(DerainerBase):
         threads: int | None = None,
         *,
         owned: bool = False,
+        compile: bool = False,
     ) -> None:
         if isinstance(model, str):
             from ..models.registry import create_model
 
-            model = create_model(model, pretrained=True)
+            model, owned = create_model(model, pretrained=True), True
         elif not isinstance(model, nn.Module):
             raise TypeError(f"model must be a registered name or an nn.Module, got {type(model).__name__}")
         if threads:
@@ -99,11 +103,14 @@ class Derainer(DerainerBase):
         torch.set_flush_denormal(True)  # tiny activations otherwise slow CPU convolutions down by 10-40x
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
-        owned = owned or isinstance(model, str)
-        if not owned and not _is_on(model, self.device):
+        if compile and not can_compile(model):
+            raise ValueError(f"compiled inference supports EfDeRain models, not {type(model).__name__}")
+        if not owned and (compile or not _is_on(model, self.device)):
             model, owned = copy.deepcopy(model), True
         self._owned = owned
         self.model = prepare_model(model, self.precision, self.device) if owned else model
+        if compile:
+            compile_model(self.model)
 
     @torch.inference_mode()
     def run_tensor(self, batch: torch.Tensor) -> torch.Tensor:

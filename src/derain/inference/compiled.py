@@ -1,93 +1,108 @@
 """Compiled inference: the KPN's low-resolution stage through ``torch.compile`` (inductor, with freezing).
 
-:func:`compile_model` replaces an EfDeRain model's :meth:`~derain.models.efderain.EfDeRain.features`
-(the encoder-decoder that predicts the kernels: every convolution of the network but the fusion) by
-its compiled twin, on that model instance only. Inductor's ``freezing`` treats the weights as
-constants: they are cast once to the compute dtype (no per-call casts under bf16 autocast), and
-convolutions, ReLUs, pooling, upsampling and concatenations become one generated graph. The
-full-resolution stage (upsampling the kernels, the dilated filtering, the fusion and the gate) stays
-in the fused C kernel, which the compiler cannot improve on.
+:func:`compile_model` makes an EfDeRain model run its
+:meth:`~derain.models.efderain.EfDeRain.features` (the encoder-decoder that predicts the kernels:
+every convolution of the network but the fusion) compiled, on that model instance only. Inductor's
+``freezing`` (switched on around each call: a global setting of inductor's, so compiled models are
+for one thread at a time) treats the weights as constants: they are cast once to the compute dtype
+(no per-call casts under bf16 autocast) and folded into one generated graph with the ReLUs,
+pooling, upsampling and concatenations. The full-resolution stage (upsampling the kernels, the
+dilated filtering, the fusion and the gate) stays in the fused C kernel.
 
-Costs and limits (measured in ``BENCHMARKS.md``, "Compiled path"):
+Costs and limits (``BENCHMARKS.md``, "Compiled path"):
 
-* the first call compiles for its input size: 15-30 s on 2 cores, a few seconds when inductor's
-  on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default under the system temp folder) already holds
-  that graph. A second size compiles once more, a graph for every size (the compiler's automatic
-  dynamic shapes), so a folder of mixed sizes compiles twice. It pays for videos and large folders,
-  not for a single photo, so it is opt-in (``Derainer(compile=True)``, ``--compile``);
-* after :data:`MAX_SIZES` recompilations further shapes run eager (the compiler's recompile limit);
-* the weights are frozen at the first call: a compiled model must not be trained or changed after;
-* where compilation fails (no C++ compiler, an unsupported platform), the first call warns once and
-  the model runs eager from then on, with the same results.
+* each input size compiles at its first call: 15-30 s on 2 cores, a few seconds when inductor's
+  on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default under the system temp folder) holds that
+  graph. It pays for videos and folders of one image size, not for a single photo, so it is opt-in
+  (``Derainer(compile=True)``, ``--compile``);
+* after ``torch._dynamo.config.recompile_limit`` graphs (8, counted over every compiled EfDeRain
+  model of the process: one per model and input size) further ones run eager (torch logs a warning);
+* the weights are frozen at the first call of each size: a compiled model must not be trained,
+  moved or changed after (copies, ``copy.deepcopy``, compile their own; pickling is refused);
+* with gradients enabled the eager stage runs;
+* where compilation fails (no C++ compiler, an unsupported platform), the first call logs one
+  warning and the model runs eager from then on, with the same results.
 
-Results equal eager's to within bf16 rounding of the kernel features (tests: every bundled model).
+Results equal eager's to bf16 rounding (tests: every bundled model, two sizes).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-import warnings
-from typing import Any, Callable
+import pickle
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["MAX_SIZES", "can_compile", "compile_model", "is_compiled"]
+__all__ = ["CompileError", "compile_model", "is_compiled"]
 
 log = logging.getLogger(__name__)
 
-MAX_SIZES = 8  # torch._dynamo's default recompile limit: graphs compiled before further shapes run eager
 
-
-def can_compile(model: nn.Module) -> bool:
-    """Whether :func:`compile_model` applies: an EfDeRain-like model whose forward calls ``features``."""
-    from ..models.efderain import EfDeRain
-
-    return isinstance(model, EfDeRain)
+class CompileError(ValueError):
+    """The model cannot run compiled (not an EfDeRain model)."""
 
 
 def is_compiled(model: nn.Module) -> bool:
-    """Whether ``model`` runs its low-resolution stage compiled (not after a fallback to eager)."""
-    return isinstance(model.__dict__.get("features"), _CompiledStage) and not model.__dict__["features"].failed
+    """Whether ``model`` runs its low-resolution stage compiled: :func:`compile_model` applied and no
+    fallback to eager since (sizes beyond the recompile limit still run eager)."""
+    stage = model.__dict__.get("features")
+    return isinstance(stage, _CompiledStage) and not stage.failed
 
 
 class _CompiledStage:
-    """``features`` compiled, with the eager method as the fallback when compilation fails."""
+    """``features`` of ``model``, compiled, called with freezing on; the eager method where compilation fails."""
 
-    def __init__(self, eager: Callable[..., Any], compiled: Callable[..., Any]) -> None:
-        self.eager, self.compiled, self.failed = eager, compiled, False
+    def __init__(self, model: nn.Module, compiled: Any, failed: bool = False) -> None:
+        self.model, self.compiled, self.failed = model, compiled, failed
+
+    def eager(self, x: torch.Tensor) -> Any:
+        return type(self.model).features(self.model, x)
 
     def __call__(self, x: torch.Tensor) -> Any:
         if self.failed or torch.is_grad_enabled():  # frozen weights: inference only; training runs eager
             return self.eager(x)
+        import torch._inductor.config as inductor_config
+        from torch._dynamo.exc import TorchDynamoException
+
         try:
-            return self.compiled(x)
-        except Exception as err:  # noqa: BLE001 - any compiler failure: the eager path computes the same
+            with inductor_config.patch(freezing=True):
+                return self.compiled(self.model, x)
+        except TorchDynamoException as err:  # the compiler's own failures (no C++ compiler, ...), not the input's
             self.failed = True
-            warnings.warn(f"compiled inference unavailable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                          "running eager", RuntimeWarning, stacklevel=2)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            log.warning("compiled inference unavailable (%s: %s); running eager", type(err).__name__, first)
             log.debug("compilation failed", exc_info=True)
             return self.eager(x)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> "_CompiledStage":
+        # the copy's own model: its own graphs (the compiler guards on the instance), never the original's weights
+        return _CompiledStage(copy.deepcopy(self.model, memo), self.compiled, self.failed)
+
+    def __reduce__(self) -> Any:
+        raise pickle.PicklingError("a compiled model cannot be pickled: save its state_dict, or compile after loading")
+
 
 def compile_model(model: nn.Module, *, backend: str = "inductor") -> nn.Module:
-    """Compile ``model``'s low-resolution stage in place (the model is returned); see the module docs.
+    """Run ``model``'s low-resolution stage compiled (in place; the model is returned); see the module docs.
 
-    Compilation itself happens at the first call (and the first of another input size), inside ``torch.inference_mode``
-    or ``torch.no_grad`` (with gradients enabled the eager stage runs). ``model`` should be one the
-    caller owns (a :class:`~derain.inference.derainer.Derainer` copies a module it was given).
+    ``model`` is one the caller owns, prepared (device, precision layout) before: a
+    :class:`~derain.inference.derainer.Derainer` copies a module it was given. Compilation happens at
+    the first call of each input size, inside ``torch.inference_mode`` or ``torch.no_grad``.
+    ``backend="eager"`` captures the graph without generating code (quick; for tests).
 
     >>> import derain
     >>> m = compile_model(derain.create_model("efderain-tiny"))
     >>> is_compiled(m)
     True
     """
-    if not can_compile(model):
-        raise TypeError(f"compiled inference supports EfDeRain models, got {type(model).__name__}")
-    if isinstance(model.__dict__.get("features"), _CompiledStage):
-        return model
-    eager = model.features
-    options = {"freezing": True} if backend == "inductor" else None
-    compiled = torch.compile(eager, backend=backend, options=options)  # static first, dynamic from the second shape
-    model.features = _CompiledStage(eager, compiled)  # type: ignore[method-assign]  # this instance only
+    from ..models.efderain import EfDeRain
+
+    if not isinstance(model, EfDeRain):
+        raise CompileError(f"compiled inference supports EfDeRain models, not {type(model).__name__}")
+    if not isinstance(model.__dict__.get("features"), _CompiledStage):
+        compiled = torch.compile(EfDeRain.features, backend=backend, dynamic=False)  # one graph per input size and instance
+        model.features = _CompiledStage(model, compiled)  # type: ignore[method-assign]  # this instance only
     return model

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..io.images import Photo
-from .compiled import can_compile, compile_model
+from .compiled import compile_model
 from .precision import autocast, prepare_model, resolve_precision
 from .tiling import DEFAULT_OVERLAP, derain_array, derain_tiled, resolve_tile
 
@@ -73,7 +73,8 @@ class Derainer(DerainerBase):
     ``owned=True`` says the module was made for this Derainer (just loaded), which then prepares it
     in place like a named model. ``compile=True`` runs the model's low-resolution stage compiled
     (:mod:`derain.inference.compiled`: faster per image after a compilation at each new input size;
-    a module it was given is copied first).
+    EfDeRain models only, else :class:`~derain.inference.compiled.CompileError`; a module it was
+    given is copied first).
 
     Example:
         >>> import derain
@@ -103,8 +104,6 @@ class Derainer(DerainerBase):
         torch.set_flush_denormal(True)  # tiny activations otherwise slow CPU convolutions down by 10-40x
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
-        if compile and not can_compile(model):
-            raise ValueError(f"compiled inference supports EfDeRain models, not {type(model).__name__}")
         if not owned and (compile or not _is_on(model, self.device)):
             model, owned = copy.deepcopy(model), True
         self._owned = owned

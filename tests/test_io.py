@@ -618,6 +618,11 @@ class TestDerainerLeavesTheModuleAlone:
         d = Derainer(model, precision="bf16", owned=True)
         assert d.model is model and not model.training
 
+    def test_a_named_model_is_prepared(self):
+        d = Derainer("fast", precision="bf16")
+        weight = next(p for p in d.model.parameters() if p.dim() == 4)
+        assert not d.model.training and weight.is_contiguous(memory_format=torch.channels_last)
+
 
 def test_atomic_outputs_follow_the_umask_whatever_the_writer_did(tmp_path):
     from derain.io.atomic import atomic_output

@@ -56,10 +56,11 @@ def _rain_free_photos() -> list[np.ndarray]:
 
 
 # What the bundled weights achieve on these photos, with a margin (MODEL_CARD.md, "No harm"): the default
-# (version 7) returns them within 0.2 level (52.6 dB and more, 0.3 level of grey spread at most), fast (version 4)
-# shifts them by up to 5.7 levels; version 3 shifted them by -3.5 to -9 levels and gave grey cards up to
-# 4.5 levels of colour.
-NO_HARM_NOW = {"default": (0.5, 40.0, 0.5), "fast": (6.0, 26.0, 0.8)}  # |mean shift| levels, Y-PSNR dB, grey spread
+# (version 7) returns them within 0.2 level (52.6 dB and more, 0.3 level of grey spread at most), fast (version 7)
+# within 0.2 level at 50 dB and more, but for one held-out photo its image gate judges rainy (-2.1 levels, 34.1 dB;
+# fast version 4 shifted them by up to 5.7 levels); version 3 shifted them by -3.5 to -9 levels and gave grey
+# cards up to 4.5 levels of colour.
+NO_HARM_NOW = {"default": (0.5, 40.0, 0.5), "fast": (2.5, 32.0, 0.5)}  # |mean shift| levels, Y-PSNR dB, grey spread
 
 
 @pytest.mark.parametrize("name", ["default", "fast"])
@@ -107,7 +108,7 @@ def test_bf16_close_to_fp32() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 31.2515, 0.93251), ("fast", 29.5757, 0.90386)])
+@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 31.2515, 0.93251), ("fast", 29.3841, 0.89713)])
 def test_rain100l_score_is_the_model_cards(shared_dataset, name: str, golden_psnr: float, golden_ssim: float) -> None:
     """``derain eval ../shared/data/Rain100L --model NAME --protocol y`` gives MODEL_CARD.md's number."""
     from pathlib import Path

@@ -18,6 +18,7 @@ setup(
             sources=["src/derain/ops/_fused_filter.c"],
             extra_compile_args=["-O3"] + (["-mprefer-vector-width=512"] if X86 else []),
             extra_link_args=["-pthread"],
+            libraries=[] if platform.system() == "Windows" else ["m"],
             optional=True,
         )
     ]

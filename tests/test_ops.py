@@ -230,6 +230,31 @@ class TestUpsampleFilterFuse:
         assert out.shape == expected.shape and out.dtype == torch.float32
         torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-5)
 
+    @pytest.mark.parametrize("b, scale, whole", [(2, 4, True), (1, 2, False), (3, 3, True)])
+    def test_gate_equals_eager_blend(self, b, scale, whole) -> None:
+        """With the gate: image + sigmoid(up(logits))·whole·(fused − image), as EfDeRain.apply_gate computes it."""
+        g = torch.Generator().manual_seed(b * scale)
+        h, w, out_size = 37, 51, (33, 50)
+        image = torch.rand(b, 3, h, w, generator=g)
+        low = torch.randn(b, 27, -(-h // scale) + 1, -(-w // scale) + 1, generator=g)
+        weight, bias = torch.randn(3, 12, 3, 3, generator=g), torch.randn(3, generator=g)
+        logits = torch.randn(b, 1, *low.shape[-2:], generator=g) * 4
+        factor = torch.rand(b, 1, generator=g) if whole else None
+        fused = eager_upsample_filter_fuse(image, low, scale, (1, 2, 3, 4), weight, bias, out_size)
+        m = torch.sigmoid(F.interpolate(logits, scale_factor=scale, mode="bilinear", align_corners=False)[..., : out_size[0], : out_size[1]])
+        m = m * factor[:, :, None, None] if whole else m
+        crop = image[..., : out_size[0], : out_size[1]]
+        out = upsample_filter_fuse(image, low, scale, (1, 2, 3, 4), weight, bias, out_size, gate=logits, whole=factor)
+        torch.testing.assert_close(out, crop + m * (fused - crop), atol=2e-5, rtol=1e-5)
+
+    def test_gate_shapes_are_checked(self) -> None:
+        image, low = torch.rand(2, 3, 16, 16), torch.randn(2, 27, 8, 8)
+        weight, bias = torch.randn(3, 12, 3, 3), torch.randn(3)
+        with pytest.raises(ValueError, match="gate must be"):
+            upsample_filter_fuse(image, low, 2, (1, 2, 3, 4), weight, bias, gate=torch.zeros(2, 1, 16, 16))
+        with pytest.raises(ValueError, match="whole needs gate"):
+            upsample_filter_fuse(image, low, 2, (1, 2, 3, 4), weight, bias, whole=torch.ones(2, 1))
+
     def test_threads_give_identical_results(self) -> None:
         g = torch.Generator().manual_seed(0)
         image, low = torch.rand(2, 3, 45, 61, generator=g), torch.randn(2, 27, 12, 16, generator=g)

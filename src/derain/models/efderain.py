@@ -376,14 +376,19 @@ class EfDeRain(nn.Module):
         in :meth:`predict_kernels`), then squashed; with ``config.gate_global`` the map is multiplied by
         the image's global gate, from the deepest features ``deep``.
         """
-        logits = self.gate(feat).float() * GATE_GAIN
+        logits, whole = self.gate_parts(feat, deep)
         gate = torch.sigmoid(_upsample(logits, self.kernel_scale, size))
-        if self.config.gate_global:
-            if deep is None:
-                raise ValueError("gate_global needs the deepest features (EfDeRain.features)")
-            whole = self.gate_global(deep.float().mean((2, 3))) * GATE_GAIN
-            gate = gate * torch.sigmoid(whole)[:, :, None, None]
-        return gate
+        return gate if whole is None else gate * whole[:, :, None, None]
+
+    def gate_parts(self, feat: Tensor, deep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The gate before upsampling: its logits ``(B, 1, h, w)`` at the kernels' resolution (the head's output
+        times :data:`GATE_GAIN`, fp32) and, with ``config.gate_global``, each image's factor ``(B, 1)`` in (0, 1)."""
+        logits = self.gate(feat).float() * GATE_GAIN
+        if not self.config.gate_global:
+            return logits, None
+        if deep is None:
+            raise ValueError("gate_global needs the deepest features (EfDeRain.features)")
+        return logits, torch.sigmoid(self.gate_global(deep.float().mean((2, 3))) * GATE_GAIN)
 
     def apply_gate(self, image: Tensor, filtered: Tensor, feat: Tensor, deep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """``image + m·(filtered − image)`` with the gate ``m`` of ``feat`` (and ``deep``; sizes of ``filtered``,
@@ -466,13 +471,14 @@ class EfDeRain(nn.Module):
         size = (min(padded.shape[-2], ph + reach - lead), min(padded.shape[-1], pw + reach - lead))
         feat, deep = self.features(padded)
         image = padded[..., : size[0], : size[1]]
-        if self.uses_fused_kernel(x):
+        if self.uses_fused_kernel(x):  # the gate blended in the same pass
             low = _filtering_layout(self.apply_outc(feat))
             weight, bias = self.fusion_params()
-            out = upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, weight, bias, (ph, pw))
+            logits, whole = self.gate_parts(feat, deep) if cfg.gate else (None, None)
+            out = upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, weight, bias, (ph, pw), gate=logits, whole=whole)
+            gate = self.gate_map(feat, (ph, pw), deep) if cfg.gate and return_gate else None
         else:
-            out = self.filter(image, self._kernels_from_features(feat, size))
-        out, gate = self.apply_gate(image, out, feat, deep)
+            out, gate = self.apply_gate(image, self.filter(image, self._kernels_from_features(feat, size)), feat, deep)
         out = out[..., lead : lead + h, lead : lead + w]
         if not return_gate:
             return out

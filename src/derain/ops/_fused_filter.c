@@ -2,7 +2,8 @@
  *
  *   bilinear upsampling of the low-resolution per-pixel kernels (align_corners=False, integer scale)
  *   -> pixel-wise filtering at every dilation (zero outside the image)
- *   -> 3x3 fusion convolution (zero padding) + bias.
+ *   -> 3x3 fusion convolution (zero padding) + bias
+ *   -> optionally the rain gate: out = image + g * (fused - image), g = sigmoid(up(gate logits)) * whole.
  *
  * The same function as derain.models.efderain's eager path (upsample, then
  * derain.ops.pixel_filter's "fast" filtering, then conv_final), in fp32, without materialising the
@@ -17,9 +18,12 @@
  *   low     (B, C*T, Hl, Wl)        kernels at 1/scale resolution, T = k*k, channel c*T + k*i + j
  *   weight  (C, N*C, 3, 3), bias (C)  the fusion convolution, input channel n*C + c = dilation n, colour c
  *   out     (B, C, Ho, Wo)          Ho <= Hs, Wo <= Ws: the top-left part of the fused result
+ *   gate    (B, 1, Hl, Wl) or NULL  the gate's logits at 1/scale resolution (upsampled like the kernels)
+ *   whole   (B) or NULL             each image's gate factor (1 where NULL)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,7 +41,7 @@
 #define KPITCH(Ws) ((((size_t)(Ws) + XB - 1) / XB) * XB) /* kernel row pitch: whole blocks */
 
 typedef struct {
-    const float *image, *low, *weight, *bias;
+    const float *image, *low, *weight, *bias, *gate, *whole;
     float *out;
     int B, C, Hs, Ws, P, Hl, Wl, k, N, Ho, Wo, scale;
     int dil[MAX_DILATIONS];
@@ -153,9 +157,9 @@ static void filtered_row(const job_t *job, int b, int y, const float *restrict k
  * Blocks of XB columns: every filtered value loaded once per block feeds all C outputs, whose
  * accumulators stay in registers when C is a constant (the colour case is specialised). */
 static inline __attribute__((always_inline)) void fused_row_impl(const job_t *job, int b, int y, const float *rows[3],
-                                                                 const int C) {
-    const int NC = job->N * C, Ws = job->Ws, Wo = job->Wo;
-    const size_t fpitch = (size_t)Ws + 2 + XB;
+                                                                 const float *restrict grow, const int C) {
+    const int NC = job->N * C, Ws = job->Ws, Wo = job->Wo, P = job->P;
+    const size_t fpitch = (size_t)Ws + 2 + XB, pitch = (size_t)P + Ws + P + XB;
     for (int x0 = 0; x0 < Wo; x0 += XB) {
         float acc[MAX_C][XB];
         for (int co = 0; co < C; co++)
@@ -175,17 +179,36 @@ static inline __attribute__((always_inline)) void fused_row_impl(const job_t *jo
         const int m = Wo - x0 < XB ? Wo - x0 : XB;
         for (int co = 0; co < C; co++) {
             float *restrict o = job->out + (((size_t)b * C + co) * job->Ho + y) * Wo + x0;
-            for (int x = 0; x < m; x++) o[x] = acc[co][x];
+            if (grow) { /* the rain gate: image + g * (fused - image) */
+                const float *restrict src = job->image + (((size_t)b * C + co) * job->Hs + y) * pitch + P + x0;
+                for (int x = 0; x < m; x++) o[x] = src[x] + grow[x0 + x] * (acc[co][x] - src[x]);
+            } else {
+                for (int x = 0; x < m; x++) o[x] = acc[co][x];
+            }
         }
     }
 }
 
 MULTIVERSION
-static void fused_row(const job_t *job, int b, int y, const float *rows[3]) {
+static void fused_row(const job_t *job, int b, int y, const float *rows[3], const float *grow) {
     if (job->C == 3)
-        fused_row_impl(job, b, y, rows, 3);
+        fused_row_impl(job, b, y, rows, grow, 3);
     else
-        fused_row_impl(job, b, y, rows, job->C);
+        fused_row_impl(job, b, y, rows, grow, job->C);
+}
+
+/* The gate of output row y of batch b into grow (Ws): sigmoid of the upsampled logits times the image's factor. */
+MULTIVERSION
+static void gate_row(const job_t *job, int b, int y, float *restrict gv, float *restrict grow) {
+    const int Hl = job->Hl, Wl = job->Wl, Ws = job->Ws;
+    int y0, y1;
+    float ly;
+    source_index(y, job->scale, Hl, &y0, &y1, &ly);
+    const float *restrict r0 = job->gate + ((size_t)b * Hl + y0) * Wl, *restrict r1 = job->gate + ((size_t)b * Hl + y1) * Wl;
+    for (int x = 0; x < Wl; x++) gv[x] = (1.0f - ly) * r0[x] + ly * r1[x];
+    horizontal(gv, grow, job);
+    const float whole = job->whole ? job->whole[b] : 1.0f;
+    for (int x = 0; x < Ws; x++) grow[x] = whole / (1.0f + expf(-grow[x]));
 }
 
 static void *run_job(void *arg) {
@@ -195,11 +218,15 @@ static void *run_job(void *arg) {
     float *vrow = malloc(sizeof(float) * (size_t)CT * job->Wl);
     float *krow = calloc(krow_size, sizeof(float)); /* tails (past Ws) stay zero */
     float *ring = calloc(frow_size * 3, sizeof(float)); /* zero tails stay zero */
-    if (!vrow || !krow || !ring) {
+    float *gv = job->gate ? malloc(sizeof(float) * (size_t)job->Wl) : NULL;
+    float *grow = job->gate ? malloc(sizeof(float) * KPITCH(job->Ws)) : NULL;
+    if (!vrow || !krow || !ring || (job->gate && (!gv || !grow))) {
         job->failed = 1;
         free(vrow);
         free(krow);
         free(ring);
+        free(gv);
+        free(grow);
         return NULL;
     }
     long tag[3] = {-1, -1, -1}; /* which (b * Hs + y) each ring slot holds */
@@ -222,11 +249,14 @@ static void *run_job(void *arg) {
             }
             rows[a] = f;
         }
-        fused_row(job, b, y, rows);
+        if (grow) gate_row(job, b, y, gv, grow);
+        fused_row(job, b, y, rows, grow);
     }
     free(vrow);
     free(krow);
     free(ring);
+    free(gv);
+    free(grow);
     return NULL;
 }
 
@@ -261,12 +291,16 @@ static PyObject *set_openmp(PyObject *self, PyObject *args) {
 }
 
 static PyObject *filter_fuse(PyObject *self, PyObject *args) {
-    unsigned long long p_image, p_low, p_weight, p_bias, p_out;
+    unsigned long long p_image, p_low, p_weight, p_bias, p_out, p_gate = 0, p_whole = 0;
     int B, C, Hs, Ws, P, Hl, Wl, k, Ho, Wo, scale, threads;
     PyObject *dilations;
-    if (!PyArg_ParseTuple(args, "KKKKKiiiiiiiiiiiO!i", &p_image, &p_low, &p_weight, &p_bias, &p_out, &B, &C, &Hs,
-                          &Ws, &P, &Hl, &Wl, &k, &Ho, &Wo, &scale, &PyTuple_Type, &dilations, &threads))
+    if (!PyArg_ParseTuple(args, "KKKKKiiiiiiiiiiiO!i|KK", &p_image, &p_low, &p_weight, &p_bias, &p_out, &B, &C, &Hs,
+                          &Ws, &P, &Hl, &Wl, &k, &Ho, &Wo, &scale, &PyTuple_Type, &dilations, &threads, &p_gate, &p_whole))
         return NULL;
+    if (p_whole && !p_gate) {
+        PyErr_SetString(PyExc_ValueError, "filter_fuse: an image factor needs the gate's logits");
+        return NULL;
+    }
     const Py_ssize_t N = PyTuple_GET_SIZE(dilations);
     if (N < 1 || N > MAX_DILATIONS || B < 1 || C < 1 || C > MAX_C || k < 1 || k % 2 == 0 || scale < 1 || Ho < 1 || Wo < 1 ||
         Ho > Hs || Wo > Ws || Hl < 1 || Wl < 1 || (long)Hl * scale < Hs || (long)Wl * scale < Ws) {
@@ -292,6 +326,8 @@ static PyObject *filter_fuse(PyObject *self, PyObject *args) {
     base.weight = (const float *)(uintptr_t)p_weight;
     base.bias = (const float *)(uintptr_t)p_bias;
     base.out = (float *)(uintptr_t)p_out;
+    base.gate = (const float *)(uintptr_t)p_gate;   /* NULL (0): no gate */
+    base.whole = (const float *)(uintptr_t)p_whole; /* NULL (0): factor 1 */
     base.B = B, base.C = C, base.Hs = Hs, base.Ws = Ws, base.P = P, base.Hl = Hl, base.Wl = Wl, base.k = k, base.N = (int)N;
     base.Ho = Ho, base.Wo = Wo, base.scale = scale;
     int *x0 = malloc(sizeof(int) * Ws), *x1 = malloc(sizeof(int) * Ws);
@@ -339,8 +375,8 @@ static PyObject *filter_fuse(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"filter_fuse", filter_fuse, METH_VARARGS,
-     "filter_fuse(image, low, weight, bias, out, B, C, Hs, Ws, P, Hl, Wl, k, Ho, Wo, scale, dilations, threads)\n"
-     "Raw-pointer fused kernel upsampling + pixel-wise dilation filtering + 3x3 fusion (fp32). "
+     "filter_fuse(image, low, weight, bias, out, B, C, Hs, Ws, P, Hl, Wl, k, Ho, Wo, scale, dilations, threads[, gate, whole])\n"
+     "Raw-pointer fused kernel upsampling + pixel-wise dilation filtering + 3x3 fusion (+ the rain gate) (fp32). "
      "Use derain.ops.fused_filter.fused_filter_fuse, which checks the tensors."},
     {"set_openmp", set_openmp, METH_VARARGS,
      "set_openmp(GOMP_parallel, omp_get_thread_num, omp_get_num_threads addresses): run on that OpenMP "

@@ -2,9 +2,10 @@
 
 EfDeRain predicts its per-pixel kernels at ``1/scale`` resolution; the eager path then upsamples them
 (``C·k²`` full-resolution channels), filters the image at every dilation (``N·C`` channels) and fuses
-the results with a 3×3 convolution. All three are memory-bound at full resolution. The fused kernel
-does them in one pass, row by row, keeping one row of kernels and three rows of filtered maps in
-cache: same function, fp32, no gradient.
+the results with a 3×3 convolution, and a gated model blends the result with the image
+(``image + m·(y − image)``, the gate ``m`` upsampled like the kernels). All are memory-bound at full
+resolution. The fused kernel does them in one pass, row by row, keeping one row of kernels and three
+rows of filtered maps in cache: same function, fp32, no gradient.
 
 The extension is built by ``pip install`` where a C compiler exists; :func:`fused_filter_available`
 says whether it is, and :class:`~derain.models.efderain.EfDeRain` falls back to the eager path when
@@ -78,12 +79,17 @@ def upsample_filter_fuse(
     bias: Tensor,
     out_size: tuple[int, int] | None = None,
     threads: int | None = None,
+    gate: Tensor | None = None,
+    whole: Tensor | None = None,
 ) -> Tensor:
-    """Bilinear ×``scale`` upsampling of ``low_kernels``, pixel-wise dilation filtering of ``image``, 3×3 fusion.
+    """Bilinear ×``scale`` upsampling of ``low_kernels``, pixel-wise dilation filtering of ``image``, 3×3 fusion,
+    and optionally the rain gate.
 
-    Equal (up to float rounding) to ``conv2d(pixel_dilation_filter2d(image, up(low_kernels)), weight,
+    Equal (up to float rounding) to ``y = conv2d(pixel_dilation_filter2d(image, up(low_kernels)), weight,
     bias, padding=1)`` cropped to ``out_size``, where ``up`` is ``interpolate(scale_factor=scale,
-    mode="bilinear", align_corners=False)`` cropped to the image's size.
+    mode="bilinear", align_corners=False)`` cropped to the image's size; with ``gate`` (logits), to
+    ``image + m·(y − image)`` with ``m = sigmoid(up(gate)) · whole`` (``whole`` one factor per image, 1
+    without it): the gate blended in the same pass.
 
     Args:
         image: ``(B, C, H, W)`` CPU tensor (computed in fp32).
@@ -93,6 +99,8 @@ def upsample_filter_fuse(
         weight: fusion weight ``(C, len(dilations)·C, 3, 3)``; ``bias``: ``(C,)``.
         out_size: ``(Ho, Wo)`` top-left part of the result to return (default: the image's size).
         threads: worker threads (default: ``torch.get_num_threads()``).
+        gate: ``(B, 1, h, w)`` the gate's logits at the kernels' resolution, or None (no gate).
+        whole: ``(B,)`` each image's factor on the gate (with ``gate`` only), or None.
 
     Returns:
         ``(B, C, Ho, Wo)`` fp32 tensor.
@@ -138,14 +146,19 @@ def upsample_filter_fuse(
     ho, wo = out_size if out_size is not None else (h, w)
     if not (0 < ho <= h and 0 < wo <= w):
         raise ValueError(f"out_size {out_size} must be within the image's {h}x{w}")
+    if gate is not None and tuple(gate.shape) != (b, 1, hl, wl):
+        raise ValueError(f"gate must be ({b}, 1, {hl}, {wl}) like the kernels, got {tuple(gate.shape)}")
+    if whole is not None and (gate is None or tuple(whole.reshape(-1).shape) != (b,)):
+        raise ValueError(f"whole needs gate and one value per image ({b}), got {tuple(whole.shape)}")
     # zero columns stand for the taps outside the image (the kernel reads whole blocks past the right edge)
     reach = max(dilations) * (k // 2)
     image = F.pad(image.detach().to(torch.float32), (reach, reach + _fused_filter.BLOCK))
     tensors = [t.detach().to(torch.float32).contiguous() for t in (image, low_kernels, weight, bias)]
+    extra = [t.detach().reshape(t.shape).to(torch.float32).contiguous() for t in (gate, whole) if t is not None]
     out = torch.empty(b, c, ho, wo, dtype=torch.float32)
     _fused_filter.filter_fuse(
         *(t.data_ptr() for t in tensors), out.data_ptr(),
         b, c, h, w, reach, hl, wl, k, ho, wo, int(scale), dilations,
-        int(threads or torch.get_num_threads()),
+        int(threads or torch.get_num_threads()), *(t.data_ptr() for t in extra),
     )  # fmt: skip
     return out

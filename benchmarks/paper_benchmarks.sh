@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the numbers and figures of BENCHMARKS.md on this machine (run from the repository
 # root, with ../shared/data beside it and `pip install ".[bench]"`). Tables go to stdout and to
-# OUT (default runs/bench); the figures to docs/bench/. About 35 minutes on 2 CPU cores, plus the
+# OUT (default runs/bench); the figures to docs/bench/. About 60 minutes on 2 CPU cores, plus the
 # ablation's training (run it first: `derain bench ablation ...` below, ~35 minutes more).
 set -euo pipefail
 OUT=${OUT:-runs/bench}
@@ -13,7 +13,16 @@ derain bench ablation --iterations 1500 --model efderain-cpu --test "$DATA/Rain1
     --out-dir runs/ablation --json "$OUT/ablation.json" crop=128 threads=2 | tee "$OUT/ablation.md"
 
 # Speed side by side (paper Fig. 1/4 x-axis): default, fast, efderain-paper, the released code path, PReNet.
-derain bench speed --json "$OUT/speed.json" --csv "$OUT/speed.csv" | tee "$OUT/speed.md"
+derain bench speed --model default --model fast --model efderain-paper --model "efderain-paper (released path)" \
+    --model prenet --size 481x321 --size 1920x1080 --batch 1 --precision bf16 --precision fp32 --repeats 7 \
+    --json "$OUT/speed.json" --csv "$OUT/speed.csv" | tee "$OUT/speed.md"
+# The compiled path against eager (cold and warm inductor cache), and ONNX Runtime against torch.
+python benchmarks/bench_compiled.py | tee "$OUT/compiled.md"
+for m in default fast; do
+    python benchmarks/bench_inference.py --model "$m" --sizes 481x321 --images 0 | tee "$OUT/ort_$m.md"
+done
+# A folder run beside a busy process, per OpenMP wait policy and thread count.
+python benchmarks/bench_contention.py --images 60 --repeats 2 | tee "$OUT/contention.md"
 
 # Quality vs time on the test set (reported only) and on the heavy validation pairs.
 MODELS=(--model default --model fast

@@ -70,8 +70,8 @@ def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 def compile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--compile`` (parameter ``compile_``): the network's low-resolution stage compiled (:mod:`derain.inference.compiled`)."""
     return click.option("--compile", "compile_", is_flag=True,
-                        help="Compile the network (torch.compile): 1.1-1.25x faster per image after 15-40 s of "
-                             "compilation per image size (10-15 s once cached on disk); for long videos and "
+                        help="Compile the network (torch.compile): 7-20% faster per image after 13-37 s of "
+                             "compilation per image size (9-15 s once cached on disk); for long videos and "
                              "large folders of one size, not one photo.")(fn)
 
 

@@ -11,7 +11,7 @@ dilated filtering, the fusion and the gate) stays in the fused C kernel.
 
 Costs and limits (``BENCHMARKS.md``, "Compiled path"):
 
-* each input size compiles at its first call: 15-40 s on 2 cores, 10-15 s when inductor's
+* each input size compiles at its first call: 13-37 s on 2 cores, 9-15 s when inductor's
   on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default under the system temp folder) holds that
   graph. It pays for videos and folders of one image size, not for a single photo, so it is opt-in
   (``Derainer(compile=True)``, ``--compile``);

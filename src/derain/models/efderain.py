@@ -376,7 +376,9 @@ class EfDeRain(nn.Module):
         in :meth:`predict_kernels`), then squashed; with ``config.gate_global`` the map is multiplied by
         the image's global gate, from the deepest features ``deep``.
         """
-        logits, whole = self.gate_parts(feat, deep)
+        return self._gate_from_parts(*self.gate_parts(feat, deep), size)
+
+    def _gate_from_parts(self, logits: Tensor, whole: Tensor | None, size: tuple[int, int] | None) -> Tensor:
         gate = torch.sigmoid(_upsample(logits, self.kernel_scale, size))
         return gate if whole is None else gate * whole[:, :, None, None]
 
@@ -476,7 +478,7 @@ class EfDeRain(nn.Module):
             weight, bias = self.fusion_params()
             logits, whole = self.gate_parts(feat, deep) if cfg.gate else (None, None)
             out = upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, weight, bias, (ph, pw), gate=logits, whole=whole)
-            gate = self.gate_map(feat, (ph, pw), deep) if cfg.gate and return_gate else None
+            gate = self._gate_from_parts(logits, whole, (ph, pw)) if logits is not None and return_gate else None
         else:
             out, gate = self.apply_gate(image, self.filter(image, self._kernels_from_features(feat, size)), feat, deep)
         out = out[..., lead : lead + h, lead : lead + w]

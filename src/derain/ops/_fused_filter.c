@@ -377,7 +377,7 @@ static PyMethodDef methods[] = {
     {"filter_fuse", filter_fuse, METH_VARARGS,
      "filter_fuse(image, low, weight, bias, out, B, C, Hs, Ws, P, Hl, Wl, k, Ho, Wo, scale, dilations, threads[, gate, whole])\n"
      "Raw-pointer fused kernel upsampling + pixel-wise dilation filtering + 3x3 fusion (+ the rain gate) (fp32). "
-     "Use derain.ops.fused_filter.fused_filter_fuse, which checks the tensors."},
+     "Use derain.ops.fused_filter.upsample_filter_fuse, which checks the tensors."},
     {"set_openmp", set_openmp, METH_VARARGS,
      "set_openmp(GOMP_parallel, omp_get_thread_num, omp_get_num_threads addresses): run on that OpenMP "
      "runtime's team (0, 0, 0: own threads)."},

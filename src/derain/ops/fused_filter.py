@@ -146,6 +146,8 @@ def upsample_filter_fuse(
     ho, wo = out_size if out_size is not None else (h, w)
     if not (0 < ho <= h and 0 < wo <= w):
         raise ValueError(f"out_size {out_size} must be within the image's {h}x{w}")
+    if any(t is not None and t.device.type != "cpu" for t in (gate, whole)):
+        raise ValueError("upsample_filter_fuse runs on the CPU")
     if gate is not None and tuple(gate.shape) != (b, 1, hl, wl):
         raise ValueError(f"gate must be ({b}, 1, {hl}, {wl}) like the kernels, got {tuple(gate.shape)}")
     if whole is not None and (gate is None or tuple(whole.reshape(-1).shape) != (b,)):

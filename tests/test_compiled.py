@@ -45,6 +45,16 @@ class TestCompileModel:
         assert _graphs() == graphs + 1
         assert is_compiled(model) and not is_compiled(reference)
 
+    def test_a_batch_runs_on_the_single_image_graph(self) -> None:
+        model = compile_model(_tiny().eval(), backend="eager")
+        reference = _tiny().eval()
+        x = torch.rand(3, 3, 40, 56)
+        graphs = _graphs()
+        with torch.inference_mode():
+            assert torch.equal(model(x[:1]), reference(x[:1]))
+            torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-6)
+        assert _graphs() == graphs + 1
+
     def test_gradients_run_eager(self) -> None:
         model = compile_model(_tiny(), backend="eager")
         graphs = _graphs()
@@ -139,3 +149,35 @@ def test_cli_compile_is_for_the_torch_backend(tmp_path) -> None:
     result = CliRunner().invoke(cli, ["run", str(photo), "-o", str(tmp_path / "out"), "--compile", "--backend", "onnxruntime"])
     assert result.exit_code == 2 and "--compile applies to the torch backend" in result.output
     assert not (tmp_path / "out").exists()
+
+
+class TestVideoCompilesWhenItPays:
+    """``derain video`` without ``--compile/--no-compile``: compiled for long videos only (compilation is lazy: nothing runs here)."""
+
+    @staticmethod
+    def info(frames: int, width: int = 1920, height: int = 1080, duration: float | None = None, rate: int | None = None):
+        from fractions import Fraction
+
+        from derain.inference.video import VideoInfo
+
+        return VideoInfo(width, height, Fraction(rate) if rate else None, frames, duration, "h264", ())
+
+    @pytest.mark.parametrize(("frames", "duration", "rate", "expected"), [
+        (3000, None, None, True),  # 2 minutes of 1080p at 25 frames/s
+        (100, None, None, False),  # 4 s
+        (0, 120.0, 25, True),  # the container gives no count: duration x rate
+        (0, None, None, False),  # nothing known: eager
+    ])
+    def test_by_length(self, frames, duration, rate, expected) -> None:
+        from derain.cli.video import _compile_if_it_pays
+
+        runner = Derainer(_tiny(), precision="fp32")
+        _compile_if_it_pays(runner, self.info(frames, duration=duration, rate=rate))
+        assert is_compiled(runner.model) is expected
+
+    def test_other_architectures_stay_eager(self) -> None:
+        from derain.cli.video import _compile_if_it_pays
+
+        runner = Derainer(derain.create_model("prenet"), precision="fp32")
+        _compile_if_it_pays(runner, self.info(100000))
+        assert "features" not in runner.model.__dict__

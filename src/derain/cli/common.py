@@ -67,12 +67,20 @@ def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")(fn)
 
 
-def compile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--compile`` (parameter ``compile_``): the network's low-resolution stage compiled (:mod:`derain.inference.compiled`)."""
+_COMPILE_HELP = ("Compile the network (torch.compile): 7-20% faster per image after 13-37 s of compilation "
+                 "per image size (9-15 s once cached on disk)")
+
+
+def compile_option(auto: bool = False) -> Decorator:
+    """``--compile`` (parameter ``compile_``): the network's low-resolution stage compiled (:mod:`derain.inference.compiled`).
+
+    With ``auto``, ``--compile/--no-compile`` whose default ``None`` lets the command decide
+    (:func:`~derain.inference.compiled.compile_pays`)."""
+    if auto:
+        return click.option("--compile/--no-compile", "compile_", default=None,
+                            help=f"{_COMPILE_HELP} [default: when the video is long enough to win it back].")
     return click.option("--compile", "compile_", is_flag=True,
-                        help="Compile the network (torch.compile): 7-20% faster per image after 13-37 s of "
-                             "compilation per image size (9-15 s once cached on disk); for long videos and "
-                             "large folders of one size, not one photo.")(fn)
+                        help=f"{_COMPILE_HELP}; for large folders of one image size, not one photo.")
 
 
 def threads_option(help: str = "Torch threads (default: all cores).") -> Decorator:

@@ -352,7 +352,7 @@ def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "")
 @device_option
 @precision_option("auto")
 @threads_option()
-@compile_option
+@compile_option()
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="Inference engine; onnxruntime (CPU, fp32) exports the model to ONNX once per run.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False),

@@ -29,6 +29,21 @@ def _default_output(src: Path) -> Path:
     return src.with_name(f"{src.stem}_derained{src.suffix or '.mp4'}")
 
 
+def _compile_if_it_pays(derainer: Any, info: Any) -> None:
+    """``--compile`` left to the command: compile a torch EfDeRain model when the video is long enough to pay."""
+    from ..inference.compiled import CompileError, compile_model, compile_pays
+    from ..inference.derainer import Derainer
+
+    frames = info.frames or (int(info.duration * info.frame_rate) if info.duration and info.frame_rate else 0)
+    if not isinstance(derainer, Derainer) or not compile_pays(frames, info.width, info.height):
+        return
+    try:
+        compile_model(derainer.model)  # the Derainer's own copy, prepared
+    except CompileError:  # another architecture: eager
+        return
+    click.echo(f"compiling the network for {info.width}x{info.height} frames first ({frames} frames; --no-compile skips it)", err=True)
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -48,7 +63,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @device_option
 @precision_option("auto")
 @threads_option("Torch and codec threads (default: all cores).")
-@compile_option
+@compile_option(auto=True)
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="Inference engine (onnxruntime: CPU, fp32; the model is exported once).")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Run this file from `derain export` with onnxruntime.")
@@ -90,7 +105,9 @@ def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_
     if not out.parent.is_dir():
         raise click.ClickException(f"{out.parent}: output folder does not exist")
 
-    derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, compile_)
+    derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, bool(compile_))
+    if compile_ is None:
+        _compile_if_it_pays(derainer, info)
     log.debug("input %s: %s", src, info)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # kill = Ctrl-C: clean up the temporary file
     try:

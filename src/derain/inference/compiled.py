@@ -11,10 +11,11 @@ dilated filtering, the fusion and the gate) stays in the fused C kernel.
 
 Costs and limits (``BENCHMARKS.md``, "Compiled path"):
 
-* each input size compiles at its first call: 13-37 s on 2 cores, 9-15 s when inductor's
+* each image size compiles at its first call (batches run one image at a time on that graph): 13-37 s on 2 cores, 9-15 s when inductor's
   on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default under the system temp folder) holds that
-  graph. It pays for videos and folders of one image size, not for a single photo, so it is opt-in
-  (``Derainer(compile=True)``, ``--compile``);
+  graph. It pays for long videos and folders of one image size, not for a single photo: opt-in
+  (``Derainer(compile=True)``, ``--compile``), except ``derain video``, which compiles where
+  :func:`compile_pays` says so;
 * after ``torch._dynamo.config.recompile_limit`` graphs (8, counted over every compiled EfDeRain
   model of the process: one per model and input size) further ones run eager (torch logs a warning);
 * the weights are frozen at the first call of each size: a compiled model must not be trained,
@@ -36,9 +37,25 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CompileError", "compile_model", "is_compiled"]
+__all__ = ["CompileError", "compile_model", "compile_pays", "is_compiled"]
 
 log = logging.getLogger(__name__)
+
+
+# What compiling buys and costs on 2 cores (BENCHMARKS.md, "Compiled path"), on the safe side: at least
+# 20 ms saved per megapixel and image (default 1920x1080: 38, fast: 10-15, 481x321: 30-55) against up to
+# 40 s for the first size's compilation.
+SAVED_S_PER_MEGAPIXEL = 0.02
+FIRST_COMPILE_S = 40.0
+
+
+def compile_pays(images: int, width: int, height: int) -> bool:
+    """Whether compiling is expected to win its first compilation back over ``images`` of ``width×height``.
+
+    >>> compile_pays(1, 6000, 4000), compile_pays(1500, 1920, 1080), compile_pays(1500, 481, 321)
+    (False, True, False)
+    """
+    return images * width * height / 1e6 * SAVED_S_PER_MEGAPIXEL > FIRST_COMPILE_S
 
 
 class CompileError(ValueError):
@@ -69,7 +86,11 @@ class _CompiledStage:
 
         try:
             with inductor_config.patch(freezing=True):
-                return self.compiled(self.model, x)
+                if x.shape[0] == 1:
+                    return self.compiled(self.model, x)
+                # one image at a time: one graph per image size, whatever the batch (a video's last batch is smaller)
+                parts = [self.compiled(self.model, x[i : i + 1]) for i in range(x.shape[0])]
+                return tuple(torch.cat(p) for p in zip(*parts))
         except TorchDynamoException as err:  # the compiler's own failures (no C++ compiler, ...), not the input's
             self.failed = True
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""

@@ -296,3 +296,16 @@ def test_shards_cover_every_input_exactly_once(tmp_path, weights):
     assert sorted(seen) == sorted(names)
     proc = derain_cli("run", "in", "--shard", "4/3", "--weights", weights, cwd=tmp_path)
     assert proc.returncode == 2 and b"K must be in 1..N" in proc.stderr
+
+
+def test_an_empty_shard_succeeds(tmp_path, weights):
+    """A job array's task whose shard holds none of the images has nothing to do: exit 0, one line saying so."""
+    (tmp_path / "in").mkdir()
+    Image.fromarray(gradient(24, 16)).save(tmp_path / "in" / "only.png")
+    codes = {}
+    for k in (1, 2):
+        proc = derain_cli("run", "in", "-o", f"out{k}", "--weights", weights, "--shard", f"{k}/2", cwd=tmp_path)
+        codes[k] = (proc.returncode, proc.stderr.decode())
+    assert all(code == 0 for code, _ in codes.values()), codes
+    empty = [err for code, err in codes.values() if "none of the 1 images found belong to this shard" in err]
+    assert len(empty) == 1, codes

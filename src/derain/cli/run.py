@@ -93,6 +93,7 @@ class Plan:
     jobs: list[Job]
     errors: list[tuple[str, str]]  # (path, reason) found while planning
     skipped: list[Job]
+    other_shards: int = 0  # images found that belong to the other shards
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -226,6 +227,7 @@ def plan_jobs(
     own_outputs = {os.path.realpath(out_dir / _out_name(rel, suffix, fmt)) for _, rel, _ in found} if suffix else set()
     found = [f for f in found if os.path.realpath(f[0]) in named or os.path.realpath(f[0]) not in own_outputs]
     input_paths = {os.path.realpath(src) for src, _, _ in found}
+    everything = len(found)
     found = [f for f in found if in_shard(f[2], shard)]
     errors = [e for e in errors if in_shard(e[0], shard)]
     jobs: list[Job] = []
@@ -251,7 +253,7 @@ def plan_jobs(
             skipped.append(job)
         else:
             jobs.append(job)
-    return Plan(jobs, errors, skipped)
+    return Plan(jobs, errors, skipped, everything - len(found))
 
 
 def _prefetch(jobs: list[Job], max_pixels: int | None, slots: threading.Semaphore, out: queue.Queue, stop: threading.Event) -> None:
@@ -402,6 +404,9 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
     for path, reason in plan.errors:
         click.echo(f"error: {printable(path)}: {printable(reason)}", err=True)
     if not plan.jobs and not plan.skipped and not plan.errors:
+        if plan.other_shards:  # a job array's task with nothing to do has succeeded
+            click.echo(f"shard {shard}: none of the {plan.other_shards} images found belong to this shard", err=True)
+            return
         raise click.ClickException("no images found in the inputs")
     ok, failed = 0, len(plan.errors)
     if plan.jobs:

@@ -35,9 +35,12 @@ def _graphs() -> int:
 class TestCompileModel:
     """Mechanics, with dynamo's ``eager`` backend (graph capture without code generation: quick)."""
 
+    @staticmethod
+    def compiled_and_reference() -> tuple[torch.nn.Module, torch.nn.Module]:
+        return compile_model(_tiny().eval(), backend="eager"), _tiny().eval()
+
     def test_same_output_from_a_captured_graph(self) -> None:
-        model = compile_model(_tiny().eval(), backend="eager")
-        reference = _tiny().eval()
+        model, reference = self.compiled_and_reference()
         x = torch.rand(1, 3, 40, 56)
         graphs = _graphs()
         with torch.inference_mode():
@@ -46,8 +49,7 @@ class TestCompileModel:
         assert is_compiled(model) and not is_compiled(reference)
 
     def test_a_batch_runs_on_the_single_image_graph(self) -> None:
-        model = compile_model(_tiny().eval(), backend="eager")
-        reference = _tiny().eval()
+        model, reference = self.compiled_and_reference()
         x = torch.rand(3, 3, 40, 56)
         graphs = _graphs()
         with torch.inference_mode():

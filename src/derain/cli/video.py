@@ -34,7 +34,7 @@ def _compile_if_it_pays(derainer: Any, info: Any) -> None:
     from ..inference.compiled import CompileError, compile_model, compile_pays
     from ..inference.derainer import Derainer
 
-    frames = info.frames or (int(info.duration * info.frame_rate) if info.duration and info.frame_rate else 0)
+    frames = info.expected_frames
     if not isinstance(derainer, Derainer) or not compile_pays(frames, info.width, info.height):
         return
     try:

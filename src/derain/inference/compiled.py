@@ -11,9 +11,9 @@ dilated filtering, the fusion and the gate) stays in the fused C kernel.
 
 Costs and limits (``BENCHMARKS.md``, "Compiled path"):
 
-* each image size compiles at its first call (batches run one image at a time on that graph): 13-37 s on 2 cores, 9-15 s when inductor's
-  on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default under the system temp folder) holds that
-  graph. It pays for long videos and folders of one image size, not for a single photo: opt-in
+* each image size compiles at its first call (batches run one image at a time on that graph):
+  13-37 s on 2 cores, 9-15 s when inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default
+  under the system temp folder) holds that graph. It pays for long videos and folders of one image size, not for a single photo: opt-in
   (``Derainer(compile=True)``, ``--compile``), except ``derain video``, which compiles where
   :func:`compile_pays` says so;
 * after ``torch._dynamo.config.recompile_limit`` graphs (8, counted over every compiled EfDeRain

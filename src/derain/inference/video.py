@@ -88,6 +88,13 @@ class VideoInfo:
     codec: str
     audio_codecs: tuple[str, ...]
 
+    @property
+    def expected_frames(self) -> int:
+        """The frame count as declared, else estimated from the duration and frame rate (0: unknown)."""
+        if self.frames or not (self.duration and self.frame_rate):
+            return self.frames
+        return round(self.duration * self.frame_rate)
+
 
 @dataclass
 class VideoResult:

@@ -36,3 +36,18 @@ def test_demo_writes_strip(tmp_path) -> None:
     assert again.returncode == 1 and "exists (use --overwrite" in again.stderr and "Traceback" not in again.stderr
     assert out.stat().st_mtime_ns == stamp
     assert subprocess.run([*args, "--overwrite"], capture_output=True, text=True, timeout=120).returncode == 0
+
+
+def test_demo_again_writes_the_next_free_name(tmp_path) -> None:
+    """Without -o, a second run keeps the first strip and writes derain_demo-2.png (exit 0 both times)."""
+    torch.manual_seed(0)
+    weights = derain.save_model(derain.create_model("efderain-tiny", identity_init=True), tmp_path / "t.safetensors")
+    args = [sys.executable, "-m", "derain.cli.main", "demo", "--weights", str(weights)]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert first.returncode == 0 and "wrote derain_demo.png" in first.stdout, first.stderr
+    stamp = (tmp_path / "derain_demo.png").stat().st_mtime_ns
+    second = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert second.returncode == 0 and "wrote derain_demo-2.png" in second.stdout, second.stderr
+    assert (tmp_path / "derain_demo.png").stat().st_mtime_ns == stamp
+    with Image.open(tmp_path / "derain_demo-2.png") as im:
+        assert im.size == (3 * 481, 321)

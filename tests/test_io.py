@@ -623,6 +623,21 @@ class TestDerainerLeavesTheModuleAlone:
         weight = next(p for p in d.model.parameters() if p.dim() == 4)
         assert not d.model.training and weight.is_contiguous(memory_format=torch.channels_last)
 
+    @pytest.mark.parametrize("name", ["default", "fast"])
+    def test_prepared_weights_in_the_compute_dtype_give_the_same_bits(self, name):
+        """Under bf16 the KPN's and gates' weights are stored in bf16 once (autocast would cast them at every
+        call), the fusion stays fp32; the result is bit for bit that of the model with fp32 weights."""
+        d = Derainer(name, precision="bf16")
+        dtypes = {k: v.dtype for k, v in d.model.state_dict().items()}
+        assert dtypes["conv1.conv1.0.weight"] == dtypes["outc.weight"] == dtypes["gate_global.weight"] == torch.bfloat16
+        assert dtypes["conv_final.weight"] == torch.float32
+        fp32_weights = derain.create_model(name, pretrained=True)  # the same model, weights as loaded
+        assert {v.dtype for v in fp32_weights.state_dict().values()} == {torch.float32}
+        reference = Derainer(fp32_weights, precision="bf16")  # not owned: run as it is, autocast casting per call
+        x = torch.rand(2, 3, 70, 90, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(d.run_tensor(x), reference.run_tensor(x))
+        assert {v.dtype for v in fp32_weights.state_dict().values()} == {torch.float32}
+
 
 def test_atomic_outputs_follow_the_umask_whatever_the_writer_did(tmp_path):
     from derain.io.atomic import atomic_output

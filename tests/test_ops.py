@@ -270,6 +270,23 @@ class TestUpsampleFilterFuse:
             fused_filter._fused_filter.set_openmp(*fused_filter._openmp)
         assert all(torch.equal(runs[0], r) for r in runs[1:])
 
+    @pytest.mark.parametrize("b, scale, gate", [(2, 2, True), (1, 4, False), (1, 3, True)])
+    def test_channels_last_kernels_are_read_as_they_are(self, b, scale, gate) -> None:
+        """Kernels in channels_last (what bf16 inference makes) give the same bits as the contiguous ones."""
+        g = torch.Generator().manual_seed(scale)
+        image = torch.rand(b, 3, 37, 51, generator=g)
+        low = torch.randn(b, 27, -(-37 // scale) + 1, -(-51 // scale) + 1, generator=g)
+        weight, bias = torch.randn(3, 12, 3, 3, generator=g), torch.randn(3, generator=g)
+        extra = {"gate": torch.randn(b, 1, *low.shape[-2:], generator=g), "whole": torch.rand(b, 1, generator=g)} if gate else {}
+        nhwc = low.contiguous(memory_format=torch.channels_last)
+        assert not nhwc.is_contiguous()
+        expected = upsample_filter_fuse(image, low, scale, (1, 2, 3, 4), weight, bias, (33, 50), **extra)
+        out = upsample_filter_fuse(image, nhwc, scale, (1, 2, 3, 4), weight, bias, (33, 50), **extra)
+        assert torch.equal(out, expected)
+        # any other layout is made contiguous first
+        odd = low.transpose(2, 3).contiguous().transpose(2, 3)
+        assert torch.equal(upsample_filter_fuse(image, odd, scale, (1, 2, 3, 4), weight, bias, (33, 50), **extra), expected)
+
     def test_reduced_precision_inputs_compute_in_fp32(self) -> None:
         image, low = torch.rand(1, 3, 16, 16), torch.randn(1, 27, 8, 8)
         weight, bias = torch.randn(3, 12, 3, 3), torch.randn(3)

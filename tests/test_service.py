@@ -590,3 +590,6 @@ def test_serve_on_port_0_prints_the_bound_url_and_caps_the_tile(tmp_path):
             assert r.status == 200 and decoded(r.read()).size == (200, 150)
         (line,) = server.wait_for_access("/v1/derain")
         assert (line["status"], line["tile"]) == (200, 128)
+    # stopped by SIGTERM (the block's end): a graceful shutdown and exit status 0, not "Aborted!"
+    assert server.process.returncode == 0, server.log_lines()[-3:]
+    assert "Aborted" not in (tmp_path / "serve.log").read_text()

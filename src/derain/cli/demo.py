@@ -16,7 +16,25 @@ from PIL import Image, ImageDraw, ImageFilter
 from ..io.atomic import atomic_output
 from .common import model_options
 
-__all__ = ["demo_cmd", "synthetic_scene"]
+__all__ = ["demo_cmd", "synthetic_scene", "first_free"]
+
+DEFAULT_OUTPUT = "derain_demo.png"
+
+
+def first_free(path: Path) -> Path:
+    """``path`` if nothing is there, else the first of ``stem-2.ext``, ``stem-3.ext``, ... that is free.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a.png").write_bytes(b"")
+    >>> first_free(folder / "a.png").name, first_free(folder / "b.png").name
+    ('a-2.png', 'b.png')
+    """
+    n, free = 1, path
+    while free.exists() or free.is_symlink():
+        n += 1
+        free = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return free
 
 
 def synthetic_scene(width: int = 481, height: int = 321, seed: int = 0) -> np.ndarray:
@@ -51,15 +69,20 @@ def synthetic_scene(width: int = 481, height: int = 321, seed: int = 0) -> np.nd
 
 
 @click.command("demo")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default="derain_demo.png", show_default=True,
-              help="Where to write the rainy | derained | clean strip.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=DEFAULT_OUTPUT, show_default=True,
+              help="Where to write the rainy | derained | clean strip (by default the first free name of "
+                   "derain_demo.png, derain_demo-2.png, ...).")
 @click.option("--rain", type=click.Choice(["light", "medium", "heavy"]), default="medium", show_default=True)
 @model_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (default: refuse, like export and video).")
-def demo_cmd(output: str, rain: str, model_name: str | None, weights: str | None, seed: int, overwrite: bool) -> None:
+@click.pass_context
+def demo_cmd(ctx: click.Context, output: str, rain: str, model_name: str | None, weights: str | None, seed: int,
+             overwrite: bool) -> None:
     """Derain a synthetic rainy photo and write before/after side by side (no input file needed)."""
     path = Path(output)
+    if not overwrite and ctx.get_parameter_source("output") is click.core.ParameterSource.DEFAULT:
+        path = first_free(path)  # running the demo again keeps the earlier strip and still works
     if path.exists() and not overwrite:
         raise click.ClickException(f"{path} exists (use --overwrite to replace it, or -o another name)")
     from .common import load_for_cli

@@ -4,7 +4,7 @@ The address is bound before the model loads, so a port in use or a bad host fail
 one line; ``--port 0`` picks a free port. Once the model is loaded, one line on stderr names the
 address actually bound (``derain serve: http://HOST:PORT (model ...)``; scripts and tests read the
 port from it). The access log is one JSON line per request on stderr (``--log-level warning``
-silences it).
+silences it). SIGTERM or Ctrl-C stops it gracefully (requests in flight finish) with exit status 0.
 
 Each of the ``--workers`` inference threads runs its own team of torch threads, so torch gets
 ``--threads`` threads (default: torch's own count, normally the physical cores, divided by
@@ -125,6 +125,13 @@ def serve_cmd(host, port, model_name, weights, precision, workers, threads, queu
                    f"{workers} worker{'s' if workers > 1 else ''}, {n_threads} torch thread{'s' if n_threads > 1 else ''} each, "
                    f"queue {queue_size})", err=True)
         config = uvicorn.Config(app, log_level=log_level, access_log=False, server_header=False)
-        uvicorn.Server(config).run(sockets=[sock])
+        server = uvicorn.Server(config)
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            # uvicorn shuts down gracefully on SIGTERM / Ctrl-C, then raises the signal again: a stop asked for
+            # and carried out is a success (exit 0), not an abort
+            if not server.should_exit:
+                raise
     finally:
         sock.close()

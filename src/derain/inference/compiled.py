@@ -5,7 +5,7 @@
 every convolution of the network but the fusion) compiled, on that model instance only. Inductor's
 ``freezing`` (switched on around each call: a global setting of inductor's, so compiled models are
 for one thread at a time) treats the weights as constants: they are cast once to the compute dtype
-(no per-call casts under bf16 autocast) and folded into one generated graph with the ReLUs,
+and folded into one generated graph with the ReLUs,
 pooling, upsampling and concatenations. The full-resolution stage (upsampling the kernels, the
 dilated filtering, the fusion and the gate) stays in the fused C kernel.
 

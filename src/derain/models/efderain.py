@@ -280,6 +280,21 @@ class EfDeRain(nn.Module):
                         for r in range(n):
                             self.conv_final.weight[c, r * cfg.in_channels + c, 1, 1] += 1.0 / n
 
+    def autocast_modules(self) -> list[nn.Module]:
+        """The layers that inference runs only under autocast: the KPN's blocks, ``outc`` (unless ``unit_kernels``
+        computes it in fp32), the gate heads. Not ``conv_final`` (the fusion runs in fp32).
+
+        Under reduced precision a prepared model keeps their weights in the compute dtype
+        (:func:`derain.inference.precision.prepare_model`): autocast would cast them to it at every call, so
+        the results are the same, without the casts.
+        """
+        levels = len(self.config.widths) + len(self.decoder_levels)
+        layers: list[nn.Module] = [self.block(i) for i in range(1, levels + 1)]
+        if not self.config.unit_kernels:
+            layers.append(self.outc)
+        layers += [getattr(self, name) for name in ("gate", "gate_global") if hasattr(self, name)]
+        return layers
+
     def block(self, index: int) -> Basic:
         return getattr(self, f"conv{index}")
 
@@ -474,7 +489,7 @@ class EfDeRain(nn.Module):
         feat, deep = self.features(padded)
         image = padded[..., : size[0], : size[1]]
         if self.uses_fused_kernel(x):  # the gate blended in the same pass
-            low = _filtering_layout(self.apply_outc(feat))
+            low = self.apply_outc(feat).float()  # the kernel reads channels_last as it is (no transposing copy)
             weight, bias = self.fusion_params()
             logits, whole = self.gate_parts(feat, deep) if cfg.gate else (None, None)
             out = upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, weight, bias, (ph, pw), gate=logits, whole=whole)

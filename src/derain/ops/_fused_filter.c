@@ -15,7 +15,8 @@
  * Layouts (all fp32, C-contiguous):
  *   image   (B, C, Hs, P + Ws + P + XB)  the input, already cropped to the taps' reach, with zero
  *                                   columns: P = max(dilations) * (k / 2) left, P + XB right
- *   low     (B, C*T, Hl, Wl)        kernels at 1/scale resolution, T = k*k, channel c*T + k*i + j
+ *   low     (B, C*T, Hl, Wl)        kernels at 1/scale resolution, T = k*k, channel c*T + k*i + j;
+ *                                   or (B, Hl, Wl, C*T) (channels last) with low_nhwc
  *   weight  (C, N*C, 3, 3), bias (C)  the fusion convolution, input channel n*C + c = dilation n, colour c
  *   out     (B, C, Ho, Wo)          Ho <= Hs, Wo <= Ws: the top-left part of the fused result
  *   gate    (B, 1, Hl, Wl) or NULL  the gate's logits at 1/scale resolution (upsampled like the kernels)
@@ -45,6 +46,7 @@ typedef struct {
     float *out;
     int B, C, Hs, Ws, P, Hl, Wl, k, N, Ho, Wo, scale;
     int dil[MAX_DILATIONS];
+    int low_nhwc; /* low is (B, Hl, Wl, C*T) */
     const int *x0, *x1;  /* horizontal source columns per output column */
     const float *lx;     /* weight of x1 */
     long row_begin, row_end; /* rows of the flattened (B * Ho) output this thread writes */
@@ -106,11 +108,17 @@ static void kernel_row(const job_t *job, int b, int y, float *restrict vrow, flo
     source_index(y, job->scale, Hl, &y0, &y1, &ly);
     const float l0 = 1.0f - ly;
     const float *low = job->low + (size_t)b * CT * Hl * Wl;
-    for (int ch = 0; ch < CT; ch++) {
-        const float *restrict r0 = low + ((size_t)ch * Hl + y0) * Wl;
-        const float *restrict r1 = low + ((size_t)ch * Hl + y1) * Wl;
-        float *restrict v = vrow + (size_t)ch * Wl;
-        for (int x = 0; x < Wl; x++) v[x] = l0 * r0[x] + ly * r1[x];
+    if (job->low_nhwc) { /* the same sums, read pixel by pixel: the vertical pass also transposes */
+        const float *restrict r0 = low + (size_t)y0 * Wl * CT, *restrict r1 = low + (size_t)y1 * Wl * CT;
+        for (int x = 0; x < Wl; x++)
+            for (int ch = 0; ch < CT; ch++) vrow[(size_t)ch * Wl + x] = l0 * r0[(size_t)x * CT + ch] + ly * r1[(size_t)x * CT + ch];
+    } else {
+        for (int ch = 0; ch < CT; ch++) {
+            const float *restrict r0 = low + ((size_t)ch * Hl + y0) * Wl;
+            const float *restrict r1 = low + ((size_t)ch * Hl + y1) * Wl;
+            float *restrict v = vrow + (size_t)ch * Wl;
+            for (int x = 0; x < Wl; x++) v[x] = l0 * r0[x] + ly * r1[x];
+        }
     }
     for (int ch = 0; ch < CT; ch++)
         horizontal(vrow + (size_t)ch * Wl, krow + (size_t)ch * KPITCH(Ws), job);
@@ -292,10 +300,11 @@ static PyObject *set_openmp(PyObject *self, PyObject *args) {
 
 static PyObject *filter_fuse(PyObject *self, PyObject *args) {
     unsigned long long p_image, p_low, p_weight, p_bias, p_out, p_gate = 0, p_whole = 0;
-    int B, C, Hs, Ws, P, Hl, Wl, k, Ho, Wo, scale, threads;
+    int B, C, Hs, Ws, P, Hl, Wl, k, Ho, Wo, scale, threads, low_nhwc = 0;
     PyObject *dilations;
-    if (!PyArg_ParseTuple(args, "KKKKKiiiiiiiiiiiO!i|KK", &p_image, &p_low, &p_weight, &p_bias, &p_out, &B, &C, &Hs,
-                          &Ws, &P, &Hl, &Wl, &k, &Ho, &Wo, &scale, &PyTuple_Type, &dilations, &threads, &p_gate, &p_whole))
+    if (!PyArg_ParseTuple(args, "KKKKKiiiiiiiiiiiO!i|KKp", &p_image, &p_low, &p_weight, &p_bias, &p_out, &B, &C, &Hs,
+                          &Ws, &P, &Hl, &Wl, &k, &Ho, &Wo, &scale, &PyTuple_Type, &dilations, &threads, &p_gate, &p_whole,
+                          &low_nhwc))
         return NULL;
     if (p_whole && !p_gate) {
         PyErr_SetString(PyExc_ValueError, "filter_fuse: an image factor needs the gate's logits");
@@ -329,7 +338,7 @@ static PyObject *filter_fuse(PyObject *self, PyObject *args) {
     base.gate = (const float *)(uintptr_t)p_gate;   /* NULL (0): no gate */
     base.whole = (const float *)(uintptr_t)p_whole; /* NULL (0): factor 1 */
     base.B = B, base.C = C, base.Hs = Hs, base.Ws = Ws, base.P = P, base.Hl = Hl, base.Wl = Wl, base.k = k, base.N = (int)N;
-    base.Ho = Ho, base.Wo = Wo, base.scale = scale;
+    base.Ho = Ho, base.Wo = Wo, base.scale = scale, base.low_nhwc = low_nhwc;
     int *x0 = malloc(sizeof(int) * Ws), *x1 = malloc(sizeof(int) * Ws);
     float *lx = malloc(sizeof(float) * Ws);
     if (threads < 1) threads = 1;
@@ -375,7 +384,7 @@ static PyObject *filter_fuse(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"filter_fuse", filter_fuse, METH_VARARGS,
-     "filter_fuse(image, low, weight, bias, out, B, C, Hs, Ws, P, Hl, Wl, k, Ho, Wo, scale, dilations, threads[, gate, whole])\n"
+     "filter_fuse(image, low, weight, bias, out, B, C, Hs, Ws, P, Hl, Wl, k, Ho, Wo, scale, dilations, threads[, gate, whole, low_nhwc])\n"
      "Raw-pointer fused kernel upsampling + pixel-wise dilation filtering + 3x3 fusion (+ the rain gate) (fp32). "
      "Use derain.ops.fused_filter.upsample_filter_fuse, which checks the tensors."},
     {"set_openmp", set_openmp, METH_VARARGS,

@@ -93,7 +93,8 @@ def upsample_filter_fuse(
 
     Args:
         image: ``(B, C, H, W)`` CPU tensor (computed in fp32).
-        low_kernels: ``(B, C·k², h, w)`` kernels with ``h·scale >= H`` and ``w·scale >= W``.
+        low_kernels: ``(B, C·k², h, w)`` kernels with ``h·scale >= H`` and ``w·scale >= W``; read as they are
+            when fp32 and contiguous or channels_last (what reduced-precision inference makes: no transposing copy).
         scale: integer upsampling factor (1 = kernels already at full resolution).
         dilations: dilations, in the order of the fusion's input channel groups.
         weight: fusion weight ``(C, len(dilations)·C, 3, 3)``; ``bias``: ``(C,)``.
@@ -155,12 +156,15 @@ def upsample_filter_fuse(
     # zero columns stand for the taps outside the image (the kernel reads whole blocks past the right edge)
     reach = max(dilations) * (k // 2)
     image = F.pad(image.detach().to(torch.float32), (reach, reach + _fused_filter.BLOCK))
-    tensors = [t.detach().to(torch.float32).contiguous() for t in (image, low_kernels, weight, bias)]
-    extra = [t.detach().reshape(t.shape).to(torch.float32).contiguous() for t in (gate, whole) if t is not None]
+    low_kernels = low_kernels.detach().to(torch.float32)
+    nhwc = not low_kernels.is_contiguous() and low_kernels.is_contiguous(memory_format=torch.channels_last)
+    tensors = [t.detach().to(torch.float32).contiguous() for t in (image, weight, bias)]
+    tensors.insert(1, low_kernels if nhwc else low_kernels.contiguous())
+    extra = [None if t is None else t.detach().to(torch.float32).contiguous() for t in (gate, whole)]
     out = torch.empty(b, c, ho, wo, dtype=torch.float32)
     _fused_filter.filter_fuse(
         *(t.data_ptr() for t in tensors), out.data_ptr(),
         b, c, h, w, reach, hl, wl, k, ho, wo, int(scale), dilations,
-        int(threads or torch.get_num_threads()), *(t.data_ptr() for t in extra),
+        int(threads or torch.get_num_threads()), *(0 if t is None else t.data_ptr() for t in extra), nhwc,
     )  # fmt: skip
     return out

@@ -271,7 +271,7 @@ class TestUpsampleFilterFuse:
         assert all(torch.equal(runs[0], r) for r in runs[1:])
 
     @pytest.mark.parametrize("b, scale, gate", [(2, 2, True), (1, 4, False), (1, 3, True)])
-    def test_channels_last_kernels_are_read_as_they_are(self, b, scale, gate) -> None:
+    def test_channels_last_kernels_are_read_as_they_are(self, b, scale, gate, monkeypatch: pytest.MonkeyPatch) -> None:
         """Kernels in channels_last (what bf16 inference makes) give the same bits as the contiguous ones."""
         g = torch.Generator().manual_seed(scale)
         image = torch.rand(b, 3, 37, 51, generator=g)
@@ -281,8 +281,14 @@ class TestUpsampleFilterFuse:
         nhwc = low.contiguous(memory_format=torch.channels_last)
         assert not nhwc.is_contiguous()
         expected = upsample_filter_fuse(image, low, scale, (1, 2, 3, 4), weight, bias, (33, 50), **extra)
+        from derain.ops import fused_filter
+
+        calls, kernel = [], fused_filter._fused_filter.filter_fuse
+        monkeypatch.setattr(fused_filter._fused_filter, "filter_fuse", lambda *args: calls.append(args) or kernel(*args))
         out = upsample_filter_fuse(image, nhwc, scale, (1, 2, 3, 4), weight, bias, (33, 50), **extra)
         assert torch.equal(out, expected)
+        (args,) = calls
+        assert args[1] == nhwc.data_ptr() and args[-1] is True  # read in place: no transposing copy
         # any other layout is made contiguous first
         odd = low.transpose(2, 3).contiguous().transpose(2, 3)
         assert torch.equal(upsample_filter_fuse(image, odd, scale, (1, 2, 3, 4), weight, bias, (33, 50), **extra), expected)

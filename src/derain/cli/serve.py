@@ -4,7 +4,8 @@ The address is bound before the model loads, so a port in use or a bad host fail
 one line; ``--port 0`` picks a free port. Once the model is loaded, one line on stderr names the
 address actually bound (``derain serve: http://HOST:PORT (model ...)``; scripts and tests read the
 port from it). The access log is one JSON line per request on stderr (``--log-level warning``
-silences it). SIGTERM or Ctrl-C stops it gracefully (requests in flight finish) with exit status 0.
+silences it). SIGTERM or Ctrl-C stops it gracefully (requests in flight finish) with exit status 0; a second Ctrl-C
+stops it at once (exit status 1).
 
 Each of the ``--workers`` inference threads runs its own team of torch threads, so torch gets
 ``--threads`` threads (default: torch's own count, normally the physical cores, divided by
@@ -107,6 +108,7 @@ def serve_cmd(host, port, model_name, weights, precision, workers, threads, queu
     import torch
     import uvicorn
 
+    from ..inference.derainer import Derainer
     from ..service.app import create_app
 
     sock = bind_socket(host, port)
@@ -114,7 +116,8 @@ def serve_cmd(host, port, model_name, weights, precision, workers, threads, queu
         torch.set_num_threads(threads or threads_per_worker(torch.get_num_threads(), workers))
         model = load_for_cli(model_name, weights)
         with one_line_errors():  # bad limits, precision
-            app = create_app(model, workers=workers, queue_size=queue_size, max_pixels=max_pixels,
+            derainer = Derainer(model, precision=precision, owned=True)  # loaded here: prepared like derain run's
+            app = create_app(derainer, workers=workers, queue_size=queue_size, max_pixels=max_pixels,
                              max_upload_mb=max_upload_mb, max_tile=max_tile, precision=precision,
                              max_uploads=max_uploads, upload_idle_timeout=upload_idle_timeout,
                              upload_timeout=upload_timeout)
@@ -131,7 +134,7 @@ def serve_cmd(host, port, model_name, weights, precision, workers, threads, queu
         except KeyboardInterrupt:
             # uvicorn shuts down gracefully on SIGTERM / Ctrl-C, then raises the signal again: a stop asked for
             # and carried out is a success (exit 0), not an abort
-            if not server.should_exit:
+            if not server.should_exit or server.force_exit:  # not asked, or a second Ctrl-C cut requests short
                 raise
     finally:
         sock.close()

@@ -67,7 +67,9 @@ class Derainer(DerainerBase):
     ``derainer(image)`` takes an ``H×W×3`` numpy image (float in [0, 1], uint8 or uint16) and returns
     the derained image of the same size and dtype, clamped; :meth:`run_tensor` does the same for
     ``(B, 3, H, W)`` float tensors. ``model`` is a registered name (its bundled weights, loaded and
-    prepared here: eval mode on ``device``, channels_last weights for reduced precision) or a module.
+    prepared here by :func:`~derain.inference.precision.prepare_model`: eval mode on ``device``; for
+    reduced precision channels_last, and the weights autocast would cast stored in the compute dtype, so
+    ``derainer.model`` then runs only under autocast of that precision) or a module.
     A module is never changed: it runs in eval mode during each call (its own modes restored after),
     as it is (device, dtype, layout) when it is already on ``device``, else as a copy moved there;
     ``owned=True`` says the module was made for this Derainer (just loaded), which then prepares it

@@ -118,7 +118,7 @@ def serve_cmd(host, port, model_name, weights, precision, workers, threads, queu
         with one_line_errors():  # bad limits, precision
             derainer = Derainer(model, precision=precision, owned=True)  # loaded here: prepared like derain run's
             app = create_app(derainer, workers=workers, queue_size=queue_size, max_pixels=max_pixels,
-                             max_upload_mb=max_upload_mb, max_tile=max_tile, precision=precision,
+                             max_upload_mb=max_upload_mb, max_tile=max_tile,
                              max_uploads=max_uploads, upload_idle_timeout=upload_idle_timeout,
                              upload_timeout=upload_timeout)
         _json_lines_to_stderr(log_level)

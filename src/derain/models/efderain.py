@@ -288,8 +288,7 @@ class EfDeRain(nn.Module):
         (:func:`derain.inference.precision.prepare_model`): autocast would cast them to it at every call, so
         the results are the same, without the casts.
         """
-        levels = len(self.config.widths) + len(self.decoder_levels)
-        layers: list[nn.Module] = [self.block(i) for i in range(1, levels + 1)]
+        layers: list[nn.Module] = [m for m in self.children() if isinstance(m, Basic)]
         if not self.config.unit_kernels:
             layers.append(self.outc)
         layers += [getattr(self, name) for name in ("gate", "gate_global") if hasattr(self, name)]

@@ -156,10 +156,10 @@ def upsample_filter_fuse(
     # zero columns stand for the taps outside the image (the kernel reads whole blocks past the right edge)
     reach = max(dilations) * (k // 2)
     image = F.pad(image.detach().to(torch.float32), (reach, reach + _fused_filter.BLOCK))
-    low_kernels = low_kernels.detach().to(torch.float32)
-    nhwc = not low_kernels.is_contiguous() and low_kernels.is_contiguous(memory_format=torch.channels_last)
-    tensors = [t.detach().to(torch.float32).contiguous() for t in (image, weight, bias)]
-    tensors.insert(1, low_kernels if nhwc else low_kernels.contiguous())
+    low = low_kernels.detach().to(torch.float32)
+    nhwc = not low.is_contiguous() and low.is_contiguous(memory_format=torch.channels_last)
+    image, weight, bias = (t.detach().to(torch.float32).contiguous() for t in (image, weight, bias))
+    tensors = (image, low if nhwc else low.contiguous(), weight, bias)  # channels_last read as it is
     extra = [None if t is None else t.detach().to(torch.float32).contiguous() for t in (gate, whole)]
     out = torch.empty(b, c, ho, wo, dtype=torch.float32)
     _fused_filter.filter_fuse(

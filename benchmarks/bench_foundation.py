@@ -3,7 +3,7 @@
     python benchmarks/bench_foundation.py [--threads 2] [--repeats 10] [--json out.json]
 
 Prints two markdown tables: the op (reference vs fast, dilations 1-4, 3x321x481, fp32 and bf16)
-and each registered model's forward pass at 481x321 (fp32, and bf16 autocast + channels_last).
+and each registered model's forward pass at 481x321 (fp32, and bf16 autocast with the prepared model's layouts).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import torch
 import derain
 from derain.bench.timing import machine_description, model_gflops, time_call
-from derain.inference.precision import autocast, prepare_model
+from derain.inference.precision import autocast, input_layout, prepare_model
 from derain.ops import pixel_dilation_filter2d
 
 
@@ -53,7 +53,7 @@ def main() -> None:
         }
         for precision in ("fp32", "bf16"):
             m = prepare_model(model, precision)
-            xin = x.contiguous(memory_format=torch.channels_last) if precision != "fp32" else x
+            xin = input_layout(x, m, precision)
             with torch.inference_mode(), autocast(precision):
                 heavy = row["gflops"] > 100
                 row[precision] = time_call(lambda: m(xin), warmup=1 if heavy else 3, repeats=3 if heavy else args.repeats).median_ms

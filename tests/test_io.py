@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from PIL import Image, ImageCms
 
 import derain
 from derain.inference.derainer import Derainer
+from derain.inference.precision import autocast
 from derain.inference.tiling import derain_array, derain_tiled, resolve_tile, tile_starts
 from derain.io.images import (
     DEFAULT_MAX_PIXELS,
@@ -637,6 +639,23 @@ class TestDerainerLeavesTheModuleAlone:
         x = torch.rand(2, 3, 70, 90, generator=torch.Generator().manual_seed(1))
         assert torch.equal(d.run_tensor(x), reference.run_tensor(x))
         assert {v.dtype for v in fp32_weights.state_dict().values()} == {torch.float32}
+
+    @pytest.mark.parametrize("name", ["default", "fast", "efderain-tiny"])
+    def test_efderain_takes_its_input_in_the_plain_layout_with_the_same_bits(self, name):
+        """Reduced precision: an EfDeRain model's input stays in the plain layout (its padding, pixel-unshuffle
+        and the fused kernel's image copy are faster on it) and gives the bits the channels_last input gives;
+        a model without the attribute gets channels_last."""
+        from derain.inference.precision import input_layout
+
+        d = Derainer(name if name != "efderain-tiny" else derain.create_model(name), precision="bf16", owned=True)
+        x = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(2))
+        assert input_layout(x, d.model, "bf16") is x
+        with torch.inference_mode(), autocast("bf16"):
+            plain, last = d.model(x), d.model(x.contiguous(memory_format=torch.channels_last))
+        assert torch.equal(plain, last)
+        other = nn.Sequential(nn.Conv2d(3, 3, 1))
+        assert input_layout(x, other, "bf16").is_contiguous(memory_format=torch.channels_last)
+        assert not input_layout(x, other, "bf16").is_contiguous() and input_layout(x, other, "fp32") is x
 
 
 def test_atomic_outputs_follow_the_umask_whatever_the_writer_did(tmp_path):

@@ -106,6 +106,7 @@ class TestConfig:
             ("identity_p=1.5", r"identity_p must be in \[0, 1\]"),
             ("identity_weight=0", "identity_weight must be > 0"),
             ("validation.held_out={x: 0}", "held_out"),
+            ("ema=1", "ema must be < 1"),
         ],
     )
     def test_invalid(self, override: str, match: str) -> None:
@@ -236,6 +237,32 @@ def test_training_reduces_loss_and_writes_results(clean_folder, tmp_path) -> Non
     assert result.best_psnr == pytest.approx(max(val), abs=1e-3)
     model = derain.load_model(out / "best.safetensors")
     assert model.config.widths == (4, 8, 8)
+
+
+def test_ema_validates_and_saves_the_moving_average_across_a_resume(clean_folder, tmp_path) -> None:
+    """With ``ema: 0.5`` the saved weights are p1 after step 1 and (p1 + p2) / 2 after step 2 (p = the raw
+    weights, in checkpoint.pt), also when step 2 runs in a resumed process; validation scores that average."""
+    out = tmp_path / "run"
+    extra = {"iterations": 2, "decay_start": 2, "lr": 0.01, "ema": 0.5, "validation": {"synthetic": 2, "every": 1}}
+    cfg_path = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, **extra))
+    train(load_config(cfg_path), stop_after=1)
+    p1 = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    saved1 = derain.load_model(out / "last.safetensors").state_dict()
+    for key, value in p1.items():
+        torch.testing.assert_close(saved1[key], value, rtol=0, atol=0)
+    train(load_config(cfg_path), resume=True)
+    p2 = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    saved2 = derain.load_model(out / "last.safetensors").state_dict()
+    moved = [k for k in p2 if not torch.equal(p1[k], p2[k])]
+    assert moved  # lr 0.01: the raw weights moved, so the average differs from both
+    for key in p2:
+        torch.testing.assert_close(saved2[key], (p1[key] + p2[key]) / 2, rtol=1e-6, atol=1e-7)
+    best = derain.load_model(out / "best.safetensors").state_dict()
+    with open(out / "val_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    scored = saved1 if float(rows[0]["mean_psnr"]) >= float(rows[1]["mean_psnr"]) else saved2
+    for key in p2:
+        torch.testing.assert_close(best[key], scored[key], rtol=0, atol=0)
 
 
 def test_resume_in_process_equals_uninterrupted(clean_folder, tmp_path) -> None:

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..inference.precision import autocast, prepare_model, resolve_precision
+from ..inference.precision import autocast, input_layout, prepare_model, resolve_precision
 from ..io.atomic import atomic_output
 from .timing import machine_description, model_gflops, time_call
 
@@ -202,9 +202,7 @@ def run_speed(
                     if precision not in prepared:
                         prepared[precision] = prepare_model(copy.deepcopy(base), precision, device)
                     model = prepared[precision]
-                    x = torch.rand(batch, 3, *size, generator=generator).to(device)
-                    if precision != "fp32":
-                        x = x.contiguous(memory_format=torch.channels_last)
+                    x = input_layout(torch.rand(batch, 3, *size, generator=generator).to(device), model, precision)
                     slow = estimate > 1.0
                     n_warm = 1 if slow else warmup
                     n_rep = max(1, min(repeats, int((max_cell_seconds - n_warm * estimate) / estimate))) if slow else repeats

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..io.images import Photo
 from .compiled import compile_model
-from .precision import autocast, prepare_model, resolve_precision
+from .precision import autocast, input_layout, prepare_model, resolve_precision
 from .tiling import DEFAULT_OVERLAP, derain_array, derain_tiled, resolve_tile
 
 __all__ = ["Derainer", "DerainerBase"]
@@ -116,9 +116,7 @@ class Derainer(DerainerBase):
     @torch.inference_mode()
     def run_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         """Derain a ``(B, 3, H, W)`` float batch in [0, 1]; returns float32 on the CPU, clamped to [0, 1]."""
-        x = batch.to(self.device, torch.float32)
-        if self.precision != "fp32":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = input_layout(batch.to(self.device, torch.float32), self.model, self.precision)
         with _eval_mode(self.model), autocast(self.precision, self.device):
             out = self.model(x)
         return out.float().clamp_(0, 1).cpu().contiguous()

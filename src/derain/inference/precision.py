@@ -12,7 +12,7 @@ from typing import Iterator, Literal
 import torch
 from torch import nn
 
-__all__ = ["Precision", "PRECISIONS", "resolve_precision", "autocast", "prepare_model", "cpu_has_fast_bf16"]
+__all__ = ["Precision", "PRECISIONS", "resolve_precision", "autocast", "prepare_model", "input_layout", "cpu_has_fast_bf16"]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -47,6 +47,18 @@ def autocast(precision: str, device: str | torch.device = "cpu") -> Iterator[Non
         return
     with torch.autocast(torch.device(device).type, dtype=_DTYPES[precision]):
         yield
+
+
+def input_layout(x: torch.Tensor, model: nn.Module, precision: str) -> torch.Tensor:
+    """``x`` in the memory layout ``model`` takes fastest under ``precision`` (a model :func:`prepare_model` prepared).
+
+    Reduced precision: channels_last, the layout of the prepared weights, unless the model's class says
+    ``channels_last_input = False`` (its first operations are faster on the plain layout; its first
+    convolution switches to channels_last with the same results). fp32: ``x`` as it is.
+    """
+    if precision == "fp32" or not getattr(model, "channels_last_input", True):
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def prepare_model(model: nn.Module, precision: str, device: str | torch.device = "cpu") -> nn.Module:

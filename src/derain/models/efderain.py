@@ -212,6 +212,11 @@ class EfDeRain(nn.Module):
         torch.Size([1, 3, 17, 33])
     """
 
+    # Reduced-precision inference keeps the input in the plain layout
+    # (:func:`~derain.inference.precision.input_layout`): the padding, the pixel-unshuffle and the fused
+    # kernel's copy of the image are faster on it, and the first convolution switches to channels_last.
+    channels_last_input = False
+
     def __init__(self, config: EfDeRainConfig = PAPER) -> None:
         super().__init__()
         self.config = config

@@ -130,6 +130,7 @@ class TrainConfig(_Config):
     checkpoint_every: int = Field(100, ge=1)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     init_weights: str = ""  # start from these weights (fine-tuning, as the released v3/v4)
+    ema: float = Field(0.0, ge=0, lt=1)  # >0: validate and save an exponential moving average of the weights with this decay
 
     @field_validator("betas", mode="before")
     @classmethod

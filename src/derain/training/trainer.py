@@ -4,7 +4,8 @@ Results layout (``out_dir``)::
 
     config.yaml         the resolved configuration
     checkpoint.pt       model, optimizer, scheduler, step, RNG states, config (--resume reads it)
-    last.safetensors    model weights at the last checkpoint (derain.load_model reads it)
+    last.safetensors    model weights at the last checkpoint (derain.load_model reads it; with ``ema``,
+                        the moving average, as validation scores it; the raw weights are in checkpoint.pt)
     .current/, .group-* the two above are links into .current, one folder per checkpoint swapped in
                         atomically: after a kill both are at the same step
     best.safetensors    model weights with the best mean validation Y-PSNR
@@ -12,7 +13,10 @@ Results layout (``out_dir``)::
     val_log.csv         step, per validation set PSNR/SSIM (protocol y), mean PSNR
     samples/            rainy | output | clean strips of the first validation image
 
-Only rank 0 writes. Adam (lr, betas), constant lr until ``decay_start`` then linear decay to 0.
+Only rank 0 writes. Adam (lr, betas), constant lr until ``decay_start`` then linear decay to 0. With
+``ema: d`` the run also keeps ``torch.optim.swa_utils.AveragedModel``'s exponential moving average of the
+weights (decay ``d`` per step): validation, ``best`` and ``last`` are that average, which is steadier than
+the last step's weights.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import yaml
 from PIL import Image
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -300,14 +305,22 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     validation: ValidationSets | None
+    ema: AveragedModel | None = None
     step: int = 0
     best: float | None = None
+
+    @property
+    def weights(self) -> nn.Module:
+        """The weights that are validated and saved: the moving average with ``ema``, else the model."""
+        return self.model if self.ema is None else self.ema.module
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint (:func:`_check_run_folder`'s state): weights, optimizer, schedule, RNG, logs."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.step, self.best = state["step"], state["best_psnr"]
         _set_rng_states(state["rng"])
         if self.rank == 0:
@@ -331,25 +344,29 @@ class _Run:
             "rng": _rng_states(),
             "config": self.cfg.to_dict(),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         with atomic_files(self.out, ["last.safetensors", "checkpoint.pt"]) as paths:
-            save_model(self.model, paths["last.safetensors"], metadata={"step": str(self.step)})
+            save_model(self.weights, paths["last.safetensors"], metadata={"step": str(self.step)})
             torch.save(state, paths["checkpoint.pt"])
 
     def validate(self) -> None:
         """Score the validation sets; log them, keep best.safetensors by the mean PSNR, write a sample."""
         if self.validation is None or not self.validation:
             return
-        self.model.eval()
-        scores = self.validation.run(self.model, "fp32")
-        self.model.train()
+        weights = self.weights
+        training = weights.training
+        weights.eval()
+        scores = self.validation.run(weights, "fp32")
+        weights.train(training)
         _append_csv(self.out / "val_log.csv", {"step": self.step, **{k: f"{v:.4f}" for k, v in scores.items()}})
         tqdm.write(f"step {self.step}: validation " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k.endswith("psnr")))
         if self.best is None or scores["mean_psnr"] > self.best:
             self.best = scores["mean_psnr"]
             meta = {"step": str(self.step), "mean_val_psnr": f"{self.best:.4f}"}
-            save_model(self.model, self.out / "best.safetensors", metadata=meta)
+            save_model(weights, self.out / "best.safetensors", metadata=meta)
         if self.cfg.sample_every:
-            _write_sample(self.model, self.validation, self.out / "samples" / f"step{self.step:07d}.png")
+            _write_sample(weights, self.validation, self.out / "samples" / f"step{self.step:07d}.png")
 
     def log_step(self, loss: float, images_per_s: float) -> None:
         row = {"step": self.step, "loss": f"{loss:.8f}", "lr": f"{self.scheduler.get_last_lr()[0]:.6g}",
@@ -384,7 +401,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.decay_start, cfg.iterations))
-    run = _Run(cfg, out, rank, model, optimizer, scheduler, validation)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    run = _Run(cfg, out, rank, model, optimizer, scheduler, validation, ema)
     if resumed is not None:
         run.restore(resumed)
     last_loss = _train_loop(run, samples, device, world, min(cfg.iterations, stop_after or cfg.iterations))
@@ -426,6 +444,8 @@ def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world
         loss.backward()
         run.optimizer.step()
         run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
         run.step += 1
         last_loss = loss.item()
         bar.update(1)

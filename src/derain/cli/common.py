@@ -67,8 +67,8 @@ def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")(fn)
 
 
-_COMPILE_HELP = ("Compile the network (torch.compile): 7-20% faster per image after 13-37 s of compilation "
-                 "per image size (9-15 s once cached on disk)")
+_COMPILE_HELP = ("Compile the network (torch.compile): 13-28% faster per image after 7-23 s of compilation "
+                 "per image size (4-8 s once cached on disk)")
 
 
 def compile_option(auto: bool = False) -> Decorator:

@@ -12,7 +12,7 @@ dilated filtering, the fusion and the gate) stays in the fused C kernel.
 Costs and limits (``BENCHMARKS.md``, "Compiled path"):
 
 * each image size compiles at its first call (batches run one image at a time on that graph):
-  13-37 s on 2 cores, 9-15 s when inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default
+  7-23 s on 2 cores, 4-8 s when inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default
   under the system temp folder) holds that graph. It pays for long videos and folders of one image size, not for a single photo: opt-in
   (``Derainer(compile=True)``, ``--compile``), except ``derain video``, which compiles where
   :func:`compile_pays` says so;
@@ -42,9 +42,9 @@ __all__ = ["CompileError", "compile_model", "compile_pays", "is_compiled"]
 log = logging.getLogger(__name__)
 
 
-# What compiling buys and costs on 2 cores (BENCHMARKS.md, "Compiled path"), on the safe side: at least
-# 20 ms saved per megapixel and image (default 1920x1080: 38, fast: 10-15, 481x321: 30-55) against up to
-# 40 s for the first size's compilation.
+# What compiling buys and costs on 2 cores (BENCHMARKS.md, "Compiled path"): ms saved per megapixel and
+# image (default 33 at 481x321 and 1920x1080; fast 13 and 10-11) against 18-23 s for the first size's
+# compilation. Both doubled: the ratio of the smallest saving (fast's) to the cost, with a margin.
 SAVED_S_PER_MEGAPIXEL = 0.02
 FIRST_COMPILE_S = 40.0
 

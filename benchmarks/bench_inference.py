@@ -4,7 +4,7 @@
         [--sizes 481x321,1920x1080] [--repeats 10] [--warmup 2] [--images 32] [--folder-size 481x321]
         [--backends torch-fp32,torch-bf16,onnxruntime] [--tile auto|0|N] [--json out.json]
 
-Backends: ``torch-fp32``; ``torch-bf16`` (autocast + channels_last, as ``--precision bf16``; fast
+Backends: ``torch-fp32``; ``torch-bf16`` (autocast, the model prepared as ``--precision bf16`` prepares it; fast
 only where oneDNN has native bf16, i.e. AVX-512-BF16 or AMX, which the header says);
 ``onnxruntime`` (fp32, CPU provider, the model exported once with
 :func:`derain.inference.onnx_export.export_onnx`; padding to the model's multiple done by the

@@ -656,6 +656,14 @@ class TestDerainerLeavesTheModuleAlone:
         other = nn.Sequential(nn.Conv2d(3, 3, 1))
         assert input_layout(x, other, "bf16").is_contiguous(memory_format=torch.channels_last)
         assert not input_layout(x, other, "bf16").is_contiguous() and input_layout(x, other, "fp32") is x
+        for module, plain in ((d.model, True), (other, False)):  # what Derainer hands the module
+            seen = []
+            hook = module.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous()))
+            try:
+                Derainer(module, precision="bf16").run_tensor(x)
+            finally:
+                hook.remove()
+            assert seen == [plain]
 
 
 def test_atomic_outputs_follow_the_umask_whatever_the_writer_did(tmp_path):

@@ -240,10 +240,12 @@ def test_training_reduces_loss_and_writes_results(clean_folder, tmp_path) -> Non
 
 
 def test_ema_validates_and_saves_the_moving_average_across_a_resume(clean_folder, tmp_path) -> None:
-    """With ``ema: 0.5`` the saved weights are p1 after step 1 and (p1 + p2) / 2 after step 2 (p = the raw
+    """With ``ema: 0.75`` the saved weights are p1 after step 1 and 0.75·p1 + 0.25·p2 after step 2 (p = the raw
     weights, in checkpoint.pt), also when step 2 runs in a resumed process; validation scores that average."""
+    from derain.training.trainer import ValidationSets
+
     out = tmp_path / "run"
-    extra = {"iterations": 2, "decay_start": 2, "lr": 0.01, "ema": 0.5, "validation": {"synthetic": 2, "every": 1}}
+    extra = {"iterations": 2, "decay_start": 2, "lr": 0.01, "ema": 0.75, "validation": {"synthetic": 2, "every": 1}}
     cfg_path = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, **extra))
     train(load_config(cfg_path), stop_after=1)
     p1 = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
@@ -252,17 +254,34 @@ def test_ema_validates_and_saves_the_moving_average_across_a_resume(clean_folder
         torch.testing.assert_close(saved1[key], value, rtol=0, atol=0)
     train(load_config(cfg_path), resume=True)
     p2 = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
-    saved2 = derain.load_model(out / "last.safetensors").state_dict()
-    moved = [k for k in p2 if not torch.equal(p1[k], p2[k])]
-    assert moved  # lr 0.01: the raw weights moved, so the average differs from both
+    last = derain.load_model(out / "last.safetensors")
+    saved2 = last.state_dict()
+    assert [k for k in p2 if not torch.equal(p1[k], p2[k])]  # lr 0.01: the raw weights moved
     for key in p2:
-        torch.testing.assert_close(saved2[key], (p1[key] + p2[key]) / 2, rtol=1e-6, atol=1e-7)
-    best = derain.load_model(out / "best.safetensors").state_dict()
+        torch.testing.assert_close(saved2[key], 0.75 * p1[key] + 0.25 * p2[key], rtol=1e-6, atol=1e-7)
     with open(out / "val_log.csv") as f:
         rows = list(csv.DictReader(f))
-    scored = saved1 if float(rows[0]["mean_psnr"]) >= float(rows[1]["mean_psnr"]) else saved2
+    rescored = ValidationSets(load_config(cfg_path)).run(last, "fp32")["mean_psnr"]
+    assert float(rows[1]["mean_psnr"]) == pytest.approx(rescored, abs=1e-4)  # the average was validated
+    best = derain.load_model(out / "best.safetensors").state_dict()
+    scored = saved1 if float(rows[0]["mean_psnr"]) > float(rows[1]["mean_psnr"]) else saved2
     for key in p2:
         torch.testing.assert_close(best[key], scored[key], rtol=0, atol=0)
+
+
+def test_a_run_from_before_a_config_key_existed_resumes(clean_folder, tmp_path) -> None:
+    """A checkpoint whose config lacks a key added since (here ``ema``) resumes when ``cfg`` has its default."""
+    out = tmp_path / "run"
+    cfg_path = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, iterations=2, decay_start=1))
+    train(load_config(cfg_path), stop_after=1)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    del state["config"]["ema"]
+    torch.save(state, out / "checkpoint.pt")
+    result = train(load_config(cfg_path), resume=True)
+    assert result.step == 2
+    changed = write_config(tmp_path / "d.yaml", tiny_config(clean_folder, out, iterations=2, decay_start=1, ema=0.5))
+    with pytest.raises(ConfigError, match="ema"):
+        train(load_config(changed), resume=True)
 
 
 def test_resume_in_process_equals_uninterrupted(clean_folder, tmp_path) -> None:

@@ -67,7 +67,7 @@ def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")(fn)
 
 
-_COMPILE_HELP = ("Compile the network (torch.compile): 13-28% faster per image after 7-23 s of compilation "
+_COMPILE_HELP = ("Compile the network (torch.compile): 12-27% faster per image after 7-23 s of compilation "
                  "per image size (4-8 s once cached on disk)")
 
 

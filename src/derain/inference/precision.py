@@ -1,7 +1,7 @@
 """Numeric precision for inference: fp32, or bf16/fp16 autocast where the hardware runs it fast.
 
-``auto`` picks bf16 autocast + channels_last on CPUs whose oneDNN has native bf16 (AVX-512-BF16
-or AMX), fp16 autocast on CUDA, fp32 otherwise.
+``auto`` picks bf16 autocast (channels_last weights, :func:`prepare_model`) on CPUs whose oneDNN has
+native bf16 (AVX-512-BF16 or AMX), fp16 autocast on CUDA, fp32 otherwise.
 """
 
 from __future__ import annotations

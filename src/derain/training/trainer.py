@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from PIL import Image
+from pydantic import BaseModel
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -50,7 +51,7 @@ from ..data.pairs import Pair, find_pairs
 from ..inference.derainer import Derainer
 from ..io.atomic import atomic_files, atomic_output
 from ..io.images import read_image
-from ..models.checkpoint import load_training_state, save_model
+from ..models.checkpoint import CheckpointError, load_training_state, save_model
 from ..models.registry import create_model, load_model
 from .config import ConfigError, TrainConfig
 from .dataset import StepBatchSampler, TrainingSamples, build_sources, clean_split
@@ -182,11 +183,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _saved_value(saved: dict[str, Any], key: str) -> Any:
+    """``saved[key]``; a key the checkpoint's config lacks (a run older than that key) has its default."""
+    if key in saved or key not in TrainConfig.model_fields:
+        return saved.get(key)
+    default = TrainConfig.model_fields[key].get_default(call_default_factory=True)
+    return default.model_dump() if isinstance(default, BaseModel) else default
+
+
 def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """The top-level keys (other than :data:`RUNTIME_KEYS`) whose values differ between a checkpoint's config and ``cfg``."""
+    """The top-level keys (other than :data:`RUNTIME_KEYS`) whose values differ between a checkpoint's config and
+    ``cfg``; a key the checkpoint lacks counts as its default (runs from before the key was added resume)."""
     wanted = cfg.to_dict()
     keys = (set(saved) | set(wanted)) - RUNTIME_KEYS
-    return sorted(k for k in keys if _plain(saved.get(k)) != _plain(wanted.get(k)))
+    return sorted(k for k in keys if _plain(_saved_value(saved, k)) != _plain(wanted.get(k)))
 
 
 def _check_run_folder(cfg: TrainConfig, resume: bool, allow_changes: bool) -> dict[str, Any] | None:
@@ -320,6 +330,8 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
+            if "ema" not in state:
+                raise CheckpointError(f"{self.out / 'checkpoint.pt'} has no averaged weights for `ema`")
             self.ema.load_state_dict(state["ema"])
         self.step, self.best = state["step"], state["best_psnr"]
         _set_rng_states(state["rng"])
@@ -355,10 +367,7 @@ class _Run:
         if self.validation is None or not self.validation:
             return
         weights = self.weights
-        training = weights.training
-        weights.eval()
-        scores = self.validation.run(weights, "fp32")
-        weights.train(training)
+        scores = self.validation.run(weights, "fp32")  # Derainer runs it in eval mode, its modes restored after
         _append_csv(self.out / "val_log.csv", {"step": self.step, **{k: f"{v:.4f}" for k, v in scores.items()}})
         tqdm.write(f"step {self.step}: validation " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k.endswith("psnr")))
         if self.best is None or scores["mean_psnr"] > self.best:
@@ -401,7 +410,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.decay_start, cfg.iterations))
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    # rank 0 alone validates and saves, so it alone keeps the average
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema and rank == 0 else None
     run = _Run(cfg, out, rank, model, optimizer, scheduler, validation, ema)
     if resumed is not None:
         run.restore(resumed)

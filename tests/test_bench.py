@@ -145,6 +145,13 @@ class TestQuality:
         with pytest.raises(Exception, match="no bundled weights"):
             load_model_spec("efderain-tiny")  # quality of a random network means nothing
 
+    def test_a_bad_model_spec_ends_the_run_before_any_evaluation(self, tmp_path: Path) -> None:
+        data = _pair_folder(tmp_path / "data")
+        seen = []
+        with pytest.raises(Exception, match="no bundled weights"):
+            run_quality(["default", "efderain-tiny"], data, progress=seen.append)
+        assert seen == []
+
     def test_cli(self, tmp_path: Path) -> None:
         _need_matplotlib()
         data = _pair_folder(tmp_path / "data")

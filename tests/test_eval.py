@@ -86,6 +86,31 @@ def test_cli_json_csv_save_dir(dataset, tiny_weights, tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["a.png", "b.png", "c.png"]
 
 
+def test_cli_prepares_the_model_it_loads(dataset, tiny_weights, monkeypatch) -> None:
+    """`derain eval --precision bf16` runs the model prepared for bf16 (as `derain run` does), not cast per call."""
+    from click.testing import CliRunner
+
+    import derain.inference.derainer as derainer_module
+    from derain.cli.main import cli as derain_cli
+
+    prepared = []
+    real = derainer_module.prepare_model
+    monkeypatch.setattr(derainer_module, "prepare_model", lambda m, p, d="cpu": prepared.append(p) or real(m, p, d))
+    result = CliRunner().invoke(derain_cli, ["eval", str(dataset), "--weights", str(tiny_weights), "--precision", "bf16", "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    assert prepared == ["bf16"] and "| y |" in result.output
+
+
+def test_cli_without_a_model_evaluates_the_bundled_default(dataset) -> None:
+    from click.testing import CliRunner
+
+    from derain.cli.main import cli as derain_cli
+
+    result = CliRunner().invoke(derain_cli, ["eval", str(dataset), "--limit", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"] == "default"
+
+
 def test_cli_table(dataset, tiny_weights) -> None:
     proc = cli("eval", str(dataset), "--weights", str(tiny_weights), "--limit", "1")
     assert proc.returncode == 0, proc.stderr
@@ -98,7 +123,6 @@ def test_cli_table(dataset, tiny_weights) -> None:
         (["--model", "efderain-tiny"], "no bundled weights"),
         (["--weights", "missing.safetensors"], "no such file"),
         (["--model", "nope", "--weights", "x"], "x: no such file"),
-        ([], "give --model NAME and/or --weights PATH"),
     ],
 )
 def test_cli_errors(dataset, args, message) -> None:

@@ -284,6 +284,13 @@ def test_a_run_from_before_a_config_key_existed_resumes(clean_folder, tmp_path) 
         train(load_config(changed), resume=True)
 
 
+def test_missing_init_weights_say_how_to_give_them(clean_folder, tmp_path) -> None:
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "run", init_weights=str(tmp_path / "none.safetensors"))))
+    with pytest.raises(ConfigError, match=r"none.safetensors: no such file .*init_weights=PATH"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
 def test_resume_in_process_equals_uninterrupted(clean_folder, tmp_path) -> None:
     full = load_config(write_config(tmp_path / "a.yaml", tiny_config(clean_folder, tmp_path / "a")))
     train(full)

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from ..evaluation.evaluate import evaluate
+from ..inference.derainer import Derainer
 from ..data.pairs import find_pairs
 from ..io.atomic import atomic_output
 from .plotting import pyplot
@@ -67,12 +68,17 @@ def run_quality(
     limit: int | None = None,
     progress: Callable[[QualityPoint], None] | None = None,
 ) -> list[QualityPoint]:
-    """Evaluate every model spec on ``dataset``; one :class:`QualityPoint` per model."""
+    """Evaluate every model spec on ``dataset``; one :class:`QualityPoint` per model.
+
+    Every spec is loaded before the first evaluation (a bad one ends the run before it starts), each model
+    prepared for ``precision`` as ``derain run`` prepares it.
+    """
     pairs = find_pairs(dataset)
+    loaded = [load_model_spec(spec) for spec in models]
     points = []
-    for spec in models:
-        label, model = load_model_spec(spec)
-        r = evaluate(model, pairs, protocol, limit=limit, precision=precision, progress=False, model_name=label)
+    for label, model in loaded:
+        derainer = Derainer(model, precision=precision, owned=True)
+        r = evaluate(derainer, pairs, protocol, limit=limit, progress=False, model_name=label)
         m = r.metrics[protocol]
         point = QualityPoint(
             label, Path(dataset).name, protocol, r.n, m["psnr"], m["ssim"], m["input_psnr"], m["input_ssim"],

@@ -74,15 +74,15 @@ def eval_cmd(dataset_dir, model_name, weights, protocol, layout, strict, limit, 
     import torch
 
     from derain.evaluation.evaluate import evaluate
+    from derain.inference.derainer import Derainer
 
-    if not model_name and not weights:
-        raise click.UsageError("give --model NAME and/or --weights PATH")
     if threads:
         torch.set_num_threads(threads)
-    model = load_for_cli(model_name, weights)
+    # loaded for this command: prepared for its precision like `derain run`'s (weights in the compute dtype)
+    derainer = Derainer(load_for_cli(model_name, weights), device=device, precision=precision, owned=True)
     result = evaluate(
-        model, dataset_dir, protocol, limit=limit, save_dir=save_dir, precision=precision, device=device,
-        layout=layout, strict=strict, progress=sys.stderr.isatty() or not as_json,
+        derainer, dataset_dir, protocol, limit=limit, save_dir=save_dir, layout=layout, strict=strict,
+        progress=sys.stderr.isatty() or not as_json,
     )
     for w in result.warnings:
         click.echo(f"warning: {w}", err=True)

@@ -398,6 +398,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     out = Path(cfg.out_dir)
     samples = TrainingSamples(cfg, build_sources(cfg))  # dataset errors end here, before anything is written
+    if cfg.init_weights and not Path(cfg.init_weights).is_file():
+        raise ConfigError(
+            f"init_weights {cfg.init_weights}: no such file (the weights this config starts from; "
+            "set init_weights=PATH, or see the preset's comment for where they come from)"
+        )
     validation = ValidationSets(cfg) if rank == 0 else None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,20 @@ def test_batch_good_and_bad_corpus(tmp_path, weights):
         assert img.size == (1, 20000)
 
 
+def test_a_folder_run_without_recursive_says_which_sub_folders_it_left(tmp_path, weights):
+    inp = tmp_path / "in"
+    (inp / "album").mkdir(parents=True)
+    (inp / ".cache").mkdir()
+    Image.fromarray(gradient(30, 20)).save(inp / "top.png")
+    Image.fromarray(gradient(30, 20)).save(inp / "album" / "deep.png")
+    proc = derain_cli("run", "in", "-o", "in/out", "--weights", weights, "--threads", 1, cwd=tmp_path)
+    assert_clean(proc)
+    assert proc.returncode == 0 and summary(proc) == (1, 0, 0)
+    assert "in: 1 sub-folder not searched (--recursive takes them)" in proc.stderr.decode()  # not .cache, not out
+    proc = derain_cli("run", "in", "-r", "-o", "in/out", "--weights", weights, "--threads", 1, "--overwrite", cwd=tmp_path)
+    assert proc.returncode == 0 and summary(proc) == (2, 0, 0) and "not searched" not in proc.stderr.decode()
+
+
 def test_shorthand_options_skip_and_overwrite(tmp_path, weights):
     Image.fromarray(gradient(80, 60)).save(tmp_path / "photo.jpg", quality=95)
     args = ("photo.jpg", "-o", "out", "--suffix", "_dr", "--format", "png", "--side-by-side",

@@ -124,6 +124,11 @@ def _scan(folder: Path, recursive: bool, exclude: Path, errors: list[tuple[str, 
                 errors.append((str(path), _not_a_file(path)))
 
 
+def _subfolders(folder: Path, exclude: Path) -> int:
+    """How many sub-folders ``--recursive`` would search in ``folder`` (hidden ones and the output folder left out)."""
+    return sum(1 for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and not _is_within(p.resolve(), exclude))
+
+
 def _not_a_file(path: Path) -> str:
     """Why an entry named like an image is not one to read."""
     try:
@@ -205,6 +210,8 @@ def plan_jobs(
             files = list(_scan(path, recursive, out_real, errors))
             if not files:
                 log.warning("%s: no images found%s", item, "" if recursive else " (use --recursive for sub-folders)")
+            elif not recursive and (subs := _subfolders(path, out_real)):
+                log.warning("%s: %d sub-folder%s not searched (--recursive takes them)", item, subs, "" if subs == 1 else "s")
             found += [(f, f.relative_to(path), str(f)) for f in files]
         elif path.is_file():
             found.append((path, Path(path.name), item))

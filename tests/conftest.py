@@ -7,15 +7,19 @@ always in CI (``CI=1``), which runs everything.
 ``shared_data``: the read-only data folder ``../shared/data`` next to the repository (only in the
 dev/CI environment); tests that need it are skipped where it is absent.
 ``shared_dataset``: a factory, ``shared_dataset("Rain100L")`` → that sub-folder, or a skip.
+``fused_isa``: runs a test once per instruction-set clone of the fused C kernel this CPU runs
+(``avx512``, ``avx2``, ``default``), so every clone is tested, not only the one this CPU picks.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from derain.ops import fused_filter
 
 SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 
@@ -61,3 +65,17 @@ def shared_path(name: str) -> Path:
     if not path.exists():
         _missing(f"../shared/data/{name}")
     return path
+
+
+@pytest.fixture(params=fused_filter.fused_filter_isas() or ("not built",))
+def fused_isa(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The fused kernel runs the clone named by the parameter during the test (the one in use before, after it)."""
+    if not fused_filter.fused_filter_available():
+        yield request.param
+        return
+    before = fused_filter.fused_filter_isa()
+    fused_filter.set_fused_filter_isa(request.param)
+    try:
+        yield request.param
+    finally:
+        fused_filter.set_fused_filter_isa(before)

@@ -14,6 +14,8 @@ import derain
 from derain.inference.compiled import CompileError, compile_model, is_compiled
 from derain.inference.derainer import Derainer
 
+pytestmark = pytest.mark.precision  # floating-point paths compared: CI runs these under capped instruction sets too
+
 
 def _tiny(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)

@@ -572,6 +572,7 @@ class TestDerainerLeavesTheModuleAlone:
         torch.manual_seed(0)
         return derain.create_model("efderain-tiny", identity_init=True).train()
 
+    @pytest.mark.precision
     @pytest.mark.parametrize("precision", ["fp32", "bf16"])
     def test_mode_and_layout_are_kept(self, precision):
         model = self.module()
@@ -625,10 +626,20 @@ class TestDerainerLeavesTheModuleAlone:
         weight = next(p for p in d.model.parameters() if p.dim() == 4)
         assert not d.model.training and weight.is_contiguous(memory_format=torch.channels_last)
 
+    # |stored bf16 - autocast| on this test's input, measured (max / mean): AMX 0 / 0 (Sapphire Rapids);
+    # AVX-512 without bf16 (ONEDNN_MAX_CPU_ISA=AVX512_CORE) 0 / 0; AVX-512-BF16 (AMD EPYC) default
+    # 1.0e-4 / 6.3e-8, fast 3.4e-3 / 3.3e-5; AVX2 default 4.2e-5 / 2.9e-8, fast 3.4e-3 / 5.7e-6. Both
+    # paths round the same bf16 products, but oneDNN reorders pre-cast weights into another blocking, so a
+    # few sums round one bf16 step apart (fast: 25 of 36,864 conv1 outputs) and carry on. Tolerances: 2x
+    # the largest of these; truncating the weights to bf16 instead of rounding gives a mean of 5e-4 / 1e-3.
+    PREPARED_BF16_TOLERANCE = {"default": (2.0e-4, 1.2e-7), "fast": (6.7e-3, 6.6e-5)}  # (max, mean)
+
+    @pytest.mark.precision
     @pytest.mark.parametrize("name", ["default", "fast"])
-    def test_prepared_weights_in_the_compute_dtype_give_the_same_bits(self, name):
+    def test_prepared_weights_in_the_compute_dtype_give_the_same_result(self, name):
         """Under bf16 the KPN's and gates' weights are stored in bf16 once (autocast would cast them at every
-        call), the fusion stays fp32; the result is bit for bit that of the model with fp32 weights."""
+        call), the fusion stays fp32; the result is that of the model with fp32 weights within the tolerance
+        of bf16 sums rounded in another order (the same bits on AMX and where no bf16 instructions run)."""
         d = Derainer(name, precision="bf16")
         dtypes = {k: v.dtype for k, v in d.model.state_dict().items()}
         assert dtypes["conv1.conv1.0.weight"] == dtypes["outc.weight"] == dtypes["gate_global.weight"] == torch.bfloat16
@@ -637,9 +648,12 @@ class TestDerainerLeavesTheModuleAlone:
         assert {v.dtype for v in fp32_weights.state_dict().values()} == {torch.float32}
         reference = Derainer(fp32_weights, precision="bf16")  # not owned: run as it is, autocast casting per call
         x = torch.rand(2, 3, 70, 90, generator=torch.Generator().manual_seed(1))
-        assert torch.equal(d.run_tensor(x), reference.run_tensor(x))
+        diff = (d.run_tensor(x) - reference.run_tensor(x)).abs()
+        largest, mean = self.PREPARED_BF16_TOLERANCE[name]
+        assert diff.max() <= largest and diff.mean() <= mean, (diff.max().item(), diff.mean().item())
         assert {v.dtype for v in fp32_weights.state_dict().values()} == {torch.float32}
 
+    @pytest.mark.precision
     @pytest.mark.parametrize("name", ["default", "fast", "efderain-tiny"])
     def test_efderain_takes_its_input_in_the_plain_layout_with_the_same_bits(self, name):
         """Reduced precision: an EfDeRain model's input stays in the plain layout (its padding, pixel-unshuffle

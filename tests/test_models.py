@@ -14,6 +14,9 @@ from derain.models import CheckpointError, EfDeRain, EfDeRainConfig, model_spec
 from derain.models.efderain import pad_border, pad_to_multiple
 from derain.ops.fused_filter import fused_filter_available
 
+pytestmark = pytest.mark.precision  # floating-point paths compared: CI runs these under capped instruction sets too
+
+
 PAPER_PARAMS = 27_395_406
 
 
@@ -192,6 +195,7 @@ class TestRegisteredEfDeRain:
         out.sum().backward()
         assert x.grad is not None and torch.isfinite(x.grad).all()
 
+    @pytest.mark.usefixtures("fused_isa")
     def test_fused_kernel_is_the_eager_path(self, name: str) -> None:
         """Inference runs the full-resolution stage in the fused C kernel: same output as the eager path."""
         model = perturbed_efderain(name)
@@ -287,6 +291,7 @@ class TestRainGate:
             torch.testing.assert_close(model(x), x + m * (ungated(x) - x), rtol=0, atol=1e-5)
 
     @pytest.mark.parametrize("implementation", ["fast", "reference"])
+    @pytest.mark.usefixtures("fused_isa")
     def test_fused_kernel_path_equals_eager(self, implementation) -> None:
         model = self.model()
         x = torch.rand(1, 3, 45, 61)
@@ -319,6 +324,7 @@ class TestRainGate:
             out, gate = ungated(x, return_gate=True)
             assert gate is None and out.shape == x.shape
 
+    @pytest.mark.usefixtures("fused_isa")
     def test_wide_head_sees_a_neighbourhood_and_starts_open(self) -> None:
         model = self.model(gate_width=8)
         assert model.gate[0].weight.shape == (8, 27, 3, 3) and model.gate[2].weight.shape == (1, 8, 1, 1)
@@ -333,6 +339,7 @@ class TestRainGate:
         with pytest.raises(ValueError, match="gate_width"):
             EfDeRainConfig(gate_width=8)
 
+    @pytest.mark.usefixtures("fused_isa")
     def test_global_gate_closes_the_whole_image(self) -> None:
         model = self.model(gate_global=True)
         with torch.no_grad():

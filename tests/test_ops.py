@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from derain.ops import PixelDilationFilter2d, PixelFilter2d, pixel_dilation_filter2d, pixel_filter2d
 from derain.ops.fused_filter import fused_filter_available, upsample_filter_fuse
 
+pytestmark = pytest.mark.precision  # floating-point paths compared: CI runs these under capped instruction sets too
+
 
 def released_filter(image: torch.Tensor, kernels: torch.Tensor, dilation: int) -> torch.Tensor:
     """Independent transcription of reference.md §1 for k = 3 (zero pad by r, sum of 9 shifted products)."""
@@ -219,6 +221,7 @@ class TestUpsampleFilterFuse:
             (3, 4, 20, 33, 2, 3, (4, 1), (19, 33)),
         ],
     )
+    @pytest.mark.usefixtures("fused_isa")
     def test_equals_eager_path(self, b, c, h, w, scale, k, dilations, out_size) -> None:
         g = torch.Generator().manual_seed(h * w)
         image = torch.rand(b, c, h, w, generator=g)
@@ -231,6 +234,7 @@ class TestUpsampleFilterFuse:
         torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-5)
 
     @pytest.mark.parametrize("b, scale, whole", [(2, 4, True), (1, 2, False), (3, 3, True)])
+    @pytest.mark.usefixtures("fused_isa")
     def test_gate_equals_eager_blend(self, b, scale, whole) -> None:
         """With the gate: image + sigmoid(up(logits))·whole·(fused − image), as EfDeRain.apply_gate computes it."""
         g = torch.Generator().manual_seed(b * scale)
@@ -255,6 +259,7 @@ class TestUpsampleFilterFuse:
         with pytest.raises(ValueError, match="whole needs gate"):
             upsample_filter_fuse(image, low, 2, (1, 2, 3, 4), weight, bias, whole=torch.ones(2, 1))
 
+    @pytest.mark.usefixtures("fused_isa")
     def test_threads_give_identical_results(self) -> None:
         g = torch.Generator().manual_seed(0)
         image, low = torch.rand(2, 3, 45, 61, generator=g), torch.randn(2, 27, 12, 16, generator=g)
@@ -271,6 +276,7 @@ class TestUpsampleFilterFuse:
         assert all(torch.equal(runs[0], r) for r in runs[1:])
 
     @pytest.mark.parametrize("b, scale, gate", [(2, 2, True), (1, 4, False), (1, 3, True)])
+    @pytest.mark.usefixtures("fused_isa")
     def test_channels_last_kernels_are_read_as_they_are(self, b, scale, gate, monkeypatch: pytest.MonkeyPatch) -> None:
         """Kernels in channels_last (what bf16 inference makes) give the same bits as the contiguous ones."""
         g = torch.Generator().manual_seed(scale)
@@ -293,6 +299,7 @@ class TestUpsampleFilterFuse:
         odd = low.transpose(2, 3).contiguous().transpose(2, 3)
         assert torch.equal(upsample_filter_fuse(image, odd, scale, (1, 2, 3, 4), weight, bias, (33, 50), **extra), expected)
 
+    @pytest.mark.usefixtures("fused_isa")
     def test_reduced_precision_inputs_compute_in_fp32(self) -> None:
         image, low = torch.rand(1, 3, 16, 16), torch.randn(1, 27, 8, 8)
         weight, bias = torch.randn(3, 12, 3, 3), torch.randn(3)
@@ -326,6 +333,38 @@ def test_fused_kernel_is_built_in_ci() -> None:
     if not os.environ.get("CI"):
         pytest.skip("only required in CI (a machine without a C compiler installs without the kernel)")
     assert fused_filter_available()
+
+
+@pytest.mark.skipif(not fused_filter_available(), reason="the C extension derain.ops._fused_filter is not built")
+def test_the_kernel_runs_the_clone_it_is_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every clone this CPU runs can be chosen; by default the best one PyTorch's capability allows
+    (``ATEN_CPU_CAPABILITY=avx2`` -> the AVX2 clone), or the one ``DERAIN_FUSED_ISA`` names."""
+    import subprocess
+    import sys
+
+    from derain.ops.fused_filter import fused_filter_isa, fused_filter_isas, set_fused_filter_isa
+
+    clones = fused_filter_isas()
+    assert clones[-1] == "default" and set(clones) <= {"avx512", "avx2", "default"}
+    if os.environ.get("CI") and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        assert "avx2" in clones  # CI's x86-64 machines build and run the AVX2 clone at least
+    with pytest.raises(ValueError, match="clones on this CPU"):
+        set_fused_filter_isa("sse9")
+
+    def chosen(**env: str) -> str:
+        for key in ("ATEN_CPU_CAPABILITY", "DERAIN_FUSED_ISA"):
+            monkeypatch.delenv(key, raising=False)
+        code = "from derain.ops.fused_filter import fused_filter_isa; print(fused_filter_isa())"
+        run = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        return run.stdout.strip()
+
+    assert chosen() == clones[0] or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512")
+    if "avx2" in clones:
+        assert chosen(ATEN_CPU_CAPABILITY="avx2") == "avx2"
+    assert chosen(ATEN_CPU_CAPABILITY="default") == "default"
+    for clone in clones:
+        assert chosen(DERAIN_FUSED_ISA=clone) == clone
+    assert fused_filter_isa() in clones
 
 
 def test_without_the_extension_models_run_the_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,12 +1,15 @@
 """Numeric precision for inference: fp32, or bf16/fp16 autocast where the hardware runs it fast.
 
-``auto`` picks bf16 autocast (channels_last weights, :func:`prepare_model`) on CPUs whose oneDNN has
-native bf16 (AVX-512-BF16 or AMX), fp16 autocast on CUDA, fp32 otherwise.
+``auto`` picks bf16 autocast (channels_last weights, :func:`prepare_model`) on CPUs with native bf16
+instructions that oneDNN may use (AVX-512-BF16 or AMX-BF16, and no ``ONEDNN_MAX_CPU_ISA`` below them),
+fp16 autocast on CUDA, fp32 otherwise: without those instructions oneDNN emulates bf16, slower than
+fp32 (BENCHMARKS.md "Precision by CPU").
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator, Literal
 
 import torch
@@ -18,13 +21,38 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
+# oneDNN's instruction-set levels in order (its ONEDNN_MAX_CPU_ISA values); bf16 runs natively from
+# AVX512_CORE_BF16 (AVX-512-BF16) and AVX512_CORE_AMX (AMX-BF16) on
+_ONEDNN_ISAS = (
+    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16",
+    "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16",
+    "AVX512_CORE_AMX_FP16", "ALL", "DEFAULT",
+)  # fmt: skip
+
+
+def _onednn_allows(level: str) -> bool:
+    """True unless ``ONEDNN_MAX_CPU_ISA`` (or its older name ``DNNL_MAX_CPU_ISA``) caps oneDNN below ``level``."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
+    if cap not in _ONEDNN_ISAS:
+        return True  # a value oneDNN does not know: it ignores it
+    return _ONEDNN_ISAS.index(cap) >= _ONEDNN_ISAS.index(level)
+
+
+def _cpu_flag(name: str) -> bool:
+    try:
+        return bool(getattr(torch.cpu, name)())
+    except (AttributeError, RuntimeError):  # a PyTorch without the query
+        return False
+
 
 def cpu_has_fast_bf16() -> bool:
-    """True where oneDNN runs bf16 natively on this CPU (AVX-512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """True where oneDNN runs bf16 natively on this CPU: AVX-512-BF16 or AMX-BF16, not capped below them.
+
+    AVX-512 without BF16 (or AVX2) emulates bf16 through fp32, slower than fp32 itself.
+    """
+    return (_cpu_flag("_is_avx512_bf16_supported") and _onednn_allows("AVX512_CORE_BF16")) or (
+        _cpu_flag("_is_amx_tile_supported") and _onednn_allows("AVX512_CORE_AMX")
+    )
 
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
@@ -66,8 +94,9 @@ def prepare_model(model: nn.Module, precision: str, device: str | torch.device =
 
     Reduced precision: channels_last memory format, and the weights of the layers the model lists in
     ``autocast_modules()`` (if it has that method) stored in the compute dtype, which autocast would
-    otherwise cast them to at every call (the same results, faster). Such a model then runs only under
-    :func:`autocast` of that precision.
+    otherwise cast them to at every call (faster; the same bf16 products, though oneDNN may sum a few in
+    another order on CPUs without AMX: tests/test_io.py states the tolerance). Such a model then runs only
+    under :func:`autocast` of that precision.
     """
     model = model.to(device).eval()
     if precision != "fp32":

@@ -30,11 +30,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Every function of the row loop is inlined into run_job_impl, which is compiled once per instruction
+ * set (clones below: AVX-512 = x86-64-v4, AVX2 = x86-64-v3, and the baseline); set_isa picks the clone
+ * (derain.ops.fused_filter chooses the best this CPU and PyTorch's capability allow, or DERAIN_FUSED_ISA). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MULTIVERSION
+#define ISA_CLONES 1
 #endif
+#define HOT static inline __attribute__((always_inline))
 
 #define MAX_DILATIONS 16
 #define MAX_C 4 /* colour channels */
@@ -54,7 +56,7 @@ typedef struct {
 } job_t;
 
 /* PyTorch's source coordinate for align_corners=False with an explicit scale (upsample_bilinear2d). */
-static void source_index(int dst, int scale, int in_size, int *i0, int *i1, float *lambda1) {
+HOT void source_index(int dst, int scale, int in_size, int *i0, int *i1, float *lambda1) {
     float src = (1.0f / (float)scale) * ((float)dst + 0.5f) - 0.5f;
     if (src < 0.0f) src = 0.0f;
     int i = (int)src;
@@ -67,7 +69,7 @@ static void source_index(int dst, int scale, int in_size, int *i0, int *i1, floa
  * power-of-two scales 2, 4 and 8 run as S contiguous outputs per source column with constant weights
  * (the same weights as source_index, exact in fp32); borders and other scales use the index tables. */
 #define INTERIOR(S)                                                                                   \
-    static inline __attribute__((always_inline)) void interior_##S(const float *restrict v, float *restrict kr, int m0, int m1) {          \
+    HOT void interior_##S(const float *restrict v, float *restrict kr, int m0, int m1) {          \
         float lo[S], hi[S];                                                                           \
         int off[S];                                                                                   \
         for (int r = 0; r < S; r++) {                                                                 \
@@ -83,8 +85,7 @@ INTERIOR(2)
 INTERIOR(4)
 INTERIOR(8)
 
-MULTIVERSION
-static void horizontal(const float *restrict v, float *restrict kr, const job_t *job) {
+HOT void horizontal(const float *restrict v, float *restrict kr, const job_t *job) {
     const int s = job->scale, Ws = job->Ws, Wl = job->Wl;
     const int *restrict x0 = job->x0, *restrict x1 = job->x1;
     const float *restrict lx = job->lx;
@@ -100,8 +101,7 @@ static void horizontal(const float *restrict v, float *restrict kr, const job_t 
 }
 
 /* Full-resolution kernels of image row y (all C*T channels) into krow (C*T, KPITCH(Ws)). */
-MULTIVERSION
-static void kernel_row(const job_t *job, int b, int y, float *restrict vrow, float *restrict krow) {
+HOT void kernel_row(const job_t *job, int b, int y, float *restrict vrow, float *restrict krow) {
     const int CT = job->C * job->k * job->k, Hl = job->Hl, Wl = job->Wl, Ws = job->Ws;
     int y0, y1;
     float ly;
@@ -127,8 +127,7 @@ static void kernel_row(const job_t *job, int b, int y, float *restrict vrow, flo
 /* Filtered row y (N*C channels) into frow, laid out (N*C, Ws + 2 + XB): a zero column before, zeros
  * after. Blocks of XB columns accumulate all taps in registers; the image's zero columns stand for
  * the taps outside it, so no bounds checks in the loop. */
-MULTIVERSION
-static void filtered_row(const job_t *job, int b, int y, const float *restrict krow, float *restrict frow) {
+HOT void filtered_row(const job_t *job, int b, int y, const float *restrict krow, float *restrict frow) {
     const int C = job->C, k = job->k, T = k * k, half = k / 2, Ws = job->Ws, Hs = job->Hs, P = job->P;
     const size_t pitch = (size_t)P + Ws + P + XB, kpitch = KPITCH(Ws), fpitch = (size_t)Ws + 2 + XB;
     const float *img = job->image + (size_t)b * C * Hs * pitch;
@@ -164,7 +163,7 @@ static void filtered_row(const job_t *job, int b, int y, const float *restrict k
 /* Output row y of batch b from the three filtered rows around it (NULL = outside the image).
  * Blocks of XB columns: every filtered value loaded once per block feeds all C outputs, whose
  * accumulators stay in registers when C is a constant (the colour case is specialised). */
-static inline __attribute__((always_inline)) void fused_row_impl(const job_t *job, int b, int y, const float *rows[3],
+HOT void fused_row_impl(const job_t *job, int b, int y, const float *rows[3],
                                                                  const float *restrict grow, const int C) {
     const int NC = job->N * C, Ws = job->Ws, Wo = job->Wo, P = job->P;
     const size_t fpitch = (size_t)Ws + 2 + XB, pitch = (size_t)P + Ws + P + XB;
@@ -197,8 +196,7 @@ static inline __attribute__((always_inline)) void fused_row_impl(const job_t *jo
     }
 }
 
-MULTIVERSION
-static void fused_row(const job_t *job, int b, int y, const float *rows[3], const float *grow) {
+HOT void fused_row(const job_t *job, int b, int y, const float *rows[3], const float *grow) {
     if (job->C == 3)
         fused_row_impl(job, b, y, rows, grow, 3);
     else
@@ -206,8 +204,7 @@ static void fused_row(const job_t *job, int b, int y, const float *rows[3], cons
 }
 
 /* The gate of output row y of batch b into grow (Ws): sigmoid of the upsampled logits times the image's factor. */
-MULTIVERSION
-static void gate_row(const job_t *job, int b, int y, float *restrict gv, float *restrict grow) {
+HOT void gate_row(const job_t *job, int b, int y, float *restrict gv, float *restrict grow) {
     const int Hl = job->Hl, Wl = job->Wl, Ws = job->Ws;
     int y0, y1;
     float ly;
@@ -219,8 +216,7 @@ static void gate_row(const job_t *job, int b, int y, float *restrict gv, float *
     for (int x = 0; x < Ws; x++) grow[x] = whole / (1.0f + expf(-grow[x]));
 }
 
-static void *run_job(void *arg) {
-    job_t *job = (job_t *)arg;
+HOT void run_job_impl(job_t *job) {
     const int CT = job->C * job->k * job->k, NC = job->N * job->C;
     const size_t frow_size = (size_t)NC * ((size_t)job->Ws + 2 + XB), krow_size = (size_t)CT * KPITCH(job->Ws);
     float *vrow = malloc(sizeof(float) * (size_t)CT * job->Wl);
@@ -235,7 +231,7 @@ static void *run_job(void *arg) {
         free(ring);
         free(gv);
         free(grow);
-        return NULL;
+        return;
     }
     long tag[3] = {-1, -1, -1}; /* which (b * Hs + y) each ring slot holds */
     for (long r = job->row_begin; r < job->row_end; r++) {
@@ -265,6 +261,41 @@ static void *run_job(void *arg) {
     free(ring);
     free(gv);
     free(grow);
+}
+
+/* The clones of the row loop, one per instruction set, and the one in use. */
+typedef void (*run_fn)(job_t *);
+#ifdef ISA_CLONES
+__attribute__((target("arch=x86-64-v4"))) static void run_job_avx512(job_t *job) { run_job_impl(job); }
+__attribute__((target("arch=x86-64-v3"))) static void run_job_avx2(job_t *job) { run_job_impl(job); }
+#endif
+static void run_job_default(job_t *job) { run_job_impl(job); }
+
+typedef struct {
+    const char *name;
+    run_fn fn;
+} isa_t;
+static const isa_t ISAS[] = { /* best first */
+#ifdef ISA_CLONES
+    {"avx512", run_job_avx512},
+    {"avx2", run_job_avx2},
+#endif
+    {"default", run_job_default},
+};
+#define N_ISAS ((int)(sizeof ISAS / sizeof ISAS[0]))
+static int isa_index = N_ISAS - 1; /* the baseline until set_isa */
+
+static int isa_supported(int i) {
+#ifdef ISA_CLONES
+    __builtin_cpu_init();
+    if (ISAS[i].fn == run_job_avx512) return __builtin_cpu_supports("x86-64-v4") > 0;
+    if (ISAS[i].fn == run_job_avx2) return __builtin_cpu_supports("x86-64-v3") > 0;
+#endif
+    return 1;
+}
+
+static void *run_job(void *arg) {
+    ISAS[isa_index].fn((job_t *)arg);
     return NULL;
 }
 
@@ -296,6 +327,38 @@ static PyObject *set_openmp(PyObject *self, PyObject *args) {
     omp_thread_num = (omp_int_fn)(uintptr_t)p_thread_num;
     omp_num_threads = (omp_int_fn)(uintptr_t)p_num_threads;
     Py_RETURN_NONE;
+}
+
+static PyObject *isas(PyObject *self, PyObject *noargs) {
+    PyObject *names = PyList_New(0);
+    for (int i = 0; names && i < N_ISAS; i++) {
+        if (!isa_supported(i)) continue;
+        PyObject *name = PyUnicode_FromString(ISAS[i].name);
+        if (!name || PyList_Append(names, name) < 0) Py_CLEAR(names);
+        Py_XDECREF(name);
+    }
+    if (!names) return NULL;
+    PyObject *result = PyList_AsTuple(names);
+    Py_DECREF(names);
+    return result;
+}
+
+static PyObject *get_isa(PyObject *self, PyObject *noargs) { return PyUnicode_FromString(ISAS[isa_index].name); }
+
+static PyObject *set_isa(PyObject *self, PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
+    for (int i = 0; i < N_ISAS; i++) {
+        if (strcmp(ISAS[i].name, name) != 0) continue;
+        if (!isa_supported(i)) {
+            PyErr_Format(PyExc_ValueError, "set_isa: this CPU does not run the %s clone", name);
+            return NULL;
+        }
+        isa_index = i;
+        Py_RETURN_NONE;
+    }
+    PyErr_Format(PyExc_ValueError, "set_isa: no clone named %s", name);
+    return NULL;
 }
 
 static PyObject *filter_fuse(PyObject *self, PyObject *args) {
@@ -387,6 +450,9 @@ static PyMethodDef methods[] = {
      "filter_fuse(image, low, weight, bias, out, B, C, Hs, Ws, P, Hl, Wl, k, Ho, Wo, scale, dilations, threads[, gate, whole, low_nhwc])\n"
      "Raw-pointer fused kernel upsampling + pixel-wise dilation filtering + 3x3 fusion (+ the rain gate) (fp32). "
      "Use derain.ops.fused_filter.upsample_filter_fuse, which checks the tensors."},
+    {"isas", isas, METH_NOARGS, "isas() -> the instruction-set clones this CPU runs, best first."},
+    {"isa", get_isa, METH_NOARGS, "isa() -> the clone in use."},
+    {"set_isa", set_isa, METH_VARARGS, "set_isa(name): run the named clone (ValueError where this CPU cannot)."},
     {"set_openmp", set_openmp, METH_VARARGS,
      "set_openmp(GOMP_parallel, omp_get_thread_num, omp_get_num_threads addresses): run on that OpenMP "
      "runtime's team (0, 0, 0: own threads)."},

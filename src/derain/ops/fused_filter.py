@@ -15,6 +15,8 @@ it is not (or when a gradient is needed).
 from __future__ import annotations
 
 import ctypes
+import os
+import warnings
 from typing import Sequence
 
 import torch
@@ -48,12 +50,74 @@ def _torch_openmp() -> tuple[int, int, int] | None:
     return None
 
 
+# PyTorch's kernel capability (``ATEN_CPU_CAPABILITY`` caps it) -> the best clone that goes with it
+_CAPABILITY_CLONES = {"AVX512": ("avx512", "avx2", "default"), "AVX2": ("avx2", "default")}
+
+
+def _auto_isa(supported: Sequence[str]) -> str:
+    """The best clone that this CPU runs and PyTorch's capability allows (so ``ATEN_CPU_CAPABILITY=avx2``
+    makes the kernel take the AVX2 path too)."""
+    allowed = _CAPABILITY_CLONES.get(torch.backends.cpu.get_cpu_capability(), ("default",))
+    return next((name for name in supported if name in allowed), supported[-1])
+
+
+__all__ = [
+    "fused_filter_available",
+    "fused_filter_supports",
+    "fused_filter_isas",
+    "fused_filter_isa",
+    "set_fused_filter_isa",
+    "upsample_filter_fuse",
+    "ISA_ENV",
+]
+
+ISA_ENV = "DERAIN_FUSED_ISA"
+"""Environment variable naming the kernel's instruction-set clone (``avx512``, ``avx2``, ``default``),
+read at import; unset, the best one this CPU and PyTorch's capability allow."""
+
+
+def fused_filter_isas() -> tuple[str, ...]:
+    """The instruction-set clones of the fused kernel this CPU runs, best first (empty without the extension).
+
+    The kernel is compiled once per instruction set: ``avx512`` (x86-64-v4), ``avx2`` (x86-64-v3) and
+    ``default`` (the compiler's baseline; the only one off x86-64 or without GCC). Each gives the same
+    function; float sums may round differently between them.
+    """
+    return tuple(_fused_filter.isas()) if _fused_filter is not None else ()
+
+
+def fused_filter_isa() -> str | None:
+    """The clone :func:`upsample_filter_fuse` runs (None without the extension)."""
+    return _fused_filter.isa() if _fused_filter is not None else None
+
+
+def set_fused_filter_isa(name: str) -> None:
+    """Run the clone ``name`` from now on (process-wide; tests use it to cover every clone).
+
+    Raises:
+        ValueError: ``name`` is not one of :func:`fused_filter_isas` (unknown, or this CPU lacks it).
+        RuntimeError: the extension is not built.
+    """
+    if _fused_filter is None:
+        raise RuntimeError("derain.ops._fused_filter is not built (no C compiler at install time)")
+    if name not in fused_filter_isas():
+        raise ValueError(f"the fused kernel's clones on this CPU are {', '.join(fused_filter_isas())}; got {name!r}")
+    _fused_filter.set_isa(name)
+
+
 if _fused_filter is not None:
     _openmp = _torch_openmp()
     if _openmp is not None:
         _fused_filter.set_openmp(*_openmp)
-
-__all__ = ["fused_filter_available", "fused_filter_supports", "upsample_filter_fuse"]
+    _requested = os.environ.get(ISA_ENV, "").strip().lower()
+    if _requested and _requested not in fused_filter_isas():
+        warnings.warn(
+            f"{ISA_ENV}={_requested} ignored: the fused kernel's clones on this CPU are {', '.join(fused_filter_isas())}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        _requested = ""
+    set_fused_filter_isa(_requested or _auto_isa(fused_filter_isas()))
 
 
 def fused_filter_available() -> bool:

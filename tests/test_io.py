@@ -839,3 +839,41 @@ def test_importing_derain_makes_waiting_threads_sleep_unless_told_otherwise():
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "PASSIVE"
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"
+
+
+class TestAutoPrecision:
+    """``auto`` is bf16 only where oneDNN may use native bf16 instructions (BENCHMARKS.md "Precision by CPU")."""
+
+    @pytest.mark.parametrize(
+        "avx512_bf16, amx, cap, expected",
+        [
+            (True, False, None, "bf16"),  # AMD Zen 4, Intel Cooper Lake
+            (True, True, None, "bf16"),  # Sapphire Rapids
+            (False, True, None, "bf16"),
+            (False, False, None, "fp32"),  # AVX-512 without bf16, AVX2: emulated bf16 is slower than fp32
+            (True, True, "AVX512_CORE", "fp32"),  # oneDNN capped below the bf16 instructions
+            (True, False, "AVX2", "fp32"),
+            (True, False, "avx512_core_bf16", "bf16"),  # oneDNN reads the cap case-insensitively
+            (False, True, "AVX512_CORE_BF16", "fp32"),  # AMX needs AVX512_CORE_AMX
+            (True, True, "ALL", "bf16"),
+        ],
+    )
+    def test_auto_follows_the_cpu_and_the_onednn_cap(self, monkeypatch, avx512_bf16, amx, cap, expected):
+        from derain.inference import precision
+
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+        if cap is None:
+            monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        else:
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert precision.resolve_precision("auto", "cpu") == expected
+        assert precision.resolve_precision("fp32", "cpu") == "fp32" and precision.resolve_precision("bf16", "cpu") == "bf16"
+
+    def test_a_torch_without_the_queries_runs_fp32(self, monkeypatch):
+        from derain.inference import precision
+
+        monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+        monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+        assert precision.resolve_precision("auto", "cpu") == "fp32"

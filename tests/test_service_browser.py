@@ -11,6 +11,7 @@ import base64
 import io
 import os
 import shutil
+import time
 from typing import Iterator
 
 import numpy as np
@@ -150,3 +151,28 @@ def test_a_file_that_is_no_image_shows_the_error(page):
     status = page.inner_text("#status")
     assert status.startswith("415:") and "not an image" in status, status
     assert page.is_hidden("#result")
+
+
+def test_the_strength_slider_rederains_the_photo(page, server):
+    """Unticking auto strength and setting the slider to 0 derains the last photo again at that strength: the
+    input comes back; back to auto, the model's own result."""
+    photo = rainy_photo(128, 96, seed=5)
+    page.set_input_files("#file", files=[{"name": "slider.png", "mimeType": "image/png", "buffer": encode_image(photo)}])
+    page.wait_for_selector("body[data-state=done]", timeout=120_000)
+    assert page.is_disabled("#strength") and page.inner_text("#strength-value") == "auto"
+
+    page.evaluate("document.body.dataset.state = ''")
+    page.uncheck("#strength-auto")  # derains again with the slider's value (100%)
+    page.wait_for_selector("body[data-state=done]", timeout=120_000)
+    page.evaluate("document.body.dataset.state = ''")
+    page.eval_on_selector("#strength", "el => { el.value = 0; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }")
+    page.wait_for_selector("body[data-state=done]", timeout=120_000)
+    assert page.inner_text("#strength-value") == "0%"
+    result = Image.open(io.BytesIO(fetch_bytes(page, "document.getElementById('download').href")))
+    assert np.array_equal(np.asarray(result.convert("RGB")), np.asarray(photo))  # strength 0: the input back
+    deadline = time.monotonic() + 10  # the access line is written just after the response
+    while {a.get("strength") for a in server.wait_for_access("/v1/derain")} < {"auto", 1.0, 0.0} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert {a.get("strength") for a in server.wait_for_access("/v1/derain")} >= {"auto", 1.0, 0.0}
+    page.check("#strength-auto")
+    page.wait_for_selector("body[data-state=done]", timeout=120_000)

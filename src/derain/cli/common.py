@@ -28,6 +28,7 @@ __all__ = [
     "precision_option",
     "printable",
     "protocol_option",
+    "strength_option",
     "threads_option",
     "user_errors",
 ]
@@ -85,6 +86,27 @@ def compile_option(auto: bool = False) -> Decorator:
 
 def threads_option(help: str = "Torch threads (default: all cores).") -> Decorator:
     return click.option("--threads", type=click.IntRange(min=1), help=help)
+
+
+class StrengthType(click.ParamType):
+    """``auto`` or a number from 0 to 1 (:func:`~derain.inference.derainer.resolve_strength`)."""
+
+    name = "auto|0..1"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ..inference.derainer import resolve_strength
+
+        try:
+            return resolve_strength(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+def strength_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--strength``: how much of the rain removal to apply (parameter ``strength``)."""
+    return click.option("--strength", type=StrengthType(), default="auto", show_default=True,
+                        help="auto: the model judges each photo (one that looks dry comes back as it is); "
+                             "0..1: that much removal whatever it judges (1: full, 0: the input back).")(fn)
 
 
 

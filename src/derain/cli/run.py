@@ -34,7 +34,7 @@ import click
 
 from ..inference.tiling import DEFAULT_OVERLAP
 from ..io.images import DEFAULT_MAX_PIXELS, PHOTO_EXTENSIONS, ImageReadError, extension_for, resolve_format
-from .common import compile_option, device_option, model_options, precision_option, printable, threads_option
+from .common import compile_option, device_option, model_options, precision_option, printable, strength_option, threads_option
 
 __all__ = ["DefaultRunGroup", "run_cmd", "OUTPUT_FORMATS"]
 
@@ -299,9 +299,11 @@ def _process(derainer: Any, photo: Any, tile: int | None, overlap: int, side_by_
 
 
 def _load_derainer(model_name: str | None, weights: str | None, device: str, precision: str, threads: int | None,
-                   backend: str = "torch", onnx_path: str | None = None, compile_: bool = False) -> Any:
+                   backend: str = "torch", onnx_path: str | None = None, compile_: bool = False, strength: Any = "auto") -> Any:
     if (backend == "onnxruntime" or onnx_path) and compile_:
         raise click.UsageError("--compile applies to the torch backend, not to onnxruntime")
+    if (backend == "onnxruntime" or onnx_path) and strength != "auto":
+        raise click.UsageError("--strength other than auto applies to the torch backend (an ONNX file judges each image itself)")
     if backend == "onnxruntime" or onnx_path:
         from .export import onnx_derainer_for_cli
 
@@ -320,7 +322,7 @@ def _load_derainer(model_name: str | None, weights: str | None, device: str, pre
 
     model = load_for_cli(model_name, weights)
     with one_line_errors():
-        return Derainer(model, device=dev, precision=precision, threads=threads, owned=True, compile=compile_)
+        return Derainer(model, device=dev, precision=precision, threads=threads, owned=True, compile=compile_, strength=strength)
 
 
 def _stdin_to_stdout(derainer: Any, args: dict[str, Any]) -> int:
@@ -362,6 +364,7 @@ def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "")
 @precision_option("auto")
 @threads_option()
 @compile_option()
+@strength_option
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="Inference engine; onnxruntime (CPU, fp32) exports the model to ONNX once per run.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False),
@@ -377,7 +380,7 @@ def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "")
 @click.option("--shard", metavar="K/N", help="Only this process's share of the inputs: shard K of N (1-based), "
               "decided per file name, e.g. --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT.")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs (tracebacks of failed files).")
-def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, precision, threads, compile_, backend, onnx_path, recursive,
+def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, precision, threads, compile_, strength, backend, onnx_path, recursive,
             suffix, fmt, quality, overwrite, side_by_side, max_pixels, shard, verbose) -> None:
     """Derain photos: files, folders, globs, or - (stdin to stdout).
 
@@ -401,7 +404,7 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
     if "-" in inputs:
         if len(inputs) > 1:
             raise click.UsageError("'-' (stdin) cannot be combined with other inputs")
-        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, compile_)
+        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, compile_, strength)
         args = dict(max_pixels=max_pixels, tile=tile, tile_overlap=tile_overlap, side_by_side=side_by_side, fmt=fmt, quality=quality)
         click.get_current_context().exit(_stdin_to_stdout(derainer, args))
 
@@ -417,7 +420,7 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
         raise click.ClickException("no images found in the inputs")
     ok, failed = 0, len(plan.errors)
     if plan.jobs:
-        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, compile_)
+        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, compile_, strength)
         ok, run_failed = _run_jobs(derainer, plan.jobs, out_path, tile, tile_overlap, fmt, quality, side_by_side, max_pixels)
         failed += run_failed
     hint = "; existing outputs were kept (--overwrite replaces them)" if plan.skipped else ""

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .common import compile_option, device_option, model_options, precision_option, threads_option
+from .common import compile_option, device_option, model_options, precision_option, strength_option, threads_option
 
 __all__ = ["video_cmd"]
 
@@ -64,13 +64,14 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @precision_option("auto")
 @threads_option("Torch and codec threads (default: all cores).")
 @compile_option(auto=True)
+@strength_option
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="Inference engine (onnxruntime: CPU, fp32; the model is exported once).")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Run this file from `derain export` with onnxruntime.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output (the input is never overwritten).")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs.")
 def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_fmt, tile, no_audio, device, precision,
-              threads, compile_, backend, onnx_path, overwrite, verbose) -> None:
+              threads, compile_, strength, backend, onnx_path, overwrite, verbose) -> None:
     """Derain a video: every frame, same size, frame rate and timing; audio copied.
 
     \b
@@ -105,7 +106,7 @@ def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_
     if not out.parent.is_dir():
         raise click.ClickException(f"{out.parent}: output folder does not exist")
 
-    derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, bool(compile_))
+    derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, bool(compile_), strength)
     if compile_ is None:
         _compile_if_it_pays(derainer, info)
     log.debug("input %s: %s", src, info)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..io.images import PIXEL_TOP
-from .derainer import Derainer
+from .derainer import Derainer, Strength
 from .tiling import DEFAULT_OVERLAP
 
 __all__ = ["derain", "get_derainer"]
@@ -60,7 +60,7 @@ def get_derainer(model: str | nn.Module | Derainer | None = None, device: str = 
     raise TypeError(f"model must be a registered name, an nn.Module or a Derainer, got {type(model).__name__}")
 
 
-def _derain_array(derainer: Derainer, image: np.ndarray, tile: int | None, overlap: int) -> np.ndarray:
+def _derain_array(derainer: Derainer, image: np.ndarray, tile: int | None, overlap: int, strength: Strength | str | None) -> np.ndarray:
     dtype = image.dtype
     if dtype not in PIXEL_TOP and not np.issubdtype(dtype, np.floating):
         raise TypeError(f"numpy images must be uint8, uint16 or float, got {dtype}")
@@ -72,23 +72,23 @@ def _derain_array(derainer: Derainer, image: np.ndarray, tile: int | None, overl
         raise ValueError(f"expected an H×W, H×W×1, H×W×3 or H×W×4 image, got shape {image.shape}")
     colour = image.reshape(image.shape[0], image.shape[1], channels)
     if channels >= 3:  # the input's dtype back (float: float32)
-        out = derainer.derain_rgb(colour[:, :, :3], tile, overlap)
+        out = derainer.derain_rgb(colour[:, :, :3], tile, overlap, strength=strength)
     else:  # grey: the mean of the channels, rounded once
-        out = derainer.derain_rgb(np.broadcast_to(colour, (*colour.shape[:2], 3)), tile, overlap, grey=True)
+        out = derainer.derain_rgb(np.broadcast_to(colour, (*colour.shape[:2], 3)), tile, overlap, grey=True, strength=strength)
     result = out.astype(dtype, copy=False)
     if channels == 4:
         result = np.concatenate([result, image[:, :, 3:4]], axis=2)
     return result.reshape(image.shape)
 
 
-def _derain_tensor(derainer: Derainer, image: torch.Tensor, tile: int | None, overlap: int) -> torch.Tensor:
+def _derain_tensor(derainer: Derainer, image: torch.Tensor, tile: int | None, overlap: int, strength: Strength | str | None) -> torch.Tensor:
     if not image.is_floating_point():
         raise TypeError(f"tensors must be float images in [0, 1], got {image.dtype}")
     squeeze = image.dim() == 3
     x = image[None] if squeeze else image
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected a (B, 3, H, W) or (3, H, W) tensor, got shape {tuple(image.shape)}")
-    out = derainer.run_tiled(x.detach().float().cpu(), tile, overlap).to(image.device, image.dtype)
+    out = derainer.run_tiled(x.detach().float().cpu(), tile, overlap, strength=strength).to(image.device, image.dtype)
     return out[0] if squeeze else out
 
 
@@ -99,6 +99,7 @@ def derain(
     tile: int | None = None,
     tile_overlap: int = DEFAULT_OVERLAP,
     device: str = "cpu",
+    strength: Strength | str | None = None,
 ) -> T:
     """Remove rain from ``image`` (PIL image, numpy array or torch tensor); returns the same kind.
 
@@ -110,6 +111,9 @@ def derain(
         tile: None tiles large images automatically, ``0`` never tiles, ``N`` uses ``N×N`` tiles.
         tile_overlap: overlap between neighbouring tiles in pixels.
         device: ``cpu``, ``cuda``, ...
+        strength: how much of the rain removal to apply: ``auto`` (None: the Derainer's own, ``auto`` unless
+            it was made with another) lets the model judge the image (one it finds dry comes back as it went
+            in), a number from 0 (the input back) to 1 (full removal, whatever the model judges).
 
     >>> import torch, derain
     >>> model = derain.create_model("efderain-tiny", identity_init=True)
@@ -120,16 +124,16 @@ def derain(
     """
     derainer = get_derainer(model, device, precision)
     if isinstance(image, torch.Tensor):
-        return _derain_tensor(derainer, image, tile, tile_overlap)  # type: ignore[return-value]
+        return _derain_tensor(derainer, image, tile, tile_overlap, strength)  # type: ignore[return-value]
     if isinstance(image, np.ndarray):
-        return _derain_array(derainer, image, tile, tile_overlap)  # type: ignore[return-value]
+        return _derain_array(derainer, image, tile, tile_overlap, strength)  # type: ignore[return-value]
     from PIL import Image
 
     if isinstance(image, Image.Image):
         from ..io.images import photo_from_pil, photo_to_pil
 
         photo = photo_from_pil(image)
-        result = photo_to_pil(photo, derainer.derain_photo(photo, tile, tile_overlap))
+        result = photo_to_pil(photo, derainer.derain_photo(photo, tile, tile_overlap, strength=strength))
         if result.mode != image.mode and image.mode != "F":
             try:  # back to the caller's mode (P: adaptive palette, 1: dithered, CMYK, I, ...)
                 result = result.convert(image.mode)

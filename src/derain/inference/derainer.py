@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator
+import functools
+import math
+from typing import Callable, Iterator, Literal, Union
 
 import numpy as np
 import torch
@@ -13,43 +15,102 @@ from torch import nn
 from ..io.images import Photo
 from .compiled import compile_model
 from .precision import autocast, input_layout, prepare_model, resolve_precision
-from .tiling import DEFAULT_OVERLAP, derain_array, derain_tiled, resolve_tile
+from .tiling import DEFAULT_OVERLAP, JUDGE_PIXELS, derain_array, derain_tiled, judgement_view, resolve_tile
 
-__all__ = ["Derainer", "DerainerBase"]
+__all__ = ["Derainer", "DerainerBase", "Strength", "resolve_strength"]
+
+Strength = Union[float, Literal["auto"]]
+
+
+def resolve_strength(strength: Strength | str | None) -> Strength:
+    """``auto`` (or None): the model's own judgement of each image; a number in [0, 1] (or its text): how much
+    of the rain removal to apply, whatever the model judges (0: the input back; 1: the model with its
+    judgement of the image forced open).
+
+    >>> resolve_strength(None), resolve_strength("0.5"), resolve_strength(1)
+    ('auto', 0.5, 1.0)
+    """
+    if strength is None or (isinstance(strength, str) and strength.strip().lower() == "auto"):
+        return "auto"
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise ValueError(f"strength must be 'auto' or a number from 0 to 1, got {strength!r}") from None
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise ValueError(f"strength must be 'auto' or a number from 0 to 1, got {strength!r}")
+    return value
 
 
 class DerainerBase:
     """What every inference backend shares, on top of ``run_tensor``: tiling (:meth:`run_tiled`, the tensor
-    path) and :meth:`derain_rgb` (the array path that the API, the CLI and the service use)."""
+    path) and :meth:`derain_rgb` (the array path that the API, the CLI and the service use).
 
-    def run_tensor(self, batch: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    ``strength`` (each method's, else the object's ``strength`` attribute, ``auto`` by default) is how much of
+    the rain removal to apply (:func:`resolve_strength`). With ``auto`` a model that judges images as a whole
+    (``judges_images``) judges each image once, on all of it (:data:`~derain.inference.tiling.JUDGE_PIXELS`
+    or fewer pixels) or a copy downscaled to that size, and every tile gets that judgement: tiled and untiled
+    outputs agree."""
+
+    strength: Strength = "auto"
+    judges_images: bool = False
+
+    def run_tensor(self, batch: torch.Tensor, strength: Strength | None = None, whole: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def run_tiled(self, batch: torch.Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
+    def judge(self, view: torch.Tensor) -> torch.Tensor:  # pragma: no cover - judges_images backends only
+        """Each image's judgement ``(B, 1)`` in (0, 1): how rainy the model finds it as a whole."""
+        raise NotImplementedError
+
+    def _runner(self, image: np.ndarray | torch.Tensor, tiled: bool, strength: Strength | str | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``run_tensor`` for the tiles (or the whole) of ``image``: with its strength, and with ``auto`` the
+        image's judgement made once where the model would otherwise judge each tile, or a downscaled image."""
+        s = resolve_strength(self.strength if strength is None else strength)
+        whole = None
+        height, width = (image.shape[0], image.shape[1]) if isinstance(image, np.ndarray) else image.shape[-2:]
+        if s == "auto" and self.judges_images and (tiled or height * width > JUDGE_PIXELS):
+            whole = self.judge(judgement_view(image, JUDGE_PIXELS))
+        return functools.partial(self.run_tensor, strength=s, whole=whole)
+
+    def run_tiled(
+        self, batch: torch.Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, *, strength: Strength | str | None = None
+    ) -> torch.Tensor:
         """:meth:`run_tensor` in overlapping, blended tiles (bounded memory; see :mod:`derain.inference.tiling`).
 
         ``tile=None`` tiles only large images (automatic), ``0`` never tiles, ``N`` uses ``N×N`` tiles.
         """
         size = resolve_tile(tile, int(batch.shape[-2]), int(batch.shape[-1]))
-        return self.run_tensor(batch) if size is None else derain_tiled(self.run_tensor, batch, size, overlap)
+        run = self._runner(batch, size is not None, strength)
+        return run(batch) if size is None else derain_tiled(run, batch, size, overlap)
 
-    def derain_rgb(self, rgb: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, *, grey: bool = False) -> np.ndarray:
+    def derain_rgb(
+        self,
+        rgb: np.ndarray,
+        tile: int | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+        *,
+        grey: bool = False,
+        strength: Strength | str | None = None,
+    ) -> np.ndarray:
         """``H×W×3`` uint8, uint16 or float in [0, 1] → the derained image in the same dtype (float → float32),
         tiled per :meth:`run_tiled`; a tile at a time is converted to float, so memory beyond the input and
         the output is bounded by the tile (:func:`~derain.inference.tiling.derain_array`). With ``grey``,
         ``H×W×1``: the mean of the channels, rounded once."""
         size = resolve_tile(tile, int(rgb.shape[0]), int(rgb.shape[1]))
-        return derain_array(self.run_tensor, rgb, size, overlap, grey=grey)
+        return derain_array(self._runner(rgb, size is not None, strength), rgb, size, overlap, grey=grey)
 
-    def derain_photo(self, photo: Photo, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+    def derain_photo(
+        self, photo: Photo, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, *, strength: Strength | str | None = None
+    ) -> np.ndarray:
         """The derained ``H×W×3`` pixels of a decoded photo in its pixel dtype (:meth:`derain_rgb`); a grey
         photo's are its channel mean, rounded once, as a view repeated into three channels."""
         if not photo.grey:
-            return self.derain_rgb(photo.pixels, tile, overlap)
-        mean = self.derain_rgb(photo.pixels, tile, overlap, grey=True)
+            return self.derain_rgb(photo.pixels, tile, overlap, strength=strength)
+        mean = self.derain_rgb(photo.pixels, tile, overlap, grey=True, strength=strength)
         return np.broadcast_to(mean, (*mean.shape[:2], 3))
 
-    def __call__(self, image: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+    def __call__(
+        self, image: np.ndarray, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, *, strength: Strength | str | None = None
+    ) -> np.ndarray:
         """Derain an ``H×W×3`` numpy image: float in [0, 1] → float32; uint8 / uint16 → the same dtype.
 
         Large images are tiled as :meth:`run_tiled` says (``tile=None``: automatic above 1 MP).
@@ -58,7 +119,7 @@ class DerainerBase:
             raise TypeError(f"expected an H×W×3 numpy array (derain.derain takes PIL images and tensors), got {type(image).__name__}")
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an H×W×3 image, got shape {image.shape}")
-        return self.derain_rgb(image, tile, overlap)
+        return self.derain_rgb(image, tile, overlap, strength=strength)
 
 
 class Derainer(DerainerBase):
@@ -94,6 +155,7 @@ class Derainer(DerainerBase):
         *,
         owned: bool = False,
         compile: bool = False,
+        strength: Strength | str = "auto",
     ) -> None:
         if isinstance(model, str):
             from ..models.registry import create_model
@@ -106,6 +168,7 @@ class Derainer(DerainerBase):
         torch.set_flush_denormal(True)  # tiny activations otherwise slow CPU convolutions down by 10-40x
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
+        self.strength = resolve_strength(strength)
         if not owned and (compile or not _is_on(model, self.device)):
             model, owned = copy.deepcopy(model), True
         self._owned = owned
@@ -113,13 +176,38 @@ class Derainer(DerainerBase):
         if compile:
             compile_model(self.model)
 
+    @property
+    def judges_images(self) -> bool:  # type: ignore[override]
+        """Whether the model judges each image as a whole (``judges_images``, e.g. EfDeRain's ``gate_global``)."""
+        return bool(getattr(self.model, "judges_images", False))
+
     @torch.inference_mode()
-    def run_tensor(self, batch: torch.Tensor) -> torch.Tensor:
-        """Derain a ``(B, 3, H, W)`` float batch in [0, 1]; returns float32 on the CPU, clamped to [0, 1]."""
-        x = input_layout(batch.to(self.device, torch.float32), self.model, self.precision)
+    def judge(self, view: torch.Tensor) -> torch.Tensor:
+        """The model's judgement ``(B, 1)`` of each image of ``view`` as a whole (``judges_images`` models)."""
+        x = input_layout(view.to(self.device, torch.float32), self.model, self.precision)
         with _eval_mode(self.model), autocast(self.precision, self.device):
-            out = self.model(x)
-        return out.float().clamp_(0, 1).cpu().contiguous()
+            return self.model.image_gate(x).float()
+
+    @torch.inference_mode()
+    def run_tensor(self, batch: torch.Tensor, strength: Strength | str | None = None, whole: torch.Tensor | None = None) -> torch.Tensor:
+        """Derain a ``(B, 3, H, W)`` float batch in [0, 1]; returns float32 on the CPU, clamped to [0, 1].
+
+        ``strength`` as in :class:`DerainerBase` (default: this object's); ``whole``: with ``auto``, each image's
+        judgement ``(B, 1)`` made beforehand (:meth:`judge`), for a model that judges images.
+        """
+        s = resolve_strength(self.strength if strength is None else strength)
+        x = batch.to(self.device, torch.float32)
+        if s == 0:  # the input as it went in
+            return x.clamp(0, 1).cpu().contiguous()
+        x = input_layout(x, self.model, self.precision)
+        if s != "auto" and self.judges_images:  # the strength in place of the model's judgement
+            whole = torch.full((x.shape[0], 1), s, device=x.device)
+        with _eval_mode(self.model), autocast(self.precision, self.device):
+            out = self.model(x) if whole is None else self.model(x, whole=whole.to(x.device))
+        out = out.float()
+        if s not in ("auto", 1.0) and not self.judges_images:  # no judgement to replace: a blend with the input
+            out = x.float() + s * (out - x.float())
+        return out.clamp_(0, 1).cpu().contiguous()
 
 
 def _is_on(model: nn.Module, device: torch.device) -> bool:

@@ -46,7 +46,7 @@ from torch import nn
 
 from ..models.efderain import pad_border, pad_to_multiple
 from ..io.atomic import atomic_output
-from .derainer import DerainerBase
+from .derainer import DerainerBase, Strength, resolve_strength
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -238,8 +238,13 @@ class OnnxDerainer(DerainerBase):
             data = path.read_bytes()
         return cls(data, threads=threads, **kwargs)
 
-    def run_tensor(self, batch: torch.Tensor) -> torch.Tensor:
-        """Derain a ``(B, 3, H, W)`` float batch in [0, 1]; returns float32 on the CPU, clamped to [0, 1]."""
+    def run_tensor(self, batch: torch.Tensor, strength: Strength | str | None = None, whole: torch.Tensor | None = None) -> torch.Tensor:
+        """Derain a ``(B, 3, H, W)`` float batch in [0, 1]; returns float32 on the CPU, clamped to [0, 1].
+
+        The exported graph judges each image (tile) itself: ``strength`` other than ``auto`` is refused
+        (a ``ValueError``: it needs the PyTorch backend), ``whole`` is not taken."""
+        if resolve_strength(self.strength if strength is None else strength) != "auto" or whole is not None:
+            raise ValueError("a strength other than auto needs the PyTorch backend (the ONNX file judges each image itself)")
         if batch.dim() != 4 or batch.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(batch.shape)}")
         x = batch.detach().to("cpu", torch.float32)

@@ -32,7 +32,17 @@ import torch
 
 from ..io.images import PIXEL_TOP, quantize_pixels, unit_float
 
-__all__ = ["AUTO_TILE", "AUTO_TILE_PIXELS", "DEFAULT_OVERLAP", "derain_array", "derain_tiled", "resolve_tile", "tile_starts"]
+__all__ = [
+    "AUTO_TILE",
+    "AUTO_TILE_PIXELS",
+    "DEFAULT_OVERLAP",
+    "JUDGE_PIXELS",
+    "derain_array",
+    "derain_tiled",
+    "judgement_view",
+    "resolve_tile",
+    "tile_starts",
+]
 
 #: Images with more pixels than this are tiled when no tile size is given (about 1 MP).
 AUTO_TILE_PIXELS = 1024 * 1024
@@ -40,6 +50,9 @@ AUTO_TILE_PIXELS = 1024 * 1024
 AUTO_TILE = 512
 #: Default overlap between neighbouring tiles, in pixels.
 DEFAULT_OVERLAP = 32
+#: A model that judges each image as a whole (rain or not) judges an image larger than this on a copy
+#: downscaled to fit (:func:`judgement_view`), tiled or not, so every tile gets the same judgement.
+JUDGE_PIXELS = AUTO_TILE_PIXELS
 
 
 def resolve_tile(tile: int | None, height: int, width: int) -> int | None:
@@ -172,6 +185,36 @@ def _store(out: np.ndarray, rows: slice, values: torch.Tensor) -> None:
     integers (:func:`~derain.io.images.quantize_pixels`, as photos are written)."""
     hwc = values.permute(1, 2, 0).numpy()
     out[rows] = hwc if out.dtype not in PIXEL_TOP else quantize_pixels(hwc, 16 if out.dtype == np.uint16 else 8)
+
+
+def judgement_view(image: np.ndarray | torch.Tensor, max_pixels: int = JUDGE_PIXELS) -> torch.Tensor:
+    """The copy of an image that a model judges as a whole: ``(B, 3, h, w)`` float32, the image itself (as
+    float) when it has at most ``max_pixels`` pixels, else its area average over ``f×f`` blocks with the
+    smallest integer ``f`` that fits (the blocks at the right and bottom edges may be partial).
+
+    ``image`` is an ``H×W×3`` array (uint8, uint16 or float; converted a band of rows at a time, so memory
+    beyond it is the small copy) or a ``(B, 3, H, W)`` float tensor.
+
+    >>> judgement_view(np.full((3000, 2000, 3), 255, np.uint8)).shape  # 6 MP: f = 3
+    torch.Size([1, 3, 1000, 667])
+    >>> judgement_view(torch.ones(2, 3, 40, 50)).shape
+    torch.Size([2, 3, 40, 50])
+    """
+    height, width = (image.shape[0], image.shape[1]) if isinstance(image, np.ndarray) else image.shape[-2:]
+    f = 1
+    while math.ceil(height / f) * math.ceil(width / f) > max_pixels:
+        f += 1
+    if isinstance(image, torch.Tensor):
+        x = image.float()
+        return x if f == 1 else torch.nn.functional.avg_pool2d(x, f, f, ceil_mode=True)
+    if f == 1:
+        return _pixels_to_tensor(image)
+    band = f * max(1, 256 // f)  # whole blocks of rows
+    parts = [
+        torch.nn.functional.avg_pool2d(_pixels_to_tensor(image[y : y + band]), f, f, ceil_mode=True)
+        for y in range(0, height, band)
+    ]
+    return torch.cat(parts, dim=2)
 
 
 def derain_array(

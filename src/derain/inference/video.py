@@ -319,7 +319,7 @@ def _derain_frames(derainer: Any, frames: list[Any], *, tile: int | None, tile_o
     """Decoded frames → derained ``(N, H, W, 3)`` uint8 RGB, edge-padded by ``pad`` (rows, columns) for the encoder."""
     rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
     x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0)
-    if tile != 0 and hasattr(derainer, "run_tiled"):
+    if hasattr(derainer, "run_tiled"):  # tile 0: whole frames, each judged as Derainer judges a photo
         y = derainer.run_tiled(x, tile, tile_overlap)
     else:
         y = derainer.run_tensor(x)

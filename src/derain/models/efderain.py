@@ -306,17 +306,23 @@ class EfDeRain(nn.Module):
         """The KPN's output at the kernel level (``1/scale`` resolution, ``C·k²`` channels), before ``outc``."""
         return self.features(x)[0]
 
-    def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`kernel_features` and the deepest encoder features (what the global gate reads)."""
+    def encoder(self, x: Tensor) -> list[Tensor]:
+        """The encoder's features at every level (``1/(stem·2**l)`` resolution), shallowest first."""
         cfg = self.config
-        levels = len(cfg.widths)
         skips = []
         feat = F.pixel_unshuffle(x, cfg.stem) if cfg.stem > 1 else x
-        for lv in range(levels):
+        for lv in range(len(cfg.widths)):
             if lv > 0:
                 feat = F.avg_pool2d(feat, 2, 2)
             feat = self.block(lv + 1)(feat)
             skips.append(feat)
+        return skips
+
+    def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`kernel_features` and the deepest encoder features (what the global gate reads)."""
+        levels = len(self.config.widths)
+        skips = self.encoder(x)
+        feat = skips[-1]
         for n, lv in enumerate(self.decoder_levels):
             up = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
             feat = self.block(levels + 1 + n)(torch.cat([skips[lv], up], dim=1))
@@ -401,22 +407,44 @@ class EfDeRain(nn.Module):
         gate = torch.sigmoid(_upsample(logits, self.kernel_scale, size))
         return gate if whole is None else gate * whole[:, :, None, None]
 
-    def gate_parts(self, feat: Tensor, deep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def gate_parts(self, feat: Tensor, deep: Tensor | None = None, whole: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """The gate before upsampling: its logits ``(B, 1, h, w)`` at the kernels' resolution (the head's output
-        times :data:`GATE_GAIN`, fp32) and, with ``config.gate_global``, each image's factor ``(B, 1)`` in (0, 1)."""
+        times :data:`GATE_GAIN`, fp32) and, with ``config.gate_global``, each image's factor ``(B, 1)`` in (0, 1):
+        ``whole`` where given (a judgement made elsewhere, :meth:`image_gate`), else from ``deep``."""
         logits = self.gate(feat).float() * GATE_GAIN
         if not self.config.gate_global:
             return logits, None
+        if whole is not None:
+            return logits, whole.float().reshape(-1, 1)
         if deep is None:
             raise ValueError("gate_global needs the deepest features (EfDeRain.features)")
-        return logits, torch.sigmoid(self.gate_global(deep.float().mean((2, 3))) * GATE_GAIN)
+        return logits, self._image_gate_from(deep)
 
-    def apply_gate(self, image: Tensor, filtered: Tensor, feat: Tensor, deep: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """``image + m·(filtered − image)`` with the gate ``m`` of ``feat`` (and ``deep``; sizes of ``filtered``,
-        top-left), and ``m`` (``None`` and ``filtered`` unchanged without ``config.gate``)."""
+    def _image_gate_from(self, deep: Tensor) -> Tensor:
+        return torch.sigmoid(self.gate_global(deep.float().mean((2, 3))) * GATE_GAIN)
+
+    @property
+    def judges_images(self) -> bool:
+        """Whether the model judges each image as a whole (``config.gate_global``): then :meth:`image_gate` gives
+        that judgement and ``forward(x, whole=...)`` takes one made elsewhere (for every tile of an image)."""
+        return self.config.gate_global
+
+    def image_gate(self, x: Tensor) -> Tensor:
+        """Each image's factor ``(B, 1)`` in (0, 1) on the gate, as :meth:`forward` computes it from all of ``x``
+        (the encoder only: padded the same way, the mean of its deepest features through ``gate_global``)."""
+        if not self.config.gate_global:
+            raise ValueError("this model does not judge images as a whole (gate_global is off)")
+        padded, _ = pad_to_multiple(pad_border(x, self.border), self.config.multiple)
+        return self._image_gate_from(self.encoder(padded)[-1])
+
+    def apply_gate(
+        self, image: Tensor, filtered: Tensor, feat: Tensor, deep: Tensor | None = None, whole: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``image + m·(filtered − image)`` with the gate ``m`` of ``feat`` (and ``deep`` or ``whole``; sizes of
+        ``filtered``, top-left), and ``m`` (``None`` and ``filtered`` unchanged without ``config.gate``)."""
         if not self.config.gate:
             return filtered, None
-        gate = self.gate_map(feat, tuple(filtered.shape[-2:]), deep)
+        gate = self._gate_from_parts(*self.gate_parts(feat, deep, whole), tuple(filtered.shape[-2:]))
         image = image[..., : filtered.shape[-2], : filtered.shape[-1]].to(filtered.dtype)
         return image + gate * (filtered - image), gate
 
@@ -471,14 +499,18 @@ class EfDeRain(nn.Module):
         with torch.autocast(filtered.device.type, enabled=False):  # fp32, as the fused kernel
             return F.conv2d(filtered.float(), w.float(), b.float(), padding=self.conv_final.padding)
 
-    def forward(self, x: Tensor, return_gate: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, return_gate: bool = False, whole: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor | None]:
         """The derained ``x``; with ``return_gate`` also the rain gate ``(B, 1, H, W)`` (``None`` without
-        ``config.gate``), which training supervises with the rain mask (``gate_weight``)."""
+        ``config.gate``), which training supervises with the rain mask (``gate_weight``). ``whole`` ``(B, 1)``:
+        each image's factor on the gate, instead of the one judged from ``x`` (``judges_images`` models only:
+        the tiles of one image share the image's judgement; a strength the user chose)."""
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"expected input of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}"
             )
         cfg = self.config
+        if whole is not None and (not cfg.gate_global or whole.numel() != x.shape[0]):
+            raise ValueError(f"whole takes one factor per image ({x.shape[0]}) of a model with gate_global")
         # The output's pixels need the filtering (and kernels) of the reach of the widest tap and of the
         # fusion conv around them; the rest of the padding to the multiple is cut off before full
         # resolution. With `unit_kernels` or `channel_fusion` the image is first reflect-padded by the reach on every side, so no
@@ -495,11 +527,11 @@ class EfDeRain(nn.Module):
         if self.uses_fused_kernel(x):  # the gate blended in the same pass
             low = self.apply_outc(feat).float()  # the kernel reads channels_last as it is (no transposing copy)
             weight, bias = self.fusion_params()
-            logits, whole = self.gate_parts(feat, deep) if cfg.gate else (None, None)
+            logits, whole = self.gate_parts(feat, deep, whole) if cfg.gate else (None, None)
             out = upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, weight, bias, (ph, pw), gate=logits, whole=whole)
             gate = self._gate_from_parts(logits, whole, (ph, pw)) if logits is not None and return_gate else None
         else:
-            out, gate = self.apply_gate(image, self.filter(image, self._kernels_from_features(feat, size)), feat, deep)
+            out, gate = self.apply_gate(image, self.filter(image, self._kernels_from_features(feat, size)), feat, deep, whole)
         out = out[..., lead : lead + h, lead : lead + w]
         if not return_gate:
             return out

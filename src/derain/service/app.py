@@ -5,7 +5,8 @@ Endpoints:
 * ``POST /v1/derain``: the image as the multipart field ``file`` or as the raw body; query
   ``format`` (``png``/``jpeg``/``webp``; default: the input's format), ``quality`` (1-100, JPEG and
   WebP), ``tile`` (tile side; default automatic; ``0``: one pass, only for images of at most 1 MP:
-  larger ones are always tiled, with tiles of at most ``max_tile``). Answers the derained image
+  larger ones are always tiled, with tiles of at most ``max_tile``), ``strength`` (``auto``, the default:
+  the model judges the image; ``0``..``1``: that much removal). Answers the derained image
   with its content type, ``Content-Disposition`` (``<name>_derained.<ext>``) and ``Server-Timing``
   (queue, decode, derain, encode, total).
 * ``GET /healthz``: ``{"status": "ok", "model": {...}, "queue": {...}}``.
@@ -51,7 +52,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from ..inference.api import get_derainer
-from ..inference.derainer import Derainer
+from ..inference.derainer import Derainer, resolve_strength
 from ..inference.tiling import AUTO_TILE, DEFAULT_OVERLAP
 from .errors import ApiError, ErrorBody, install_error_handlers
 from .inference_pool import InferencePool, QueueFull
@@ -135,6 +136,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "`max_uploads` uploads being read, or `workers + queue_size` requests already admitted; see `Retry-After`",
     }.items()
 }
+_STRENGTH_HELP = (
+    "How much of the rain removal to apply: auto (default) lets the model judge the image (one it finds dry comes "
+    "back as it was); a number from 0 (the image back) to 1 (full removal, whatever the model judges)."
+)
 _TILE_HELP = (
     f"Tile side in pixels (0, or more than {2 * DEFAULT_OVERLAP}); default: automatic ({AUTO_TILE}-pixel tiles above 1 MP). "
     "0: one pass over the whole image, only up to 1 MP. Images above 1 MP are always tiled, with tiles of at most "
@@ -233,10 +238,15 @@ def create_app(
         quality: Annotated[int, Query(ge=1, le=100, description="JPEG/WebP quality.")] = 95,
         # a default rather than Annotated: the help names this app's max_tile, a local (annotations are strings here)
         tile: int | None = Query(None, ge=0, description=_TILE_HELP.format(max_tile=max_tile)),
+        strength: Annotated[str, Query(description=_STRENGTH_HELP)] = "auto",
     ) -> Response:
         """Remove rain from the uploaded image; the result comes back in the input's format unless `format` says otherwise."""
         if tile and tile <= 2 * DEFAULT_OVERLAP:
             raise ApiError(422, f"invalid request: tile must be 0 or more than {2 * DEFAULT_OVERLAP} (twice the tile overlap)")
+        try:
+            chosen = resolve_strength(strength)
+        except ValueError as err:
+            raise ApiError(422, f"invalid request: {err}") from None
         with uploads.take():
             upload = await read_upload(request, upload_limit, idle_timeout=upload_idle_timeout, timeout=upload_timeout)
         try:
@@ -247,12 +257,12 @@ def create_app(
             job = functools.partial(
                 derain_upload, derainer, upload.data, max_pixels=max_pixels,
                 format=format.value if format else None, quality=quality, tile=tile, max_tile=max_tile,
-                name=upload.filename or "<upload>",
+                name=upload.filename or "<upload>", strength=chosen,
             )
             result = await place.run(job)
         timings = {"queue": place.queue_ms, **result.timings_ms}
         request.state.log_fields.update(
-            model=info.name, width=result.width, height=result.height, format=result.format, tile=result.tile,
+            model=info.name, width=result.width, height=result.height, format=result.format, tile=result.tile, strength=chosen,
             **{f"{k}_ms": round(v, 1) for k, v in timings.items()},
         )
         headers = {

@@ -35,7 +35,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 import numpy as np
 from PIL import Image
 
-from ..inference.derainer import Derainer
+from ..inference.derainer import Derainer, Strength
 from ..inference.tiling import AUTO_TILE, AUTO_TILE_PIXELS, resolve_tile
 from ..io.images import ImageReadError, encode_photo, extension_for, load_photo, resolve_format
 from .errors import ApiError
@@ -116,8 +116,10 @@ def derain_upload(
     tile: int | None = None,
     max_tile: int = DEFAULT_MAX_TILE,
     name: str = "<upload>",
+    strength: Strength | str | None = None,
 ) -> DerainedImage:
-    """Decode ``data``, derain it (tiled per :func:`server_tile`) and encode the result.
+    """Decode ``data``, derain it (tiled per :func:`server_tile`; ``strength`` as
+    :class:`~derain.inference.derainer.DerainerBase` takes it) and encode the result.
 
     Unreadable uploads raise :class:`ApiError` (400/413/415).
     """
@@ -129,7 +131,7 @@ def derain_upload(
     t1 = time.perf_counter()
     width, height = photo.size
     used = server_tile(tile, height, width, max_tile)
-    result = derainer.derain_photo(photo, used)
+    result = derainer.derain_photo(photo, used, strength=strength)
     photo = photo.without_pixels()  # the input is not needed to encode: bounded memory for big uploads
     t2 = time.perf_counter()
     fmt = output_format(photo.format, format)

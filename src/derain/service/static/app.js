@@ -7,7 +7,9 @@ const els = {
   dropzone: $("dropzone"), file: $("file"), format: $("format"), quality: $("quality"), status: $("status"),
   result: $("result"), before: $("before"), after: $("after"), divider: $("divider"), slider: $("slider"),
   download: $("download"), time: $("time"),
+  strength: $("strength"), strengthAuto: $("strength-auto"), strengthValue: $("strength-value"),
 };
+let lastFile = null;  // derained again when the strength changes
 const urls = { before: null, after: null };
 
 function setStatus(text, isError = false) {
@@ -43,6 +45,7 @@ async function errorMessage(response) {
 
 async function derainFile(file) {
   if (!file) return;
+  lastFile = file;
   document.body.dataset.state = "working";
   els.result.hidden = true;
   els.download.removeAttribute("href");
@@ -53,6 +56,7 @@ async function derainFile(file) {
   const params = new URLSearchParams();
   if (els.format.value) params.set("format", els.format.value);
   if (els.quality.value) params.set("quality", els.quality.value);
+  params.set("strength", strengthParam());
   const body = new FormData();
   body.append("file", file, file.name);
 
@@ -85,6 +89,18 @@ async function derainFile(file) {
   document.body.dataset.state = "done";
 }
 
+function strengthParam() {
+  return els.strengthAuto.checked ? "auto" : String(Number(els.strength.value) / 100);
+}
+
+function showStrength() {
+  els.strength.disabled = els.strengthAuto.checked;
+  els.strengthValue.textContent = els.strengthAuto.checked ? "auto" : `${els.strength.value}%`;
+}
+
+els.strengthAuto.addEventListener("change", () => { showStrength(); derainFile(lastFile); });
+els.strength.addEventListener("input", showStrength);
+els.strength.addEventListener("change", () => derainFile(lastFile));
 els.file.addEventListener("change", () => derainFile(els.file.files[0]));
 els.slider.addEventListener("input", () => setSlider(els.slider.value));
 for (const name of ["dragenter", "dragover"]) {

@@ -1,4 +1,4 @@
-"""``derain bench speed|quality|noharm|ablation`` and ``derain explain``: the paper's tables and figures.
+"""``derain bench speed|quality|noharm|real|ablation`` and ``derain explain``: the paper's tables and figures.
 
 Each prints a markdown table and writes what it is asked to (``--json``/``--csv``, a PNG plot).
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import device_option, load_for_cli, model_options, models_option, precision_option, protocol_option, threads_option, user_errors
+from .common import device_option, load_for_cli, model_options, models_option, precision_option, printable, protocol_option, threads_option, user_errors
 
 __all__ = ["bench_group", "explain_cmd"]
 
@@ -133,6 +133,54 @@ def noharm_cmd(models, sets, precision, threads, json_path) -> None:
     click.echo(noharm_table(rows, precision))
     if json_path:
         write_rows(rows, json_path)
+
+
+@bench_group.command("real")
+@click.argument("folders", nargs=-1, required=True, type=click.Path())
+@models_option(("default", "fast"))
+@click.option("--peer", help="A model that is not bundled, reported beside the others: NAME=WEIGHTS, e.g. "
+              "prenet=../shared/data/peers/prenet/Rain100H.pth.")
+@click.option("--only", type=click.Choice(["all", "odd", "even"]), default="all", show_default=True,
+              help="Keep the files whose numeric stem is odd / even (InternetData147: odd-numbered photos are for evaluation only).")
+@click.option("--max-side", type=click.IntRange(min=16), default=640, show_default=True,
+              help="Downscale photos and video frames to this long side first (LANCZOS).")
+@click.option("--video", type=click.Path(), help="A video from a fixed camera: rain left, against its temporal median.")
+@click.option("--video-stride", type=click.IntRange(min=1), default=20, show_default=True, help="Take every Nth frame of --video.")
+@click.option("--sheet", "sheet_path", type=click.Path(), help="PNG contact sheet: input | each model | the peer, a row per photo.")
+@click.option("--sheet-rows", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Rows of the sheet: the photos the first model changes least.")
+@click.option("--json", "json_path", type=click.Path(), help="Write the report as JSON here.")
+@precision_option("auto")
+@threads_option()
+@user_errors
+def real_cmd(folders, models, peer, only, max_side, video, video_stride, sheet_path, sheet_rows, json_path, precision, threads) -> None:
+    """How much each model changes real rainy photos (Y-PSNR output vs input; no ground truth) and, with
+    --video, how much rain it leaves in a fixed camera's frames.
+
+    \b
+    derain bench real ../shared/data/InternetData147 --only odd --sheet real.png
+    derain bench real photos/ --model fast --peer prenet=Rain100H.pth --video yard.mp4
+    """
+    from derain.bench.real import run_real
+    from derain.inference.video import VideoError
+
+    for option, path in (("--sheet", sheet_path), ("--json", json_path)):
+        if path and Path(path).is_dir():
+            raise click.ClickException(f"{option} {path}: is a folder; give a file name")
+    _threads(threads)
+    try:
+        report = run_real(
+            models, folders, peer=peer, only=only, max_side=max_side, precision=precision, video=video,
+            video_stride=video_stride, sheet=sheet_path, sheet_rows=sheet_rows,
+            on_skip=lambda err: _echo_row(f"skipped: {printable(err)}"), progress=_echo_row,
+        )
+    except VideoError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(report.table())
+    if json_path:
+        report.write_json(json_path)
+    if sheet_path:
+        _echo_row(f"wrote {sheet_path} ({len(report.sheet_order)} rows)")
 
 
 @bench_group.command("ablation")

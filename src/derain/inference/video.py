@@ -49,6 +49,7 @@ from .tiling import DEFAULT_OVERLAP
 
 __all__ = [
     "VideoError",
+    "open_video",
     "VideoInfo",
     "VideoResult",
     "CRF_CODECS",
@@ -137,8 +138,9 @@ def parse_bitrate(text: str | int) -> int:
     return int(value)
 
 
-def _open_input(src: str | os.PathLike[str]) -> Any:
-    """Open ``src`` for reading; every failure is a :class:`VideoError` with one clear line."""
+def open_video(src: str | os.PathLike[str]) -> Any:
+    """The PyAV container of the video file ``src`` (to be closed: a context manager); every failure to open it
+    as a video with a video stream is a :class:`VideoError` with one clear line."""
     import av
 
     path = Path(src)
@@ -184,7 +186,7 @@ def _frame_rate(stream: Any) -> Fraction | None:
 
 def probe_video(src: str | os.PathLike[str]) -> VideoInfo:
     """Size, frame rate, frame count, duration and codecs of ``src`` (:class:`VideoError` if unreadable)."""
-    with _open_input(src) as container:
+    with open_video(src) as container:
         vs = container.streams.video[0]
         duration = None
         if vs.duration is not None and vs.time_base:
@@ -423,7 +425,7 @@ def derain_video(
 
     start = time.perf_counter()
     try:
-        with _open_input(src_path) as inp, atomic_output(dst_path, suffix=TEMP_MARKER + dst_path.suffix) as tmp:
+        with open_video(src_path) as inp, atomic_output(dst_path, suffix=TEMP_MARKER + dst_path.suffix) as tmp:
             vs = inp.streams.video[0]
             vs.thread_type = "AUTO"
             if threads:

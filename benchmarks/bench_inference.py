@@ -85,7 +85,8 @@ def synthetic_photos(folder: Path, count: int, width: int, height: int) -> None:
 
 def folder_throughput(runner: Any, folder: Path, out: Path, tile: int | None) -> float:
     """Images/s of ``derain run``'s job loop over ``folder`` (model already loaded)."""
-    from derain.cli.run import _run_jobs, plan_jobs
+    from derain.cli.plan import plan_jobs
+    from derain.cli.run import _run_jobs
     from derain.io.images import DEFAULT_MAX_PIXELS
 
     plan = plan_jobs((str(folder),), out, False, "", None, True)

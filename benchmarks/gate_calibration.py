@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 import derain
+from derain.evaluation import ValidationSets
 from derain.io.images import is_image_file, read_image
 from derain.models.efderain import GATE_GAIN, pad_border, pad_to_multiple
-from derain.training.config import load_config
-from derain.training.presets import resolve_preset
-from derain.training.trainer import ValidationSets
+from derain.training import load_config, resolve_preset
 
 
 def image_gates(model: torch.nn.Module, folder: Path) -> np.ndarray:
@@ -46,7 +45,8 @@ def main() -> None:
     parser.add_argument("--offset", type=float, action="append", default=None)
     parser.add_argument("--real", type=Path, default=Path("../shared/data/InternetData147/rainy"))
     args = parser.parse_args()
-    validation = ValidationSets(load_config(resolve_preset(args.preset)))
+    cfg = load_config(resolve_preset(args.preset))
+    validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed)
     print("| bias offset | validation mean | no harm | real photos gate < 0.1 / < 0.3 | median gate |")
     print("|---:|---:|---:|---:|---:|")
     for offset in args.offset or [0.0]:

@@ -1,4 +1,4 @@
-"""Measure the rain renderer's presets against the real rain sets (the calibration quoted in each preset).
+"""Measure the rain renderer's presets against the real rain sets (BENCHMARKS.md, "Rendered rain and real rain layers").
 
 For every preset of :data:`derain.data.render.PRESETS`, rain is rendered on photos drawn (seeded) from
 ``DATA/clean``; :func:`derain.data.render.rain_statistics` is measured on them and on the real pairs of

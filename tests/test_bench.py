@@ -203,9 +203,8 @@ class TestAblation:
     def test_in_domain_configs(self, tmp_path: Path) -> None:
         train_dir = _pair_folder(tmp_path / "RainTrainX", n=3)
         cfg = ablation_config("v4", 10, tmp_path / "runs", "efderain-tiny", in_domain=train_dir, holdout=1)
-        assert [(s.kind, Path(s.path), s.holdout) for s in cfg.sources] == [("paired", train_dir, 1)]
-        assert cfg.validation.held_out == {str(train_dir): 1}
-        assert not cfg.validation.paired and not cfg.validation.holdout_only and cfg.validation.synthetic == 0
+        assert [(s.kind, Path(s.path)) for s in cfg.sources] == [("paired", train_dir)]
+        assert cfg.holdout == {str(train_dir): 1} and not cfg.validation.paired  # one hold-out: out of training, validated
         assert cfg.rainmix  # the variant's own recipe is kept
         with pytest.raises(ValueError, match="holdout"):
             in_domain_overrides(train_dir, 0)
@@ -228,7 +227,7 @@ class TestAblation:
     @pytest.mark.slow
     def test_tiny_run_trains_scores_and_resumes(self, tmp_path: Path, shared_data: Path) -> None:
         test_dir = _pair_folder(tmp_path / "test")
-        overrides = ["crop=32", "batch_size=2", "validation.synthetic=0", "validation.limit=1", "validation.holdout=1", "threads=2"]
+        overrides = ["crop=32", "batch_size=2", "holdout={$DERAIN_DATA/RainTrainH_val: 1}", "validation.limit=1", "threads=2"]
         rows = run_ablation(2, tmp_path / "runs", [test_dir], "efderain-tiny", overrides)
         assert [r.variant for r in rows] == ["v1", "v2", "v3", "v4"]
         v1 = derain.load_model(tmp_path / "runs" / "v1" / "best.safetensors")

@@ -230,6 +230,22 @@ def test_glob_and_max_pixels(tmp_path, weights):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small.png"]
 
 
+def test_a_folder_run_logged_to_a_file_has_plain_progress_lines(tmp_path, weights):
+    """``derain run folder/ 2> log``: no tqdm redraws (``\\r``) in the log, a final progress line and the summary."""
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        Image.fromarray(gradient(24, 16)).save(tmp_path / "in" / f"{i}.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.run([sys.executable, "-m", "derain.cli.main", "run", "in", "-o", "out", "--weights", str(weights)],
+                              cwd=tmp_path, stderr=log, stdout=subprocess.DEVNULL, timeout=120, env=env)
+    text = (tmp_path / "log").read_text()
+    assert proc.returncode == 0, text
+    assert "\r" not in text and "Traceback" not in text
+    assert re.search(r"^derain: 3/3 img, [\d.]+ img/s$", text, re.M), text
+    assert SUMMARY.search(text) and SUMMARY.search(text)[1] == "3", text
+
+
 def test_model_errors_are_one_line(tmp_path, weights):
     Image.fromarray(gradient(16, 12)).save(tmp_path / "photo.png")
     proc = derain_cli("run", "photo.png", "--weights", tmp_path / "nothere.safetensors", cwd=tmp_path)
@@ -237,6 +253,32 @@ def test_model_errors_are_one_line(tmp_path, weights):
     assert proc.returncode == 1
     lines = proc.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "nothere.safetensors" in lines[0]
+    assert not (tmp_path / "derained").exists()
+
+
+def test_a_model_without_bundled_weights_says_to_pass_weights(tmp_path):
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "photo.png")
+    proc = derain_cli("run", "photo.png", "--model", "prenet", cwd=tmp_path)
+    assert_clean(proc)
+    assert proc.returncode == 1
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: model 'prenet' has no bundled weights") and "--weights" in lines[0], lines
+
+
+def test_weights_that_are_not_weights_say_what_they_are(tmp_path):
+    """``--weights`` given a photo, a text file, an empty file or a folder: one line saying what it is."""
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "photo.jpg")
+    (tmp_path / "notes.txt").write_text("not a model")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    (tmp_path / "runs").mkdir()
+    cases = {"photo.jpg": "a JPEG image", "notes.txt": "a text file", "empty.safetensors": "empty: 0 bytes", "runs": "a folder"}
+    for weights, kind in cases.items():
+        for extra in ((), ("--model", "prenet")):
+            proc = derain_cli("run", "photo.jpg", "--weights", weights, *extra, cwd=tmp_path)
+            assert_clean(proc)
+            assert proc.returncode == 1
+            lines = proc.stderr.decode().strip().splitlines()
+            assert lines == [f"Error: {weights}: not a weights file ({kind})"], (weights, extra, lines)
     assert not (tmp_path / "derained").exists()
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageOps
 
 import derain
 from derain.inference.derainer import Derainer
@@ -522,7 +522,27 @@ def test_api_tensor_and_tiling(identity_model):
     tiled = derain.derain(x[0], model=identity_model, precision="fp32", tile=32, tile_overlap=8)
     assert tiled.shape == (3, 40, 56)
     with pytest.raises(TypeError):
-        derain.derain("not an image", model=identity_model)
+        derain.derain([[0.5]], model=identity_model)
+
+
+def test_api_reads_image_files(tmp_path, identity_model):
+    """A path (str or PathLike) is read by ``load_photo`` (EXIF applied) and gives what passing the image gives."""
+    (tmp_path / "r.jpg").write_bytes(rotated_jpeg_bytes())
+    Image.fromarray(gradient(40, 30)).convert("P").save(tmp_path / "p.png")
+    for name in ("r.jpg", "p.png"):
+        path = tmp_path / name
+        with Image.open(path) as img:
+            expected = derain.derain(ImageOps.exif_transpose(img), model=identity_model, precision="fp32")
+        for given in (str(path), path):
+            out = derain.derain(given, model=identity_model, precision="fp32")
+            assert isinstance(out, Image.Image) and (out.mode, out.size) == (expected.mode, expected.size), (name, given)
+            assert np.array_equal(np.asarray(out), np.asarray(expected)), (name, given)
+    assert derain.derain(tmp_path / "r.jpg", model=identity_model).size == (20, 40)  # shown upright
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    for bad, kind in (("missing.jpg", "missing"), ("notes.jpg", "not_image")):
+        with pytest.raises(ImageReadError) as caught:
+            derain.derain(tmp_path / bad, model=identity_model)
+        assert caught.value.kind == kind and str(tmp_path / bad) in str(caught.value)
 
 
 def test_multi_frame_files(tmp_path):
@@ -877,3 +897,73 @@ class TestAutoPrecision:
         monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
         monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
         assert precision.resolve_precision("auto", "cpu") == "fp32"
+
+
+class TestProgress:
+    """``derain.io.progress``: a tqdm bar on a terminal, plain ``\\n`` lines at most every N seconds elsewhere."""
+
+    class FakeStream(io.StringIO):
+        def __init__(self, tty: bool) -> None:
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    class Clock:
+        def __init__(self) -> None:
+            self.now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    def test_a_terminal_gets_a_tqdm_bar(self):
+        from derain.io.progress import TerminalProgress, progress_bar
+
+        stream = self.FakeStream(tty=True)
+        with progress_bar(4, desc="eval", unit="img", file=stream) as bar:
+            assert isinstance(bar, TerminalProgress)
+            bar.update(2)
+            bar.write("error: a.png: corrupt")
+            bar.update(2)
+        text = stream.getvalue()
+        assert "\r" in text and "4/4" in text and "error: a.png: corrupt\n" in text
+
+    def test_a_log_gets_plain_lines_at_most_every_n_seconds_and_a_final_one(self):
+        from derain.io.progress import LineProgress
+
+        stream, clock = self.FakeStream(tty=False), self.Clock()
+        with LineProgress(stream, total=100, desc="eval", unit="img", every=10, clock=clock) as bar:
+            for _ in range(100):
+                clock.now += 0.5  # 2 img/s: 50 s in all
+                bar.update(1)
+                if bar.n == 30:
+                    bar.write("error: b.png: not an image")
+            bar.set_postfix(loss="0.0100")
+        lines = stream.getvalue().splitlines()
+        assert "\r" not in stream.getvalue()
+        assert lines == [
+            "eval: 20/100 img, 2.0 img/s", "error: b.png: not an image", "eval: 40/100 img, 2.0 img/s", "eval: 60/100 img, 2.0 img/s",
+            "eval: 80/100 img, 2.0 img/s", "eval: 100/100 img, 2.0 img/s", "eval: 100/100 img, 2.0 img/s, loss=0.0100",
+        ]
+
+    def test_not_a_terminal_and_disabled(self):
+        from derain.io.progress import LineProgress, NoProgress, is_terminal, progress_bar, track
+
+        class NoIsatty:
+            def write(self, text: str) -> None: ...
+
+        closed = io.StringIO()
+        closed.close()  # isatty() raises ValueError
+        assert not is_terminal(NoIsatty()) and not is_terminal(closed) and is_terminal(self.FakeStream(tty=True))
+        stream = self.FakeStream(tty=False)
+        assert isinstance(progress_bar(3, file=stream), LineProgress)
+        assert list(track(["a", "b", "c"], desc="run", unit="img", file=stream)) == ["a", "b", "c"]
+        assert stream.getvalue().startswith("run: 3/3 img, ") and stream.getvalue().count("\n") == 1
+        for tty in (True, False):  # a site's disable (one image only): nothing but its messages
+            stream = self.FakeStream(tty=tty)
+            with progress_bar(1, file=stream, disable=True) as bar:
+                assert isinstance(bar, NoProgress)
+                bar.update(1)
+                bar.write("error: c.png: empty file")
+            assert stream.getvalue() == "error: c.png: empty file\n"

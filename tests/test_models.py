@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import zipfile
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import derain
 from derain.models import CheckpointError, EfDeRain, EfDeRainConfig, model_spec
@@ -390,8 +393,13 @@ def test_unknown_model() -> None:
 
 
 def test_pretrained_without_weights() -> None:
-    with pytest.raises(ValueError, match="no bundled weights"):
-        derain.create_model("efderain-paper", pretrained=True)
+    """A registered model without bundled weights: a user error that says to pass --weights."""
+    from derain.errors import UserError
+
+    for name in ("efderain-paper", "prenet"):
+        with pytest.raises(ValueError, match="no bundled weights: pass its weights file with --weights FILE") as info:
+            derain.create_model(name, pretrained=True)
+        assert isinstance(info.value, UserError) and "\n" not in str(info.value)
 
 
 class TestModelFiles:
@@ -454,6 +462,39 @@ class TestModelFiles:
             path.write_bytes(content)
             with pytest.raises(CheckpointError, match=str(path.name)):
                 derain.load_model(path, name="efderain-tiny")
+
+    @pytest.mark.parametrize(
+        ("make", "kind"),
+        [
+            (lambda p: Image.new("RGB", (8, 6), (9, 99, 199)).save(p, format="JPEG"), "a JPEG image"),
+            (lambda p: Image.new("L", (8, 6)).save(p, format="PNG"), "a PNG image"),
+            (lambda p: p.write_text("step 100: loss 0.02\n"), "a text file"),
+            (lambda p: p.write_bytes(b""), "empty: 0 bytes"),
+            (lambda p: p.mkdir(), "a folder"),
+            (lambda p: zipfile.ZipFile(p, "w").close(), "a ZIP archive without PyTorch data"),
+            (lambda p: p.write_bytes(bytes(range(256)) * 4), "neither safetensors nor a PyTorch state dict"),
+        ],
+    )
+    def test_files_that_are_not_weights_say_what_they_are(self, tmp_path, make, kind: str) -> None:
+        """Told by their first bytes, whatever their name; one line, nothing about pickles."""
+        for suffix in (".jpg", ".pth", ".safetensors"):
+            path = tmp_path / f"x{suffix}"
+            make(path)
+            for name in (None, "efderain-tiny"):
+                with pytest.raises(CheckpointError) as info:
+                    derain.load_model(path, name=name)
+                assert str(info.value) == f"{path}: not a weights file ({kind})"
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def test_pickled_code_named_like_an_image_is_still_refused(self, tmp_path, capfd) -> None:
+        class Evil:
+            def __reduce__(self):
+                return (print, ("pwned",))
+
+        torch.save({"x": Evil()}, tmp_path / "evil.jpg")
+        with pytest.raises(CheckpointError, match="evil.jpg: not a readable PyTorch state dict.*pickled code"):
+            derain.load_model(tmp_path / "evil.jpg", name="efderain-paper")
+        assert "pwned" not in capfd.readouterr().out
 
     def test_missing_file(self, tmp_path) -> None:
         with pytest.raises(CheckpointError, match="no such file"):

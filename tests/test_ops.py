@@ -236,7 +236,7 @@ class TestUpsampleFilterFuse:
     @pytest.mark.parametrize("b, scale, whole", [(2, 4, True), (1, 2, False), (3, 3, True)])
     @pytest.mark.usefixtures("fused_isa")
     def test_gate_equals_eager_blend(self, b, scale, whole) -> None:
-        """With the gate: image + sigmoid(up(logits))·whole·(fused − image), as EfDeRain.apply_gate computes it."""
+        """With the gate: image + sigmoid(up(logits))·whole·(fused − image), as the eager path of derain.ops.full_resolution computes it."""
         g = torch.Generator().manual_seed(b * scale)
         h, w, out_size = 37, 51, (33, 50)
         image = torch.rand(b, 3, h, w, generator=g)
@@ -365,6 +365,19 @@ def test_the_kernel_runs_the_clone_it_is_told(monkeypatch: pytest.MonkeyPatch) -
     for clone in clones:
         assert chosen(DERAIN_FUSED_ISA=clone) == clone
     assert fused_filter_isa() in clones
+    # the clones are different code (FMA contraction, vector widths): their float sums differ somewhere
+    g = torch.Generator().manual_seed(0)
+    image, low = torch.rand(1, 3, 64, 96, generator=g), torch.randn(1, 27, 16, 24, generator=g)
+    weight, bias = torch.randn(3, 12, 3, 3, generator=g), torch.randn(3, generator=g)
+    before, outs = fused_filter_isa(), []
+    try:
+        for clone in clones:
+            set_fused_filter_isa(clone)
+            outs.append(upsample_filter_fuse(image, low, 4, (1, 2, 3, 4), weight, bias))
+    finally:
+        set_fused_filter_isa(before)
+    if len(clones) > 1:
+        assert not torch.equal(outs[0], outs[-1])
 
 
 def test_without_the_extension_models_run_the_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -174,5 +174,31 @@ def test_the_strength_slider_rederains_the_photo(page, server):
     while {a.get("strength") for a in server.wait_for_access("/v1/derain")} < {"auto", 1.0, 0.0} and time.monotonic() < deadline:
         time.sleep(0.05)
     assert {a.get("strength") for a in server.wait_for_access("/v1/derain")} >= {"auto", 1.0, 0.0}
-    page.check("#strength-auto")
+    page.evaluate("document.body.dataset.state = ''")
+    page.check("#strength-auto")  # back to auto: the model's own result again
     page.wait_for_selector("body[data-state=done]", timeout=120_000)
+    assert page.is_disabled("#strength") and page.inner_text("#strength-value") == "auto"
+    result = Image.open(io.BytesIO(fetch_bytes(page, "document.getElementById('download').href")))
+    assert not np.array_equal(np.asarray(result.convert("RGB")), np.asarray(photo))
+
+
+def test_the_api_docs_page_lists_the_endpoints_from_this_server_alone(browser, server):
+    """``/docs`` in a fresh tab: the endpoints of ``/openapi.json`` listed, no request to any other host."""
+    context = browser.new_context()
+    tab = context.new_page()
+    requests: list[str] = []
+    errors: list[str] = []
+    tab.on("request", lambda request: requests.append(request.url))
+    tab.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        tab.goto(server.url + "/docs")
+        tab.wait_for_selector("body[data-state=done]", timeout=30_000)
+        listed = tab.inner_text("#endpoints")
+        for text in ("POST", "/v1/derain", "GET", "/healthz", "/v1/models", "strength", "multipart/form-data", "503"):
+            assert text in listed, text
+        assert requests and all(url.startswith((server.url, "data:")) for url in requests), requests
+        assert server.url + "/openapi.json" in requests
+        assert not errors, errors
+    finally:
+        context.close()

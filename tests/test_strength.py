@@ -113,13 +113,21 @@ class TestStrength:
         assert inside.float().mean() > 0.5
         torch.testing.assert_close(d.run_tensor(x, strength=0.5)[inside], (x + 0.5 * (full - x))[inside], rtol=0, atol=1e-6)
 
-    def test_the_bundled_default_judges_and_takes_a_strength(self):
+    def test_the_bundled_default_judges_and_takes_a_strength(self, shared_dataset):
+        """On a rain-free photo the default judges dry, its judgement holds removal back; strength 1 overrides it."""
         d = Derainer("default", precision="fp32")
         assert d.judges_images
         img = np.asarray(rainy_photo())
-        auto, full = d(img), d(img, strength=1)
         assert psnr(d(img, strength=0), img) == float("inf")
-        assert psnr(full, img) <= psnr(auto, img)  # the judgement can only hold removal back
+        for path in sorted(shared_dataset("clean").rglob("*.jpg"))[:40]:  # the first photo it finds dry
+            rgb = Image.open(path).convert("RGB")
+            dry = np.asarray(rgb.resize((256, 256 * rgb.height // rgb.width), Image.BICUBIC))
+            if float(d.judge(torch.from_numpy(dry.copy()).permute(2, 0, 1)[None].float() / 255)) < 0.1:
+                break
+        else:
+            pytest.fail("the default judged none of 40 rain-free photos dry")
+        auto, full = d(dry), d(dry, strength=1)
+        assert psnr(auto, dry) > 45 and psnr(full, dry) < psnr(auto, dry) - 5, (psnr(full, dry), psnr(auto, dry))
 
 
 class TestOneJudgementPerImage:
@@ -193,10 +201,18 @@ class TestCommandsTakeTheStrength:
         assert not (tmp_path / "derained").exists()
 
     def test_video_takes_the_strength(self, tmp_path, weights):
-        from derain.inference.video import derain_video
+        """``derain video --strength 0`` gives the input's frames back (up to the encoder), 1 changes them."""
+        from test_video import decode, make_video
 
-        assert "--strength" in self.cli("video", "--help", cwd=tmp_path).stdout.decode()
-        del derain_video  # the frames go through Derainer.run_tiled, which takes the Derainer's strength
+        src = make_video(tmp_path / "in.mp4", 64, 48, frames=4, audio=False)
+        _, frames = decode(src)
+        changes = {}
+        for strength in ("0", "1"):
+            out = tmp_path / f"out{strength}.mp4"
+            proc = self.cli("video", src, "-o", out, "--weights", weights, "--strength", strength, "--crf", "0", cwd=tmp_path)
+            assert proc.returncode == 0, proc.stderr.decode()
+            changes[strength] = float(np.abs(decode(out)[1] - frames).mean())
+        assert changes["0"] < 2.0 and changes["1"] > 5 * changes["0"], changes  # 0: colour conversion only
 
     def test_service_strength(self):
         with TestClient(create_app(judging_model(), precision="fp32")) as client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ from derain.metrics import calculate_ssim, ssim_torch
 from derain.training.config import ConfigError, load_config
 from derain.training.dataset import DatasetError, StepBatchSampler, TrainingSamples
 from derain.training.losses import L1SSIMLoss, build_loss, gate_loss, rain_mask
-from derain.training.presets import list_presets, resolve_preset
+from derain.training.presets import TEMPLATE, list_presets, resolve_preset
 from derain.training.trainer import train
 
 TINY_MODEL = {"widths": [4, 8, 8], "depth": 1, "kernel_level": 1}
@@ -106,6 +107,8 @@ class TestConfig:
             ("identity_p=1.5", r"identity_p must be in \[0, 1\]"),
             ("identity_weight=0", "identity_weight must be > 0"),
             ("validation.held_out={x: 0}", "held_out"),
+            ("holdout={x: 0}", r"holdout counts must be >= 1"),
+            ("holdout={x: 2, ./x: 3}", "holdout names the folder .*x twice, with 2 and 3"),
             ("ema=1", "ema must be < 1"),
         ],
     )
@@ -115,7 +118,7 @@ class TestConfig:
 
     def test_presets(self) -> None:
         assert {"paper-v1", "paper-v2", "paper-v3", "paper-v4", "released"} <= set(list_presets())
-        for name in list_presets():
+        for name in set(list_presets()) - {TEMPLATE}:
             cfg = load_config(resolve_preset(name))
             assert cfg.model in derain.list_models()
         v = {n: load_config(resolve_preset(f"paper-{n}")) for n in ("v1", "v2", "v3", "v4")}
@@ -129,6 +132,26 @@ class TestConfig:
         assert (v["v4"].loss, v["v4"].rainmix) == ("l1_ssim", True)
         with pytest.raises(ConfigError, match="no config file"):
             resolve_preset("nope")
+
+
+    def test_shipped_presets_are_the_chains_the_paper_and_a_template(self) -> None:
+        """The presets are the stages that reproduce the bundled weights, each starting from the run folder of the one
+        before; the paper's; the template. No machine settings; stages tried and not shipped load from experiments/."""
+        chains = [["default-cpu", "default-cpu-ft", "default-cpu-v3", "default-cpu-v4", "default-cpu-v5", "default-cpu-v7"],
+                  ["fast-cpu-v4", "fast-cpu-v7"]]
+        paper = ["paper-v1", "paper-v2", "paper-v3", "paper-v4", "released"]
+        assert set(list_presets()) == {*chains[0], *chains[1], *paper, TEMPLATE}
+        assert not load_config(resolve_preset("default-cpu")).init_weights  # from scratch (fast's stages 1-3: MODEL_CARD.md)
+        for chain in chains:
+            cfgs = [load_config(resolve_preset(name)) for name in chain]
+            for before, after in itertools.pairwise(cfgs):
+                assert Path(after.init_weights).parent == (Path.cwd() / before.out_dir).resolve()
+        for name in list_presets():
+            assert "threads" not in yaml.safe_load(resolve_preset(name).read_text())
+        experiments = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
+        assert experiments and not {p.stem for p in experiments} & set(list_presets())
+        for path in experiments:
+            assert load_config(resolve_preset(str(path))).init_weights
 
 
 class TestLoss:
@@ -226,6 +249,92 @@ class TestSamples:
             TrainingSamples(cfg)
 
 
+class TestHoldOut:
+    """``holdout: {FOLDER: N}``: one description of what never trains, read by training and validation alike."""
+
+    @staticmethod
+    def _data(root: Path) -> tuple[Path, Path]:
+        """Six pairs of flat images, pair ``i`` clean at level 20 + 30·i under a flat rain layer of +(i + 1)·5, and five
+        flat clean photos at levels 5 + 30·j: a training sample's levels say which pair, layer or photo it came from."""
+        pairs, photos = root / "pairs", root / "photos"
+        for sub in ("rainy", "clean"):
+            (pairs / sub).mkdir(parents=True)
+        photos.mkdir()
+        for i in range(6):
+            Image.fromarray(np.full((40, 40, 3), 20 + 30 * i, np.uint8)).save(pairs / "clean" / f"{i}.png")
+            Image.fromarray(np.full((40, 40, 3), 20 + 30 * i + 5 * (i + 1), np.uint8)).save(pairs / "rainy" / f"{i}.png")
+        for j in range(5):
+            Image.fromarray(np.full((40, 40, 3), 5 + 30 * j, np.uint8)).save(photos / f"p{j}.png")
+        return pairs, photos
+
+    def test_training_never_samples_what_validation_scores(self, tmp_path) -> None:
+        from derain.evaluation import ValidationSets
+
+        pairs, photos = self._data(tmp_path)
+        sources = [{"kind": "paired", "path": str(pairs)},
+                   {"kind": "rain_layers", "path": str(photos), "layers": [str(pairs)], "scale": [1, 1]},
+                   {"kind": "synthetic", "path": str(photos), "preset": "light"}]
+        cfg = load_config(None, [f"sources={yaml.safe_dump(sources, default_flow_style=True).strip()}",
+                                 f"holdout={{'{pairs}': 2, '{photos}': 2}}", "crop=32", "batch_size=4"])
+        samples = TrainingSamples(cfg)
+        seen_pairs, seen_layers, seen_photos = set(), set(), set()
+        for batch in StepBatchSampler(cfg.batch_size, start=0, stop=100):
+            for index in batch:
+                rainy, clean = samples.sample(index)
+                level, added = round(float(clean.mean()) * 255), round(float((rainy - clean).mean()) * 255)
+                if level % 30 == 20:  # a pair
+                    seen_pairs.add((level - 20) // 30)
+                else:
+                    seen_photos.add((level - 5) // 30)
+                    if added and np.allclose(rainy - clean, added / 255, atol=2 / 255):  # a flat rain layer, not rendered rain
+                        seen_layers.add(added // 5 - 1)
+        assert seen_pairs == {0, 1, 2, 3} and seen_layers == {0, 1, 2, 3} and seen_photos == {0, 1, 2}
+        validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed)
+        assert {name: [p.name for p in held] for name, held in validation.sets.items()} == {"pairs-holdout2": ["4", "5"]}
+        assert [name for name, _, _ in validation.synthetic] == ["p3", "p4"]
+
+    def test_older_spellings_read_as_holdout(self, tmp_path) -> None:
+        pairs, photos = self._data(tmp_path)
+        sources = f"{{kind: paired, path: {pairs}}}, {{kind: synthetic, path: {photos}}}"
+        new = load_config(None, [f"sources=[{sources}]", f"holdout={{{pairs}: 2, {photos}: 1}}"]).to_dict()
+        old = f"sources=[{{kind: paired, path: {pairs}, holdout: 2}}, {{kind: synthetic, path: {photos}}}]"
+        for spelling in ([old, "validation.synthetic=1"],
+                         [old, f"validation.held_out={{{pairs}: 2}}", "validation.synthetic=1"],
+                         [f"sources=[{sources}]", f"validation.holdout_only=[{pairs}]", "validation.holdout=2", "validation.synthetic=1"]):
+            assert load_config(None, spelling).to_dict() == new
+        with pytest.raises(ConfigError, match=r"sources\[0\].holdout holds out 2 of .*pairs but validation.held_out 3"):
+            load_config(None, [old, f"validation.held_out={{{pairs}: 3}}"])
+        with pytest.raises(ConfigError, match="validation.synthetic: this config names its hold-out in `holdout"):
+            load_config(resolve_preset("paper-v1"), ["validation.synthetic=0"])
+
+    def test_a_run_saved_with_an_older_spelling_resumes(self, clean_folder, tmp_path) -> None:
+        """A run folder whose saved config spells the hold-out the older way resumes under ``holdout``; another
+        hold-out is a changed config."""
+        out = tmp_path / "run"
+        cfg_path = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, iterations=2, decay_start=1, validation={"every": 0},
+                                                                 holdout={str(clean_folder): 2}))
+        train(load_config(cfg_path), stop_after=1)
+        state = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert state["config"].pop("holdout") == {str(clean_folder): 2}
+        state["config"]["validation"].update(synthetic=2, holdout_only=[], holdout=0, held_out={})
+        state["config"]["sources"][0]["holdout"] = 0
+        torch.save(state, out / "checkpoint.pt")
+        with pytest.raises(ConfigError, match="holdout differ"):
+            train(load_config(cfg_path, [f"holdout={{{clean_folder}: 3}}"]), resume=True)
+        assert train(load_config(cfg_path), resume=True).step == 2
+
+    def test_the_template_validates_once_its_data_paths_are_set(self, tmp_path) -> None:
+        from derain.evaluation import ValidationSets
+
+        with pytest.raises(ConfigError, match="source of kind 'paired' needs a path"):
+            load_config(resolve_preset(TEMPLATE))
+        pairs, _ = self._data(tmp_path)
+        cfg = load_config(resolve_preset(TEMPLATE), [f"sources=[{{kind: paired, path: {pairs}}}]", f"holdout={{{pairs}: 2}}", "crop=32"])
+        assert cfg.model in derain.list_models() and cfg.holdout == {str(pairs): 2}
+        assert len(TrainingSamples(cfg).sources[0].pairs) == 4
+        assert list(ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed).sets) == ["pairs-holdout2"]
+
+
 def test_training_reduces_loss_and_writes_results(clean_folder, tmp_path) -> None:
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "run", iterations=60, decay_start=40, lr=0.003, validation={"synthetic": 2, "every": 20}, checkpoint_every=20)))
     result = train(cfg)
@@ -242,7 +351,7 @@ def test_training_reduces_loss_and_writes_results(clean_folder, tmp_path) -> Non
 def test_ema_validates_and_saves_the_moving_average_across_a_resume(clean_folder, tmp_path) -> None:
     """With ``ema: 0.75`` the saved weights are p1 after step 1 and 0.75·p1 + 0.25·p2 after step 2 (p = the raw
     weights, in checkpoint.pt), also when step 2 runs in a resumed process; validation scores that average."""
-    from derain.training.trainer import ValidationSets
+    from derain.evaluation import ValidationSets
 
     out = tmp_path / "run"
     extra = {"iterations": 2, "decay_start": 2, "lr": 0.01, "ema": 0.75, "validation": {"synthetic": 2, "every": 1}}
@@ -261,7 +370,8 @@ def test_ema_validates_and_saves_the_moving_average_across_a_resume(clean_folder
         torch.testing.assert_close(saved2[key], 0.75 * p1[key] + 0.25 * p2[key], rtol=1e-6, atol=1e-7)
     with open(out / "val_log.csv") as f:
         rows = list(csv.DictReader(f))
-    rescored = ValidationSets(load_config(cfg_path)).run(last, "fp32")["mean_psnr"]
+    cfg = load_config(cfg_path)
+    rescored = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed).run(last, "fp32")["mean_psnr"]
     assert float(rows[1]["mean_psnr"]) == pytest.approx(rescored, abs=1e-4)  # the average was validated
     best = derain.load_model(out / "best.safetensors").state_dict()
     scored = saved1 if float(rows[0]["mean_psnr"]) > float(rows[1]["mean_psnr"]) else saved2
@@ -414,7 +524,7 @@ def test_planted_checkpoint_pickle_never_runs(clean_folder, tmp_path, where: str
         torch.save({"model": {}, "step": 1, "config": _Planted(marker)}, out / "checkpoint.pt")
         proc = subprocess.run(_derain_cmd("bench", "ablation", "--iterations", "2", "--variant", "v2", "--model", "efderain-tiny",
                                           "--out-dir", str(tmp_path / "abl"), f"sources=[{{kind: synthetic, path: '{clean_folder}'}}]",
-                                          "crop=32", "batch_size=2", "validation.paired=[]", "validation.holdout_only=[]"),
+                                          "crop=32", "batch_size=2", "validation.paired=[]", "holdout={}"),
                               capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert not marker.exists()

@@ -5,8 +5,9 @@
 >>> type(model).__name__
 'EfDeRain'
 
-Derain a PIL image, a numpy array or a tensor with :func:`derain.derain` (same type back; large
-images are tiled automatically; ``model=None`` uses the bundled ``default`` model):
+Derain a PIL image, a numpy array or a tensor with :func:`derain.derain` (same type back; an image
+file's path gives a PIL image; large images are tiled automatically; ``model=None`` uses the bundled
+``default`` model):
 
 >>> from PIL import Image
 >>> photo = Image.new("RGB", (64, 48), (120, 130, 140))
@@ -14,9 +15,9 @@ images are tiled automatically; ``model=None`` uses the bundled ``default`` mode
 (64, 48)
 
 Importing derain sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is already set (or torch already loaded
-OpenMP): waiting threads sleep instead of spinning, so beside another busy process a folder run
-takes about 1.3× its idle time instead of 2×, and idle runs are as fast (BENCHMARKS.md, "A shared
-machine"; ``python benchmarks/bench_contention.py``).
+OpenMP): waiting threads sleep instead of spinning, so a folder run beside another busy process
+loses much less time, and idle runs are as fast (the figures: BENCHMARKS.md, "A shared machine";
+``python benchmarks/bench_contention.py``).
 """
 
 import os as _os

@@ -272,9 +272,9 @@ class Protocol:
     :meth:`score` with the float prediction (or a uint8 image) and the original ground truth.
     The prediction must have the size of :meth:`model_input` (for ``efderain-rgb`` the size rounded
     up to a multiple of 16): a prediction made at the original size would be compared with the
-    round-tripped (blurred) ground truth, so it is refused. Rain100L input as the prediction:
-    ``efderain-rgb`` 26.36 dB / 0.8215 through :meth:`model_input`, against 25.52 dB / 0.8140 for
-    plain RGB PSNR / skimage SSIM without resizing (the resize round trip blurs the streaks).
+    round-tripped (blurred) ground truth, so it is refused. The resize round trip blurs the streaks,
+    so ``efderain-rgb`` scores the same images higher than plain RGB PSNR / skimage SSIM without
+    resizing (the figures on Rain100L: BENCHMARKS.md, "Scoring protocols").
     """
 
     name: str

@@ -30,10 +30,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..evaluation.evaluate import evaluate
+from ..evaluation.validation import ValidationSets
 from ..io.atomic import atomic_output
 from ..models.checkpoint import load_training_state
-from ..training.config import TrainConfig, load_config
-from ..training.presets import resolve_preset
+from ..training import TrainConfig, config_changes, load_config, resolve_preset, train
 from .timing import machine_description, time_call
 
 __all__ = ["VARIANTS", "AblationRow", "ablation_config", "in_domain_overrides", "run_ablation", "ablation_table", "write_rows"]
@@ -61,17 +61,15 @@ def in_domain_overrides(train_dir: str | os.PathLike[str], holdout: int = 20) ->
     """Config overrides that train on the pairs of ``train_dir`` only and validate on its last ``holdout``.
 
     >>> in_domain_overrides("/data/RainTrainL", 20)[0]
-    "sources=[{kind: paired, path: '/data/RainTrainL', holdout: 20}]"
+    "sources=[{kind: paired, path: '/data/RainTrainL'}]"
     """
     if holdout < 1:
         raise ValueError(f"holdout must be >= 1, got {holdout}")
     path = str(Path(train_dir).absolute()).replace("'", "''")
     return [
-        f"sources=[{{kind: paired, path: '{path}', holdout: {holdout}}}]",
+        f"sources=[{{kind: paired, path: '{path}'}}]",
+        f"holdout={{'{path}': {holdout}}}",
         "validation.paired=[]",
-        "validation.holdout_only=[]",
-        "validation.synthetic=0",
-        f"validation.held_out={{'{path}': {holdout}}}",
     ]
 
 
@@ -118,7 +116,6 @@ def run_ablation(
 ) -> list[AblationRow]:
     """Train (or resume) each variant, then score its best weights; one :class:`AblationRow` per variant."""
     import derain
-    from derain.training.trainer import ValidationSets, train
 
     configs = {v: ablation_config(v, iterations, out_dir, model, overrides, in_domain, holdout) for v in variants}  # all errors before training
     resume = {v: _can_resume(cfg) for v, cfg in configs.items()}
@@ -130,7 +127,7 @@ def run_ablation(
         weights = run / "best.safetensors" if (run / "best.safetensors").exists() else run / "last.safetensors"
         net = derain.load_model(weights).eval()
         row = AblationRow(variant, VARIANTS[variant], result.step, params=sum(p.numel() for p in net.parameters()))
-        row.validation = ValidationSets(cfg).run(net, "fp32")
+        row.validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed).run(net, "fp32")
         for folder in tests:
             r = evaluate(net, folder, "y", precision="fp32", progress=False)
             row.test[Path(folder).name] = {"psnr": r.metrics["y"]["psnr"], "ssim": r.metrics["y"]["ssim"]}
@@ -144,8 +141,6 @@ def run_ablation(
 
 def _can_resume(cfg: TrainConfig) -> bool:
     """True if ``cfg.out_dir`` holds a checkpoint of this very config; an error if it holds another run's."""
-    from ..training.trainer import config_changes
-
     path = Path(cfg.out_dir) / "checkpoint.pt"
     if not path.exists():
         return False

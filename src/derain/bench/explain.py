@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InvalidArgument
 from ..io.atomic import atomic_output
 from ..models.efderain import EfDeRain, pad_to_multiple
 from .plotting import pyplot
@@ -45,7 +46,7 @@ __all__ = [
 def predict_kernels(model: EfDeRain, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(kernels, output)`` for an ``H×W×3`` float image: kernels ``(C, k, k, H, W)``, output ``H×W×3`` in [0, 1]."""
     if not isinstance(model, EfDeRain):
-        raise ValueError(f"explain needs an EfDeRain model (per-pixel kernels), got {type(model).__name__}")
+        raise InvalidArgument(f"explain needs an EfDeRain model (per-pixel kernels), got {type(model).__name__}", option="--model")
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
     with torch.inference_mode():
         padded, (h, w) = pad_to_multiple(x, model.config.multiple)
@@ -188,7 +189,7 @@ def explain_image(
     if points:
         for y, x in points:
             if not (0 <= y < h and 0 <= x < w):
-                raise ValueError(f"point (y={y}, x={x}) is outside the {w}×{h} image")
+                raise InvalidArgument(f"point (y={y}, x={x}) is outside the {w}×{h} image", option="--point")
         chosen = [(int(y), int(x), "given") for y, x in points]
     else:
         chosen = pick_points(image, output, n_points)

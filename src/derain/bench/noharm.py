@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from torch import nn
 
+from ..errors import InvalidArgument
+from ..inference.loading import ModelSource
 from ..metrics import score
 from ..io.atomic import atomic_output
 from ..io.images import is_image_file, read_image
@@ -68,7 +69,7 @@ def rain_free_images(spec: str | Path) -> list[Path]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
     if last:
         if not last.isdigit() or int(last) < 1:
-            raise ValueError(f"{spec}: the suffix must be @lastN with N >= 1")
+            raise InvalidArgument(f"{spec}: the suffix must be @lastN with N >= 1", option="--set")
         files = files[-int(last) :]
     if not files:
         raise FileNotFoundError(f"{spec}: no images")
@@ -81,7 +82,7 @@ def _grey_spread(derain_fn: Callable[[np.ndarray], np.ndarray], grey: np.ndarray
 
 
 def measure_noharm(
-    model: str | nn.Module, images: Sequence[np.ndarray], dataset: str, label: str | None = None, precision: str = "auto"
+    model: ModelSource, images: Sequence[np.ndarray], dataset: str, label: str | None = None, precision: str = "auto"
 ) -> NoHarmRow:
     """Score ``model`` on rain-free uint8 RGB ``images`` (see the module docstring)."""
     from ..inference.api import derain, get_derainer
@@ -118,12 +119,13 @@ def run_noharm(
     progress: Callable[[NoHarmRow], None] | None = None,
 ) -> list[NoHarmRow]:
     """Every model spec (as ``derain bench quality``: ``NAME``, ``NAME=PATH`` or ``PATH``) on every set spec."""
-    from .quality import load_model_spec
+    from ..inference.loading import load_derainer
+    from .quality import spec_label
 
     loaded = {spec: read_set(spec) for spec in sets}
     rows = []
     for mspec in models:
-        label, model = load_model_spec(mspec)
+        label, model = spec_label(mspec), load_derainer(mspec, precision=precision)
         for sspec, images in loaded.items():
             row = measure_noharm(model, images, Path(sspec.partition("@")[0]).name + _suffix(sspec), label, precision)
             rows.append(row)

@@ -21,29 +21,37 @@ from typing import Callable, Sequence
 from torch import nn
 
 from ..evaluation.evaluate import evaluate
-from ..inference.derainer import Derainer
+from ..inference.loading import load_derainer, load_source, parse_source
 from ..data.pairs import find_pairs
 from ..io.atomic import atomic_output
 from .plotting import pyplot
 from .timing import machine_description
 
-__all__ = ["QualityPoint", "load_model_spec", "run_quality", "quality_table", "plot_quality", "write_points"]
+__all__ = ["QualityPoint", "load_model_spec", "spec_label", "run_quality", "quality_table", "plot_quality", "write_points"]
 
 
 def load_model_spec(spec: str) -> tuple[str, nn.Module]:
-    """``(label, model)`` for ``NAME``, ``NAME=PATH`` or ``PATH`` (see the module docstring).
+    """``(label, model)`` for ``NAME``, ``NAME=PATH`` or ``PATH`` (see the module docstring), loaded by
+    :func:`~derain.inference.loading.load_source`.
 
     A bare ``NAME`` must have bundled weights: quality is never measured on a random network.
     """
-    import derain
+    return spec_label(spec), load_source(spec)
 
-    if "=" in spec:
-        name, path = spec.split("=", 1)
-        return f"{name} ({Path(path).name})", derain.load_model(path, name=name)
-    if Path(spec).is_file():
-        path = Path(spec)
-        return (f"{path.parent.name}/{path.name}" if path.parent.name else path.name), derain.load_model(spec)
-    return spec, derain.create_model(spec, pretrained=True)
+
+def spec_label(spec: str) -> str:
+    """How a model spec is labelled in tables: ``NAME``, ``NAME (file)`` or ``folder/file``.
+
+    >>> spec_label("fast"), spec_label("prenet=peers/Rain100L.pth")
+    ('fast', 'prenet (Rain100L.pth)')
+    """
+    name, path, onnx = parse_source(spec)
+    path = path or onnx
+    if path is None:
+        return spec
+    if name is not None:
+        return f"{name} ({Path(path).name})"
+    return f"{Path(path).parent.name}/{Path(path).name}" if Path(path).parent.name else Path(path).name
 
 
 @dataclass
@@ -74,15 +82,14 @@ def run_quality(
     prepared for ``precision`` as ``derain run`` prepares it.
     """
     pairs = find_pairs(dataset)
-    loaded = [load_model_spec(spec) for spec in models]
+    loaded = [(spec_label(spec), load_derainer(spec, precision=precision)) for spec in models]
     points = []
-    for label, model in loaded:
-        derainer = Derainer(model, precision=precision, owned=True)
+    for label, derainer in loaded:
         r = evaluate(derainer, pairs, protocol, limit=limit, progress=False, model_name=label)
         m = r.metrics[protocol]
         point = QualityPoint(
             label, Path(dataset).name, protocol, r.n, m["psnr"], m["ssim"], m["input_psnr"], m["input_ssim"],
-            r.seconds_per_image["median"] * 1e3, sum(p.numel() for p in model.parameters()),
+            r.seconds_per_image["median"] * 1e3, derainer.params,
         )
         points.append(point)
         if progress:

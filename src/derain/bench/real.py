@@ -11,7 +11,7 @@ as the InternetData147 rule asks: odd-numbered photos are for evaluation only) i
 :func:`derain.io.images.load_photo` (grey photos as three equal channels, 16-bit ones rounded to 8 bits,
 alpha dropped), downscaled with Pillow's LANCZOS so that its long side is at most ``max_side`` px (real
 photos come at any size; one size cap keeps the models' receptive fields comparable and the run
-bounded), and derained as uint8 by :class:`~derain.inference.derainer.Derainer`. For each model:
+bounded), and derained as uint8 by the runner :func:`~derain.inference.loading.load_derainer` makes of each model. For each model:
 
 * the **Y-PSNR between input and output** (MATLAB Y as :func:`derain.metrics.rgb_to_y`, PSNR as
   :func:`derain.metrics.calculate_psnr`; identical images count as :data:`PSNR_CAP` dB), summarised as
@@ -54,7 +54,8 @@ The sampled frames are held in memory together (the median needs them all): a sh
 ...     def forward(self, x):
 ...         return x
 >>> photo = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
->>> same = Derainer(Same(), precision="fp32")
+>>> from derain.inference.loading import load_derainer
+>>> same = load_derainer(Same(), precision="fp32")
 >>> rows, per_photo = measure_photos([("same", same)], [("a.png", photo)])
 >>> rows[0].n, rows[0].unchanged, rows[0].psnr_median, rows[0].mean_abs_change
 (1, 1, 100.0, 0.0)
@@ -74,7 +75,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from ..inference.derainer import Derainer
+from ..errors import UserError
+from ..inference.derainer import DerainerBase
 from ..io.atomic import atomic_output
 from ..io.images import ImageReadError, is_image_file, load_photo, unit_float
 from ..metrics import calculate_psnr, rgb_to_y
@@ -100,7 +102,7 @@ __all__ = [
     "photo_files",
     "read_photo",
     "downscale",
-    "load_peer",
+    "peer_spec",
     "measure_photos",
     "write_sheet",
     "video_frames",
@@ -134,7 +136,7 @@ SHEET_GAP = 4
 ModelArg = Union[str, nn.Module, tuple[str, nn.Module]]
 
 
-class RealBenchError(ValueError):
+class RealBenchError(UserError, ValueError):
     """Bad input to the real-rain report: a folder without images, a bad ``--only`` or peer spec, a video
     too short to sample or without static pixels."""
 
@@ -204,27 +206,25 @@ def read_photo(path: str | os.PathLike[str], max_side: int = 640) -> np.ndarray:
     return downscale(np.ascontiguousarray(pixels), max_side)
 
 
-def load_peer(spec: str) -> tuple[str, nn.Module]:
-    """``(label, model)`` of a peer spec ``NAME=WEIGHTS`` (``prenet=Rain100H.pth``), loaded as
-    :func:`derain.bench.quality.load_model_spec` loads it; :class:`RealBenchError` for another form."""
-    from .quality import load_model_spec
-
+def peer_spec(spec: str) -> str:
+    """A peer spec ``NAME=WEIGHTS`` (``prenet=Rain100H.pth``) tidied; :class:`RealBenchError` for another form."""
     name, eq, path = spec.partition("=")
     if not eq or not name.strip() or not path.strip():
         raise RealBenchError(f"peer {spec!r}: give it as NAME=WEIGHTS, e.g. prenet=../shared/data/peers/prenet/Rain100H.pth")
-    return load_model_spec(f"{name.strip()}={path.strip()}")
+    return f"{name.strip()}={path.strip()}"
 
 
-def _resolve(model: ModelArg) -> tuple[str, nn.Module, bool]:
-    """``(label, module, owned)``: a spec is loaded (the Derainer then owns it), a module is used as is."""
-    from .quality import load_model_spec
+def _runner(model: ModelArg, precision: str) -> tuple[str, DerainerBase]:
+    """``(label, runner)``: a spec loaded by :func:`~derain.inference.loading.load_derainer` (which prepares what
+    it loads), a module run as it is."""
+    from ..inference.loading import load_derainer
+    from .quality import spec_label
 
     if isinstance(model, tuple):
-        return str(model[0]), model[1], False
+        return str(model[0]), load_derainer(model[1], precision=precision)
     if isinstance(model, nn.Module):
-        return str(getattr(model, "registry_name", type(model).__name__)), model, False
-    label, module = load_model_spec(model)
-    return label, module, True
+        return str(getattr(model, "registry_name", type(model).__name__)), load_derainer(model, precision=precision)
+    return spec_label(model), load_derainer(model, precision=precision)
 
 
 def _psnr(mse: float) -> float:
@@ -298,12 +298,12 @@ def measure_photos(
     The last ``peers`` runners are marked as peers. With ``thumb_height``, each change also keeps the
     output downscaled to that height (:attr:`PhotoChange.thumb`, for :func:`write_sheet`).
     """
-    from tqdm import tqdm
+    from ..io.progress import track
 
     rows, per_runner = [], []
     for i, (label, derain) in enumerate(runners):
         changes = []
-        for name, rgb in tqdm(photos, desc=label, unit="photo", disable=None, leave=False):
+        for name, rgb in track(photos, desc=label, unit="photo", leave=False):
             out = derain(rgb)
             changes.append(PhotoChange(
                 name, label, _y_psnr(out, rgb), float(np.abs(out.astype(np.int16) - rgb).mean()),
@@ -604,10 +604,10 @@ def run_real(
     if sheet_rows < 1 or sheet_height < 1:
         raise RealBenchError("the contact sheet needs at least one row of at least 1 px")
     files = photo_files(folders, only)
-    resolved = [_resolve(m) for m in models]
+    runners = [_runner(m, precision) for m in models]
     if peer is not None:
-        resolved.append((*load_peer(peer), True))
-    if not resolved:
+        runners.append(_runner(peer_spec(peer), precision))
+    if not runners:
         raise RealBenchError("no model to measure")
     frames = sample_video(video, video_stride, max_side) if video is not None else None
 
@@ -622,7 +622,6 @@ def run_real(
     if not photos:
         raise RealBenchError(f"no readable photo in {', '.join(str(f) for f in folders)}")
 
-    runners = [(label, Derainer(module, precision=precision, owned=owned)) for label, module, owned in resolved]
     peers = int(peer is not None)
 
     def said_photos(row: ModelChange) -> None:

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..errors import InvalidArgument
 from ..inference.precision import autocast, input_layout, prepare_model, resolve_precision
 from ..io.atomic import atomic_output
 from .timing import machine_description, model_gflops, time_call
@@ -179,7 +180,7 @@ def run_speed(
 
     unknown = [m for m in models if m != RELEASED_PATH and m not in derain.list_models()]
     if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(derain.list_models())} or {RELEASED_PATH!r}")
+        raise InvalidArgument(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(derain.list_models())} or {RELEASED_PATH!r}")
     torch.set_flush_denormal(True)  # random released-init weights otherwise produce denormals: 10-40x slower
     report = SpeedReport(machine=machine_description(), device=device, threads=torch.get_num_threads())
     generator = torch.Generator().manual_seed(0)

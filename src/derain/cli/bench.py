@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import device_option, load_for_cli, model_options, models_option, precision_option, printable, protocol_option, threads_option, user_errors
+from .common import device_option, model_for_cli, model_options, models_option, precision_option, printable, protocol_option, threads_option, user_errors
 
 __all__ = ["bench_group", "explain_cmd"]
 
@@ -244,7 +244,7 @@ def explain_cmd(image, output, model_name, weights, points, n_points, max_side) 
         size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
         rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
         click.echo(f"downscaled to {size[0]}x{size[1]} (--max-side {max_side}); points refer to that size", err=True)
-    model = load_for_cli(model_name, weights)
+    model = model_for_cli(model_name, weights)
     e = explain_image(model, rgb.astype(np.float32) / 255, parsed or None, n_points)
     plot_explanation(e, output)
     for n, (y, x, kind) in enumerate(e.points, start=1):

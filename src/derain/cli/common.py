@@ -10,24 +10,22 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from ..data.pairs import DatasetError
+from ..errors import InvalidArgument, UserError
 from ..inference.precision import PRECISIONS
 from ..metrics import PROTOCOLS
-from ..io.images import ImageReadError
-from ..models.checkpoint import CheckpointError
-from ..training.config import ConfigError
 
 __all__ = [
     "USER_ERRORS",
     "compile_option",
     "device_option",
-    "load_for_cli",
+    "model_for_cli",
     "model_options",
     "models_option",
     "one_line_errors",
     "precision_option",
     "printable",
     "protocol_option",
+    "runner_for_cli",
     "strength_option",
     "threads_option",
     "user_errors",
@@ -37,8 +35,9 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--model NAME`` (parameter ``model_name``) and ``--weights FILE``, resolved by :func:`load_for_cli`."""
-    fn = click.option("--weights", type=click.Path(dir_okay=False),
+    """``--model NAME`` (parameter ``model_name``) and ``--weights FILE``, resolved by :func:`runner_for_cli`
+    (or :func:`model_for_cli` where a command needs the torch model itself)."""
+    fn = click.option("--weights", type=click.Path(),  # a folder is refused by the loader, in one line
                       help="Model file (.safetensors; .pth with --model).")(fn)
     return click.option("--model", "model_name",
                         help="Registered model name (its bundled weights unless --weights) [default: default].")(fn)
@@ -68,8 +67,8 @@ def device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")(fn)
 
 
-_COMPILE_HELP = ("Compile the network (torch.compile): 12-27% faster per image after 7-23 s of compilation "
-                 "per image size (4-8 s once cached on disk)")
+_COMPILE_HELP = ("Compile the network (torch.compile): faster per image, after a compilation of seconds to tens of "
+                 "seconds per new image size (BENCHMARKS.md, \"Compiled path\")")
 
 
 def compile_option(auto: bool = False) -> Decorator:
@@ -120,16 +119,23 @@ def printable(text: object) -> str:
 
 
 # Errors that are the user's input, not a bug: printed as one line.
-USER_ERRORS = (DatasetError, CheckpointError, ConfigError, ImageReadError, FileNotFoundError)
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Turn the known input errors (:data:`USER_ERRORS`, and ``ValueError`` from bad option values that
-    reached the library) into ``click.ClickException`` (``Error: ...``, exit 1, no traceback)."""
+    """Turn the user's errors (:data:`USER_ERRORS`) into one line without a traceback: an
+    :class:`~derain.errors.InvalidArgument` that names its option is a usage error (exit 2), the others
+    ``Error: ...`` (exit 1). Any other exception is a bug and goes on (:func:`~derain.cli.main.main` reports it)."""
     try:
         yield
-    except (*USER_ERRORS, ValueError) as e:
+    except InvalidArgument as e:
+        if e.option and str(e).startswith(e.option):  # the message names its option itself
+            raise click.UsageError(str(e)) from None
+        if e.option:
+            raise click.BadParameter(str(e), param_hint=e.option) from None
+        raise click.ClickException(str(e)) from None
+    except USER_ERRORS as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -144,12 +150,34 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def load_for_cli(model: str | None, weights: str | None, default: str = "default") -> Any:
-    """``--model NAME`` (bundled weights), ``--weights PATH`` (file's own config), or both (file into NAME).
-
-    A missing or bad file or an unknown name ends as one line (:func:`one_line_errors`).
-    """
-    import derain
+def model_for_cli(model: str | None, weights: str | None) -> Any:
+    """The torch model of ``--model NAME`` (bundled weights), ``--weights PATH`` (the file's own config) or
+    both (the file in NAME's architecture): :func:`~derain.inference.loading.load_source`; a missing or bad
+    file or an unknown name ends as one line."""
+    from ..inference.loading import load_source
 
     with one_line_errors():
-        return derain.load_model(weights, name=model or (None if weights else default))
+        return load_source(model, weights)
+
+
+def runner_for_cli(
+    model: str | None,
+    weights: str | None,
+    *,
+    onnx_path: str | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
+    threads: int | None = None,
+    backend: str = "torch",
+    compile_: bool = False,
+    strength: Any = "auto",
+) -> Any:
+    """The runner of a model-running command from its options (:func:`~derain.inference.loading.load_derainer`,
+    the one way to a runner): ``--onnx PATH`` or ``--model``/``--weights``; its errors end as one line."""
+    from ..inference.loading import load_derainer
+
+    if onnx_path and (model or weights):
+        raise click.UsageError("--onnx PATH is the model: leave out --model/--weights")
+    with one_line_errors():
+        return load_derainer(onnx_path or model, weights=weights, device=device, precision=precision, threads=threads,
+                             backend=backend, compile=compile_, strength=strength)

@@ -85,14 +85,13 @@ def demo_cmd(ctx: click.Context, output: str, rain: str, model_name: str | None,
         path = first_free(path)  # running the demo again keeps the earlier strip and still works
     if path.exists() and not overwrite:
         raise click.ClickException(f"{path} exists (use --overwrite to replace it, or -o another name)")
-    from .common import load_for_cli
+    from .common import runner_for_cli
     from derain.data.render import RainRenderer
     from derain.metrics import calculate_psnr, quantize
-    from derain.inference.derainer import Derainer
 
     clean = synthetic_scene(seed=seed)
     rainy = quantize(RainRenderer(rain).render(clean.astype(np.float32) / 255, np.random.default_rng(seed)))
-    derainer = Derainer(load_for_cli(model_name, weights), owned=True)
+    derainer = runner_for_cli(model_name, weights)
     t0 = time.perf_counter()
     derained = quantize(derainer(rainy.astype(np.float32) / 255))
     seconds = time.perf_counter() - t0

@@ -4,9 +4,8 @@ The file has dynamic batch, height and width; EfDeRain's padding to a multiple i
 runtime (see :mod:`derain.inference.onnx_export`). By default the export is checked: ONNX Runtime
 and torch run the same random odd-sized image and must agree within 1e-3.
 
-Also :func:`onnx_derainer_for_cli`, the ONNX Runtime backend of ``derain run`` / ``derain video``
-(``--backend onnxruntime`` exports the model once per process to a temporary file; ``--onnx PATH``
-uses an exported file).
+``derain run --onnx FILE`` (and ``--backend onnxruntime``) run such a file through
+:func:`~derain.inference.loading.load_derainer`, like every other model.
 """
 
 from __future__ import annotations
@@ -18,29 +17,12 @@ from typing import Any
 import click
 
 from ..inference.onnx_export import DEFAULT_OPSET
-from .common import load_for_cli, model_options, one_line_errors
+from .common import model_for_cli, model_options
 
-__all__ = ["export_cmd", "onnx_derainer_for_cli", "VERIFY_TOLERANCE"]
+__all__ = ["export_cmd", "VERIFY_TOLERANCE"]
 
 #: Largest max-abs difference between ONNX Runtime and torch that ``--verify`` accepts.
 VERIFY_TOLERANCE = 1e-3
-
-
-def onnx_derainer_for_cli(model_name: str | None, weights: str | None, onnx_path: str | None, device: str,
-                          precision: str, threads: int | None) -> Any:
-    """An :class:`~derain.inference.onnx_export.OnnxDerainer` for the CLI options (CPU, fp32)."""
-    from ..inference.onnx_export import OnnxDerainer
-
-    if device != "cpu":
-        raise click.BadParameter("the onnxruntime backend runs on the CPU only", param_hint="--device")
-    if precision not in ("auto", "fp32"):
-        raise click.BadParameter(f"the onnxruntime backend runs in fp32 only (got {precision})", param_hint="--precision")
-    if onnx_path and (model_name or weights):
-        raise click.UsageError("--onnx PATH is the model: leave out --model/--weights")
-    with one_line_errors():
-        if onnx_path:
-            return OnnxDerainer(onnx_path, threads=threads)
-        return OnnxDerainer.from_model(load_for_cli(model_name, weights), threads=threads)
 
 
 def _verify(model: Any, path: Path, multiple: int) -> float:
@@ -82,7 +64,7 @@ def export_cmd(model_name, weights, fmt, output, opset, dynamo, verify, overwrit
         raise click.ClickException(f"{out} exists (use --overwrite to replace it)")
     if not out.parent.is_dir() and str(out.parent):
         raise click.ClickException(f"{out.parent}: output folder does not exist")
-    model = load_for_cli(model_name, weights)
+    model = model_for_cli(model_name, weights)
     _, multiple = exportable_core(model)
     try:
         export_onnx(model, out, opset=opset, dynamo=dynamo)

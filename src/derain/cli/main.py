@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import traceback
 
 import click
 
 __all__ = ["main", "cli"]
 
 from .bench import bench_group, explain_cmd  # noqa: E402
-from .common import USER_ERRORS, device_option, load_for_cli, model_options, precision_option, protocol_option, threads_option, user_errors  # noqa: E402,F401
+from .common import USER_ERRORS, device_option, model_options, printable, precision_option, protocol_option, threads_option, user_errors  # noqa: E402,F401
 from .demo import demo_cmd  # noqa: E402
 from .export import export_cmd  # noqa: E402
 from .run import DefaultRunGroup, run_cmd  # noqa: E402  (`derain PHOTO...` = `derain run PHOTO...`)
@@ -74,12 +75,12 @@ def eval_cmd(dataset_dir, model_name, weights, protocol, layout, strict, limit, 
     import torch
 
     from derain.evaluation.evaluate import evaluate
-    from derain.inference.derainer import Derainer
+
+    from .common import runner_for_cli
 
     if threads:
         torch.set_num_threads(threads)
-    # loaded for this command: prepared for its precision like `derain run`'s (weights in the compute dtype)
-    derainer = Derainer(load_for_cli(model_name, weights), device=device, precision=precision, owned=True)
+    derainer = runner_for_cli(model_name, weights, device=device, precision=precision)
     result = evaluate(
         derainer, dataset_dir, protocol, limit=limit, save_dir=save_dir, layout=layout, strict=strict,
         progress=sys.stderr.isatty() or not as_json,
@@ -107,9 +108,7 @@ def train_cmd(config, overrides, resume, data_root, allow_changes) -> None:
     Config keys: see derain/training/config.py or any preset. Without CONFIG, lists the presets.
     Works unchanged under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
     """
-    from derain.training.config import load_config
-    from derain.training.presets import list_presets, resolve_preset
-    from derain.training.trainer import train
+    from derain.training import list_presets, load_config, resolve_preset, train
 
     if not config:
         click.echo("presets (derain train PRESET [key=value ...]): " + ", ".join(list_presets()))
@@ -126,9 +125,21 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The ``derain`` command. SIGTERM is handled like Ctrl-C: partial outputs are removed (``derain serve``
-    replaces the handler with the server's graceful shutdown)."""
+    replaces the handler with the server's graceful shutdown).
+
+    The user's errors end as one line (each command's :func:`~derain.cli.common.user_errors`); any other
+    exception is a bug in derain: one line that says so and how to see the traceback (``derain -v ...``,
+    which prints it), exit code 1."""
     signal.signal(signal.SIGTERM, _interrupt)
-    cli.main(args=argv, prog_name="derain")
+    try:
+        cli.main(args=argv, prog_name="derain")
+    except Exception as err:  # noqa: BLE001 - what is left is not the user's input
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        click.echo(f"error: internal error ({type(err).__name__}: {printable(message)}): a bug in derain, not in your input; "
+                   "`derain -v ...` shows the traceback to report", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,33 +17,31 @@ stdout in the input's format (or ``--format``).
 from __future__ import annotations
 
 import difflib
-import errno
-import glob
 import logging
 import os
 import queue
 import sys
 import threading
 import time
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
 from ..inference.tiling import DEFAULT_OVERLAP
-from ..io.images import DEFAULT_MAX_PIXELS, PHOTO_EXTENSIONS, ImageReadError, extension_for, resolve_format
-from .common import compile_option, device_option, model_options, precision_option, printable, strength_option, threads_option
+from ..io.images import DEFAULT_MAX_PIXELS, ImageReadError
+from .common import (
+    compile_option, device_option, model_options, one_line_errors, precision_option, printable, runner_for_cli, strength_option,
+    threads_option,
+)
+from .plan import GLOB_CHARS, Job, parse_shard, plan_jobs
 
 __all__ = ["DefaultRunGroup", "run_cmd", "OUTPUT_FORMATS"]
 
 log = logging.getLogger(__name__)
 
-#: ``--format`` choices and the extension each writes.
 #: The output formats ``--format`` offers.
 OUTPUT_FORMATS = ("jpg", "png", "tiff", "webp")
-_GLOB_CHARS = set("*?[")
 
 
 class DefaultRunGroup(click.Group):
@@ -73,194 +71,10 @@ class DefaultRunGroup(click.Group):
             return False
         if token == "-" or token.startswith("-"):
             return True  # stdin, or an option of `run` such as -o
-        if os.path.exists(token) or _GLOB_CHARS & set(token) or os.sep in token or "." in token:
+        if os.path.exists(token) or GLOB_CHARS & set(token) or os.sep in token or "." in token:
             return True
         # A bare word that is no file: a typo of a command gets click's "No such command".
         return not difflib.get_close_matches(token, list(self.commands), n=1, cutoff=0.6)
-
-
-@dataclass
-class Job:
-    """One input file and where its result goes."""
-
-    src: Path
-    dst: Path
-    shown: str  # the input as the user would recognise it, for messages
-
-
-@dataclass
-class Plan:
-    jobs: list[Job]
-    errors: list[tuple[str, str]]  # (path, reason) found while planning
-    skipped: list[Job]
-    other_shards: int = 0  # images found that belong to the other shards
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
-def _scan(folder: Path, recursive: bool, exclude: Path, errors: list[tuple[str, str]]) -> Iterator[Path]:
-    """Image files in ``folder`` (sorted; hidden files and the output folder left out). Entries named like
-    images that are not readable files (dangling or looping symbolic links, folders without
-    ``--recursive``, devices) go to ``errors`` instead of being skipped silently."""
-    walker = os.walk(folder) if recursive else [(str(folder), [], None)]
-    for root, dirs, files in walker:
-        root_path = Path(root)
-        if dirs is not None:
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _is_within((root_path / d).resolve(), exclude))
-        names = files if files is not None else [p.name for p in root_path.iterdir()]
-        for name in sorted(names):
-            path = root_path / name
-            if name.startswith(".") or path.suffix.lower() not in PHOTO_EXTENSIONS:
-                continue
-            if path.is_file():
-                yield path
-            else:
-                errors.append((str(path), _not_a_file(path)))
-
-
-def _subfolders(folder: Path, exclude: Path) -> int:
-    """How many sub-folders ``--recursive`` would search in ``folder`` (hidden ones and the output folder left out)."""
-    return sum(1 for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and not _is_within(p.resolve(), exclude))
-
-
-def _not_a_file(path: Path) -> str:
-    """Why an entry named like an image is not one to read."""
-    try:
-        os.stat(path)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return "symbolic link loop"
-        if path.is_symlink():
-            return f"dangling symbolic link (to {os.readlink(path)})"
-        return f"cannot access ({err.strerror or err})"
-    if path.is_dir():
-        return "a folder, not an image file (use --recursive to look inside)"
-    return "not a regular file"
-
-
-def _glob_base(pattern: str) -> Path:
-    """The fixed leading folders of a glob pattern (``a/b/*/c*.jpg`` → ``a/b``)."""
-    parts = Path(pattern).parts
-    fixed = []
-    for part in parts[:-1]:
-        if _GLOB_CHARS & set(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
-
-
-def _out_name(rel: Path, suffix: str, fmt: str | None) -> Path:
-    ext = extension_for(resolve_format(None, fmt)) if fmt else rel.suffix
-    return rel.with_name(rel.stem + suffix + ext)
-
-
-def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
-    """Whether the input ``name`` (as given on the command line, or found under a folder) belongs to shard ``K/N``.
-
-    Decided by the name's CRC-32 alone, so every process of a job array computes the same split without
-    talking to the others, and adding files never moves the others between shards.
-
-    >>> names = [f"img_{i}.jpg" for i in range(1000)]
-    >>> shards = [[n for n in names if in_shard(n, (k, 3))] for k in (1, 2, 3)]
-    >>> sorted(sum(shards, [])) == sorted(names), [len(s) for s in shards]
-    (True, [332, 350, 318])
-    """
-    if shard is None:
-        return True
-    k, n = shard
-    return zlib.crc32(name.encode("utf-8", "surrogateescape")) % n == k - 1
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"K/N"`` (1 <= K <= N) → ``(K, N)``; None stays None."""
-    if text is None:
-        return None
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: a shard looks like K/N, e.g. 2/8", param_hint="--shard") from None
-    if not 1 <= k <= n:
-        raise click.BadParameter(f"{text!r}: K must be in 1..N", param_hint="--shard")
-    return k, n
-
-
-def plan_jobs(
-    inputs: tuple[str, ...], out_dir: Path, recursive: bool, suffix: str, fmt: str | None, overwrite: bool,
-    shard: tuple[int, int] | None = None,
-) -> Plan:
-    """Expand the inputs into jobs; input collisions and missing inputs become errors, existing outputs skips.
-
-    With ``shard = (K, N)`` only the inputs of shard K of N are planned (:func:`in_shard`). Files found
-    in a folder or by a pattern that are this plan's own outputs (``a_dr.jpg`` beside ``a.jpg`` with
-    ``--suffix _dr`` into the input folder) are results of an earlier run, not inputs.
-    """
-    out_real = out_dir.resolve()
-    found: list[tuple[Path, Path, str]] = []  # (src, rel, shown)
-    named: set[str] = set()  # inputs named one by one (never taken for earlier outputs)
-    errors: list[tuple[str, str]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = list(_scan(path, recursive, out_real, errors))
-            if not files:
-                log.warning("%s: no images found%s", item, "" if recursive else " (use --recursive for sub-folders)")
-            elif not recursive and (subs := _subfolders(path, out_real)):
-                log.warning("%s: %d sub-folder%s not searched (--recursive takes them)", item, subs, "" if subs == 1 else "s")
-            found += [(f, f.relative_to(path), str(f)) for f in files]
-        elif path.is_file():
-            found.append((path, Path(path.name), item))
-            named.add(os.path.realpath(path))
-        elif _GLOB_CHARS & set(item):
-            base = _glob_base(item)
-            matches = sorted(glob.glob(item, recursive=True))
-            files = [Path(m) for m in matches if Path(m).is_file() and not _is_within(Path(m).resolve(), out_real)]
-            if not files:
-                errors.append((item, "no files match this pattern"))
-            for f in files:
-                try:
-                    rel = f.relative_to(base)
-                except ValueError:
-                    rel = Path(f.name)
-                found.append((f, rel, str(f)))
-        else:
-            errors.append((item, "no such file or directory"))
-
-    own_outputs = {os.path.realpath(out_dir / _out_name(rel, suffix, fmt)) for _, rel, _ in found} if suffix else set()
-    found = [f for f in found if os.path.realpath(f[0]) in named or os.path.realpath(f[0]) not in own_outputs]
-    input_paths = {os.path.realpath(src) for src, _, _ in found}
-    everything = len(found)
-    found = [f for f in found if in_shard(f[2], shard)]
-    errors = [e for e in errors if in_shard(e[0], shard)]
-    jobs: list[Job] = []
-    skipped: list[Job] = []
-    claimed: dict[str, str] = {}
-    seen_src: set[str] = set()
-    for src, rel, shown in found:
-        real_src = os.path.realpath(src)
-        if real_src in seen_src:  # the same file named twice (e.g. a file and its folder)
-            continue
-        seen_src.add(real_src)
-        dst = out_dir / _out_name(rel, suffix, fmt)
-        real_dst = os.path.realpath(dst)
-        if real_dst in input_paths or (dst.exists() and os.path.samefile(dst, src)):
-            errors.append((shown, f"refusing to overwrite an input file with the output {dst} (choose another -o or a --suffix)"))
-            continue
-        if real_dst in claimed:
-            errors.append((shown, f"output {dst} would also be written from {claimed[real_dst]} (rename one, or use --suffix)"))
-            continue
-        claimed[real_dst] = shown
-        job = Job(src, dst, shown)
-        if dst.exists() and not overwrite:
-            skipped.append(job)
-        else:
-            jobs.append(job)
-    return Plan(jobs, errors, skipped, everything - len(found))
 
 
 def _prefetch(jobs: list[Job], max_pixels: int | None, slots: threading.Semaphore, out: queue.Queue, stop: threading.Event) -> None:
@@ -296,33 +110,6 @@ def _process(derainer: Any, photo: Any, tile: int | None, overlap: int, side_by_
     if side_by_side:
         return widen(photo, result)
     return photo, result
-
-
-def _load_derainer(model_name: str | None, weights: str | None, device: str, precision: str, threads: int | None,
-                   backend: str = "torch", onnx_path: str | None = None, compile_: bool = False, strength: Any = "auto") -> Any:
-    if (backend == "onnxruntime" or onnx_path) and compile_:
-        raise click.UsageError("--compile applies to the torch backend, not to onnxruntime")
-    if (backend == "onnxruntime" or onnx_path) and strength != "auto":
-        raise click.UsageError("--strength other than auto applies to the torch backend (an ONNX file judges each image itself)")
-    if backend == "onnxruntime" or onnx_path:
-        from .export import onnx_derainer_for_cli
-
-        return onnx_derainer_for_cli(model_name, weights, onnx_path, device, precision, threads)
-    import torch
-
-    from derain.inference.derainer import Derainer
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise click.BadParameter(str(err), param_hint="--device") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda: CUDA is not available on this machine")
-    from .common import load_for_cli, one_line_errors
-
-    model = load_for_cli(model_name, weights)
-    with one_line_errors():
-        return Derainer(model, device=dev, precision=precision, threads=threads, owned=True, compile=compile_, strength=strength)
 
 
 def _stdin_to_stdout(derainer: Any, args: dict[str, Any]) -> int:
@@ -390,21 +177,19 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
     derain run "shots/*.png" --suffix _dr --format jpg
     derain - < rainy.jpg > clean.jpg
     """
-    from ..inference.tiling import AUTO_TILE
+    from ..inference.tiling import AUTO_TILE, check_tile
 
     if verbose:
         logging.getLogger().setLevel(logging.DEBUG)
 
-    effective_tile = AUTO_TILE if tile is None else tile
-    if effective_tile > 0 and 2 * tile_overlap >= effective_tile:
-        overlap_given = click.get_current_context().get_parameter_source("tile_overlap") != click.core.ParameterSource.DEFAULT
-        if tile is not None and not overlap_given:  # the tile is what is too small
-            raise click.BadParameter(f"must be 0 or more than twice the tile overlap ({2 * tile_overlap})", param_hint="--tile")
-        raise click.BadParameter(f"must be less than half the tile ({effective_tile})", param_hint="--tile-overlap")
+    overlap_given = click.get_current_context().get_parameter_source("tile_overlap") != click.core.ParameterSource.DEFAULT
+    with one_line_errors():  # the tile is what is too small unless the overlap was chosen
+        check_tile(AUTO_TILE if tile is None else tile, tile_overlap, blame="tile" if tile is not None and not overlap_given else "overlap")
     if "-" in inputs:
         if len(inputs) > 1:
             raise click.UsageError("'-' (stdin) cannot be combined with other inputs")
-        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, compile_, strength)
+        derainer = runner_for_cli(model_name, weights, onnx_path=onnx_path, device=device, precision=precision, threads=threads,
+                                  backend=backend, compile_=compile_, strength=strength)
         args = dict(max_pixels=max_pixels, tile=tile, tile_overlap=tile_overlap, side_by_side=side_by_side, fmt=fmt, quality=quality)
         click.get_current_context().exit(_stdin_to_stdout(derainer, args))
 
@@ -420,7 +205,8 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
         raise click.ClickException("no images found in the inputs")
     ok, failed = 0, len(plan.errors)
     if plan.jobs:
-        derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, compile_, strength)
+        derainer = runner_for_cli(model_name, weights, onnx_path=onnx_path, device=device, precision=precision, threads=threads,
+                                  backend=backend, compile_=compile_, strength=strength)
         ok, run_failed = _run_jobs(derainer, plan.jobs, out_path, tile, tile_overlap, fmt, quality, side_by_side, max_pixels)
         failed += run_failed
     hint = "; existing outputs were kept (--overwrite replaces them)" if plan.skipped else ""
@@ -431,9 +217,8 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
 
 def _run_jobs(derainer: Any, jobs: list[Job], out_dir: Path, tile: int | None, overlap: int, fmt: str | None,
               quality: int, side_by_side: bool, max_pixels: int) -> tuple[int, int]:
-    from tqdm import tqdm
-
     from ..io.images import save_photo
+    from ..io.progress import progress_bar
 
     slots = threading.Semaphore(2)  # decoded images alive: the one being derained and one prefetched
     decoded: queue.Queue = queue.Queue()
@@ -441,7 +226,7 @@ def _run_jobs(derainer: Any, jobs: list[Job], out_dir: Path, tile: int | None, o
     reader = threading.Thread(target=_prefetch, args=(jobs, max_pixels, slots, decoded, stop), name="derain-prefetch", daemon=True)
     reader.start()
     ok = failed = 0
-    bar = tqdm(total=len(jobs), unit="img", file=sys.stderr, disable=True if len(jobs) < 2 else None, dynamic_ncols=True)
+    bar = progress_bar(len(jobs), desc="derain", unit="img", file=sys.stderr, disable=len(jobs) < 2)  # a bar on a terminal, lines in a log
 
     def one(job: Job, photo: Any) -> str | None:
         """Derain and write one decoded image; the reason it failed, or None."""
@@ -476,7 +261,7 @@ def _run_jobs(derainer: Any, jobs: list[Job], out_dir: Path, tile: int | None, o
                 ok += 1
             else:
                 failed += 1
-                tqdm.write(f"error: {printable(job.shown)}: {printable(reason)}", file=sys.stderr)
+                bar.write(f"error: {printable(job.shown)}: {printable(reason)}")
     finally:
         stop.set()
         slots.release()

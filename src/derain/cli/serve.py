@@ -21,7 +21,7 @@ import sys
 import click
 
 from ..service import limits
-from .common import load_for_cli, model_options, one_line_errors, precision_option
+from .common import model_options, one_line_errors, precision_option, runner_for_cli
 
 __all__ = ["serve_cmd", "bind_socket", "threads_per_worker"]
 
@@ -108,15 +108,13 @@ def serve_cmd(host, port, model_name, weights, precision, workers, threads, queu
     import torch
     import uvicorn
 
-    from ..inference.derainer import Derainer
     from ..service.app import create_app
 
     sock = bind_socket(host, port)
     try:
         torch.set_num_threads(threads or threads_per_worker(torch.get_num_threads(), workers))
-        model = load_for_cli(model_name, weights)
-        with one_line_errors():  # bad limits, precision
-            derainer = Derainer(model, precision=precision, owned=True)  # loaded here: prepared like derain run's
+        derainer = runner_for_cli(model_name, weights, precision=precision)
+        with one_line_errors():  # bad limits
             app = create_app(derainer, workers=workers, queue_size=queue_size, max_pixels=max_pixels,
                              max_upload_mb=max_upload_mb, max_tile=max_tile,
                              max_uploads=max_uploads, upload_idle_timeout=upload_idle_timeout,

@@ -18,7 +18,9 @@ from typing import Any
 
 import click
 
-from .common import compile_option, device_option, model_options, precision_option, strength_option, threads_option
+from .common import (
+    compile_option, device_option, model_options, one_line_errors, precision_option, runner_for_cli, strength_option, threads_option,
+)
 
 __all__ = ["video_cmd"]
 
@@ -78,11 +80,13 @@ def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_
     derain video rainy.mp4 -o clean.mp4
     derain video clip.mkv -o clean.mkv --weights my.safetensors --crf 20 --batch 8
     """
+    from ..inference.tiling import DEFAULT_OVERLAP, check_tile
     from ..inference.video import VideoError, derain_video, parse_bitrate, probe_video
-    from .run import _load_derainer
 
     if verbose:
         logging.getLogger().setLevel(logging.DEBUG)
+    with one_line_errors():
+        check_tile(tile, DEFAULT_OVERLAP)
     if bitrate is not None and crf is not None:
         raise click.UsageError("give --bitrate or --crf, not both")
     if bitrate is not None:
@@ -106,7 +110,8 @@ def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_
     if not out.parent.is_dir():
         raise click.ClickException(f"{out.parent}: output folder does not exist")
 
-    derainer = _load_derainer(model_name, weights, device, precision, threads, backend, onnx_path, bool(compile_), strength)
+    derainer = runner_for_cli(model_name, weights, onnx_path=onnx_path, device=device, precision=precision, threads=threads,
+                              backend=backend, compile_=bool(compile_), strength=strength)
     if compile_ is None:
         _compile_if_it_pays(derainer, info)
     log.debug("input %s: %s", src, info)

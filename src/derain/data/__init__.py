@@ -4,6 +4,8 @@
 * :mod:`.render` — JORDER-style synthetic rain for clean-only photos, with presets, and
   :func:`rain_statistics` to compare rendered and real rain.
 * :mod:`.rain_layers` — real rain layers (rainy − clean) from paired sets, composited onto clean photos.
+* :mod:`.pairs` — paired folders (rainy/clean) in the field's layouts; :mod:`.folders` — where data lives
+  (the data root) and the hold-out: which items of a folder are kept out of training for validation.
 """
 
 from .rain_layers import RainLayerBank, composite

@@ -38,12 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from ..errors import UserError
 from ..io.images import IMAGE_EXTENSIONS, image_size, is_image_file
 
 __all__ = ["LAYOUTS", "DatasetError", "Layout", "Pair", "PairSet", "check_sizes", "find_pairs", "natural_key"]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset folder is missing, empty, of an unknown layout, or (with ``strict``) inconsistent."""
 
 

@@ -9,17 +9,16 @@ wherever any channel of the rainy pixel is below 255 (a saturated channel's diff
 than the rain), and the tightest lower bound where all three are saturated. Keeping the three
 channels (``grey=False``) is exact on colour-tinted rain too (a few SIRR pairs) but, where the rainy
 image saturates, copies the clean image's colours into the layer as a visible "ghost" of the
-original scene (10 % of the pixels of a median RainTrainH_val pair have a saturated channel, up to
-49 %). With ``fill_saturated`` (default) the lower-bound-only pixels are raised to the layer value a
+original scene (saturated channels are common in heavy rain: BENCHMARKS.md, "Rendered rain and real
+rain layers"). With ``fill_saturated`` (default) the lower-bound-only pixels are raised to the layer value a
 few rows above/below at a known pixel (continuing the near-vertical streaks), which removes most
 of the ghost; the filled value is never below the bound, so a layer still reproduces its own pair.
 
-**Additive compositing**: ``composite(clean, L) = clip(clean + L, 0, 1)``. Measured on its own pair
-(Y-PSNR of the composite vs the rainy image): grey layers (default) are exact (∞ dB) on all 18
-RainTrainH_val and 5 JORDER_heavy5 pairs and ≥ 39.8 dB on SIRR_val (median ∞; a few SIRR pairs
-have slightly tinted rain); per-channel layers are exact on all three sets. A screen blend
-``clean + L − clean·L`` with the same grey layers gives only 18.5 / 22.5 / 34.5 dB (min / median /
-max) on RainTrainH_val, 18.2 / 20.5 / 23.8 dB on JORDER_heavy5 and 21.7 / 33.1 / 37.7 dB on SIRR_val.
+**Additive compositing**: ``composite(clean, L) = clip(clean + L, 0, 1)``. On its own pair the
+composite reproduces the rainy image: grey layers (default) exactly on grey rain, nearly so on the
+few SIRR pairs with slightly tinted rain, per-channel layers exactly on all of them. A screen blend
+``clean + L − clean·L`` with the same layers does not (it adds too little light on bright
+backgrounds). The measured Y-PSNRs are in BENCHMARKS.md, "Rendered rain and real rain layers".
 
 :meth:`RainLayerBank.sample` draws a layer, crops it at a random position to the requested size
 (tiling it periodically if it is smaller: periodic tiling keeps every streak's direction, which

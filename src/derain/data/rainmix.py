@@ -21,7 +21,7 @@ Ops (AugMix at ``severity`` s, level ~ U(0.1, s), random sign; outside the map i
 
 Implementation: every op is an affine map, a chain is composed into ONE matrix and the map is
 warped once per chain (Pillow ``Image.transform(AFFINE, BILINEAR, fillcolor=0)`` on a float
-image; about 3× faster than ``scipy.ndimage.affine_transform`` here). What a sequence of warps
+image; faster than ``scipy.ndimage.affine_transform`` here). What a sequence of warps
 would have cut off at an intermediate step (e.g. a translation undone by a later one) is masked
 out analytically, so the result equals the sequential chain up to interpolation (one bilinear
 resampling instead of up to three, and no uint8 rounding between ops as in the released code).

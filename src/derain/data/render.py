@@ -26,8 +26,8 @@ as the image is displayed (y pointing up): 90° is a vertical streak, 70° leans
 mean brightness of the rain layer, coverage, dominant streak orientation (gradient structure
 tensor) and the input PSNR on MATLAB's Y channel. The presets (:data:`PRESETS`) were tuned with
 it toward RainTrainH_val (heavy) and the light pairs of SIRR_val (light); each preset's
-``description`` gives what it imitates and the measured ranges (``benchmarks/render_calibration.py``
-re-measures them).
+``description`` gives what it imitates. The measured ranges are in BENCHMARKS.md, "Rendered rain
+and real rain layers" (``benchmarks/render_calibration.py`` re-measures them).
 
 >>> import numpy as np
 >>> clean = np.full((64, 64, 3), 0.3, np.float32)
@@ -86,7 +86,7 @@ class RainParams:
         atmospheric_light: grey level A of the veil.
         jpeg_prob: probability of re-encoding the result as JPEG.
         jpeg_quality: JPEG quality range (integers, inclusive).
-        description: free text (what a preset imitates, its measured calibration); not compared.
+        description: free text (what a preset imitates); not compared.
     """
 
     layers: tuple[int, int] = (1, 3)
@@ -127,8 +127,8 @@ class RainParams:
             raise ValueError(f"RainParams.jpeg_quality must lie in [1, 100], got {self.jpeg_quality!r}")
 
 
-#: Named presets (see each preset's ``description`` for what it imitates and its measured
-#: calibration). Re-measure with ``python benchmarks/render_calibration.py --data-root DATA``.
+#: Named presets (see each preset's ``description`` for what it imitates; BENCHMARKS.md, "Rendered rain
+#: and real rain layers", for its measured calibration). Re-measure with ``python benchmarks/render_calibration.py --data-root DATA``.
 PRESETS: dict[str, RainParams] = {
     "light": RainParams(
         layers=(1, 2),
@@ -144,10 +144,7 @@ PRESETS: dict[str, RainParams] = {
         jpeg_prob=0.3,
         jpeg_quality=(85, 98),
         description=(
-            "Rain100L / light-SIRR look: thin, sparse, short-to-medium streaks, no haze. "
-            "Measured on 120 full-size clean photos (p5 / median / p95): input Y-PSNR 23.4 / 27.5 / 32.9 dB, "
-            "rain mean 0.005 / 0.014 / 0.027, coverage 0.02 / 0.06 / 0.10 (light SIRR_val pairs: 24.7-31.9 dB, "
-            "mean 0.010-0.054, coverage 0.03-0.13)."
+            "Rain100L / light-SIRR look: thin, sparse, short-to-medium streaks, no haze."
         ),
     ),
     "medium": RainParams(
@@ -165,9 +162,7 @@ PRESETS: dict[str, RainParams] = {
         jpeg_prob=0.3,
         jpeg_quality=(80, 98),
         description=(
-            "Between the two (dense-SIRR look): denser medium-length streaks, sometimes a light veil. "
-            "Measured (p5 / median / p95): input Y-PSNR 16.7 / 20.7 / 27.1 dB, rain mean 0.02 / 0.06 / 0.11, "
-            "coverage 0.07 / 0.25 / 0.43 (SIRR_val as a whole: 15.3 / 25.2 / 30.8 dB)."
+            "Between the two (dense-SIRR look): denser medium-length streaks, sometimes a light veil."
         ),
     ),
     "heavy": RainParams(
@@ -186,10 +181,7 @@ PRESETS: dict[str, RainParams] = {
         jpeg_quality=(80, 98),
         description=(
             "Rain100H / RainTrainH look: dense, long, crossing streaks (2-3 layers up to 8 degrees "
-            "apart), sometimes a haze veil. Measured (p5 / median / p95): input Y-PSNR 9.6 / 13.3 / 17.2 dB, "
-            "rain mean 0.11 / 0.20 / 0.32, coverage 0.42 / 0.67 / 0.89, orientation 78 / 91 / 103 deg, coherence "
-            "0.83 / 0.94 / 0.97 (RainTrainH_val: 9.5 / 13.0 / 21.8 dB, mean 0.06 / 0.20 / 0.34, coverage "
-            "0.21 / 0.63 / 0.84, orientation 85 / 92 / 103 deg, coherence 0.81 / 0.91 / 0.97)."
+            "apart), sometimes a haze veil."
         ),
     ),
 }

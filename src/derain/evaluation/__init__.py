@@ -1,5 +1,6 @@
-"""Evaluation: the evaluation loop (:mod:`.evaluate`); the metrics (:mod:`derain.metrics`) and paired-dataset
-discovery (:mod:`derain.data.pairs`) it uses are re-exported here."""
+"""Evaluation: the evaluation loop (:mod:`.evaluate`) and validation sets (:mod:`.validation`); the metrics
+(:mod:`derain.metrics`), paired-dataset discovery (:mod:`derain.data.pairs`) and the hold-out
+(:mod:`derain.data.folders`) they use are re-exported here."""
 
 from ..metrics import (
     PROTOCOLS,
@@ -17,16 +18,21 @@ from ..metrics import (
     score,
     ssim_torch,
 )
+from ..data.folders import HoldOut
 from ..data.pairs import LAYOUTS, DatasetError, Layout, Pair, PairSet, check_sizes, find_pairs, natural_key
+from .validation import ValidationConfig, ValidationSets
 
 __all__ = [
     "LAYOUTS",
     "PROTOCOLS",
     "DatasetError",
+    "HoldOut",
     "Layout",
     "Pair",
     "PairSet",
     "Protocol",
+    "ValidationConfig",
+    "ValidationSets",
     "calculate_psnr",
     "calculate_ssim",
     "calculate_ssim_skimage",

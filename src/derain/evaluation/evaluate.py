@@ -25,14 +25,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
-from tqdm import tqdm
 
-from ..inference.derainer import Derainer
+from ..inference.loading import ModelSource, load_derainer
 from ..io.atomic import atomic_output
 from ..io.images import read_image
+from ..io.progress import track
 from ..metrics import get_protocol, quantize
-from ..data.pairs import Pair, PairSet, find_pairs
+from ..data.pairs import DatasetError, Pair, PairSet, find_pairs
 
 __all__ = ["ImageResult", "EvalResult", "evaluate", "PROTOCOL_CHOICES", "expand_protocols"]
 
@@ -129,12 +128,8 @@ class EvalResult:
                 )
 
 
-def _model_name(model: nn.Module) -> str:
-    return getattr(model, "registry_name", type(model).__name__)
-
-
 def evaluate(
-    model: nn.Module | Derainer,
+    model: ModelSource,
     dataset: str | os.PathLike[str] | PairSet | Sequence[Pair],
     protocols: str | Sequence[str] = "y",
     limit: int | None = None,
@@ -160,11 +155,11 @@ def evaluate(
     else:
         pairset = PairSet(root=Path("."), layout="list", pairs=list(dataset), warnings=[])
     pairs = pairset.pairs[:limit] if limit else pairset.pairs
-    derainer = model if isinstance(model, Derainer) else Derainer(model, device=device, precision=precision)
+    derainer = load_derainer(model, device=device, precision=precision)
     result = EvalResult(
         dataset=str(pairset.root),
         layout=pairset.layout,
-        model=model_name or _model_name(derainer.model),
+        model=model_name or derainer.name,
         device=str(derainer.device),
         threads=torch.get_num_threads(),
         precision=derainer.precision,
@@ -174,10 +169,10 @@ def evaluate(
     out_dir = Path(save_dir) if save_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    for pair in tqdm(pairs, desc="eval", unit="img", disable=not progress, file=None):
+    for pair in track(pairs, desc="eval", unit="img", disable=not progress):  # a bar on a terminal, lines in a log
         rainy, clean = read_image(pair.rainy), read_image(pair.clean)
         if rainy.shape != clean.shape:
-            raise ValueError(f"size mismatch: {pair.rainy} is {rainy.shape[1]}x{rainy.shape[0]}, {pair.clean} is {clean.shape[1]}x{clean.shape[0]}")
+            raise DatasetError(f"size mismatch: {pair.rainy} is {rainy.shape[1]}x{rainy.shape[0]}, {pair.clean} is {clean.shape[1]}x{clean.shape[0]}")
         scores: dict[str, dict[str, float]] = {}
         seconds = 0.0
         for n, name in enumerate(names):

@@ -1,7 +1,11 @@
-"""``derain.derain(image)``: derain a PIL image, a numpy array or a torch tensor in one call.
+"""``derain.derain(image)``: derain a PIL image, an image file, a numpy array or a torch tensor in one call.
 
 The result has the input's type and layout:
 
+* an image file's path (``str`` or ``os.PathLike``) → a PIL image, as for that file opened with Pillow
+  and passed in, read by :func:`~derain.io.images.load_photo` (the project's one reader: EXIF
+  orientation applied, its pixel limit; a missing or unreadable file raises its
+  :class:`~derain.io.images.ImageReadError`);
 * PIL images → a PIL image of the same size and mode (derained as RGB; grey comes back grey, alpha
   is kept as it was; palette, CMYK, ``1``, ``I`` are converted back to that mode; ``F`` comes back
   as ``L`` or ``I;16``);
@@ -9,8 +13,8 @@ The result has the input's type and layout:
   (0..65535) or float (in [0, 1]) → the same shape and dtype;
 * torch tensors ``(B, 3, H, W)`` or ``(3, H, W)``, float in [0, 1] → the same shape, dtype and device.
 
-``model`` is a registered name (its bundled weights), an ``nn.Module``, a
-:class:`~derain.inference.derainer.Derainer`, or None for the bundled ``default`` model. Large
+``model`` is anything :func:`~derain.inference.loading.load_derainer` takes (a registered name, a model
+file, an ``nn.Module``, a :class:`~derain.inference.derainer.Derainer`), or None for the bundled ``default``. Large
 images are tiled automatically (``tile=None``; see :mod:`derain.inference.tiling`); ``tile=0``
 never tiles.
 
@@ -27,15 +31,20 @@ dtype('uint16')
 from __future__ import annotations
 
 import functools
-from typing import TypeVar
+import os
+from typing import TYPE_CHECKING, TypeVar, overload
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..io.images import PIXEL_TOP
-from .derainer import Derainer, Strength
+from ..io.images import PIXEL_TOP, Photo
+from .derainer import DerainerBase, Strength
+from .loading import ModelSource, load_derainer, parse_source
 from .tiling import DEFAULT_OVERLAP
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 __all__ = ["derain", "get_derainer"]
 
@@ -43,24 +52,22 @@ T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=4)
-def _named(name: str, device: str, precision: str) -> Derainer:
-    from ..models.registry import create_model
-
-    return Derainer(create_model(name, pretrained=True), device=device, precision=precision, owned=True)
+def _named(name: str, device: str, precision: str) -> DerainerBase:
+    return load_derainer(name, device=device, precision=precision)
 
 
-def get_derainer(model: str | nn.Module | Derainer | None = None, device: str = "cpu", precision: str = "auto") -> Derainer:
-    """A :class:`Derainer` for ``model`` (name → bundled weights, cached; module; Derainer as is; None → ``default``)."""
-    if isinstance(model, Derainer):
-        return model
-    if isinstance(model, nn.Module):
-        return Derainer(model, device=device, precision=precision)
-    if model is None or isinstance(model, str):
-        return _named(model or "default", str(device), precision)
-    raise TypeError(f"model must be a registered name, an nn.Module or a Derainer, got {type(model).__name__}")
+def get_derainer(model: ModelSource = None, device: str = "cpu", precision: str = "auto") -> DerainerBase:
+    """The runner :func:`derain` uses for ``model``: :func:`~derain.inference.loading.load_derainer`'s, those of
+    registered names (and None: ``default``) kept for the next call (up to four)."""
+    if isinstance(model, (DerainerBase, nn.Module)) or model is None or isinstance(model, (str, os.PathLike)):
+        name, weights, onnx = (None, None, None) if not isinstance(model, (str, os.PathLike)) else parse_source(model)
+        if not isinstance(model, (DerainerBase, nn.Module)) and weights is None and onnx is None:
+            return _named(name or "default", str(device), precision)
+        return load_derainer(model, device=device, precision=precision)
+    raise TypeError(f"model must be a registered name, a model file, an nn.Module or a Derainer, got {type(model).__name__}")
 
 
-def _derain_array(derainer: Derainer, image: np.ndarray, tile: int | None, overlap: int, strength: Strength | str | None) -> np.ndarray:
+def _derain_array(derainer: DerainerBase, image: np.ndarray, tile: int | None, overlap: int, strength: Strength | str | None) -> np.ndarray:
     dtype = image.dtype
     if dtype not in PIXEL_TOP and not np.issubdtype(dtype, np.floating):
         raise TypeError(f"numpy images must be uint8, uint16 or float, got {dtype}")
@@ -81,7 +88,7 @@ def _derain_array(derainer: Derainer, image: np.ndarray, tile: int | None, overl
     return result.reshape(image.shape)
 
 
-def _derain_tensor(derainer: Derainer, image: torch.Tensor, tile: int | None, overlap: int, strength: Strength | str | None) -> torch.Tensor:
+def _derain_tensor(derainer: DerainerBase, image: torch.Tensor, tile: int | None, overlap: int, strength: Strength | str | None) -> torch.Tensor:
     if not image.is_floating_point():
         raise TypeError(f"tensors must be float images in [0, 1], got {image.dtype}")
     squeeze = image.dim() == 3
@@ -92,21 +99,41 @@ def _derain_tensor(derainer: Derainer, image: torch.Tensor, tile: int | None, ov
     return out[0] if squeeze else out
 
 
+def _derain_photo(derainer: DerainerBase, photo: Photo, tile: int | None, overlap: int, strength: Strength | str | None) -> PILImage:
+    """A decoded photo derained, as a PIL image in the source's mode (palette, CMYK, ``1``, ``I`` converted back)."""
+    from ..io.images import photo_to_pil
+
+    result = photo_to_pil(photo, derainer.derain_photo(photo, tile, overlap, strength=strength))
+    if result.mode != photo.source_mode and photo.source_mode != "F":
+        try:  # back to the caller's mode (P: adaptive palette, 1: dithered, CMYK, I, ...)
+            result = result.convert(photo.source_mode)
+        except (ValueError, OSError):
+            pass
+    return result
+
+
+@overload
+def derain(image: str | os.PathLike[str], model: ModelSource = ..., precision: str = ..., tile: int | None = ...,
+           tile_overlap: int = ..., device: str = ..., strength: Strength | str | None = ...) -> PILImage: ...
+@overload
+def derain(image: T, model: ModelSource = ..., precision: str = ..., tile: int | None = ...,
+           tile_overlap: int = ..., device: str = ..., strength: Strength | str | None = ...) -> T: ...
 def derain(
-    image: T,
-    model: str | nn.Module | Derainer | None = None,
+    image: object,
+    model: ModelSource = None,
     precision: str = "auto",
     tile: int | None = None,
     tile_overlap: int = DEFAULT_OVERLAP,
     device: str = "cpu",
     strength: Strength | str | None = None,
-) -> T:
-    """Remove rain from ``image`` (PIL image, numpy array or torch tensor); returns the same kind.
+) -> object:
+    """Remove rain from ``image`` (PIL image, numpy array or torch tensor); returns the same kind (a PIL
+    image for an image file's path).
 
     Args:
-        image: the rainy image (see the module docs for the accepted layouts).
-        model: registered model name (bundled weights), ``nn.Module``, ``Derainer``, or None for
-            the bundled ``default`` model.
+        image: the rainy image, or the path of an image file (see the module docs for the accepted layouts).
+        model: what :func:`~derain.inference.loading.load_derainer` takes: a registered name (bundled weights),
+            a model file (weights or ONNX), an ``nn.Module``, a ``Derainer``, or None for the bundled ``default``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`derain.inference.precision`).
         tile: None tiles large images automatically, ``0`` never tiles, ``N`` uses ``N×N`` tiles.
         tile_overlap: overlap between neighbouring tiles in pixels.
@@ -122,6 +149,11 @@ def derain(
     >>> y.shape, y.dtype, bool((y - x).abs().mean() < 0.05)
     (torch.Size([2, 3, 48, 64]), torch.float32, True)
     """
+    if isinstance(image, (str, os.PathLike)):  # read before the model loads: a bad file fails at once
+        from ..io.images import load_photo
+
+        photo = load_photo(image)
+        return _derain_photo(get_derainer(model, device, precision), photo, tile, tile_overlap, strength)
     derainer = get_derainer(model, device, precision)
     if isinstance(image, torch.Tensor):
         return _derain_tensor(derainer, image, tile, tile_overlap, strength)  # type: ignore[return-value]
@@ -130,14 +162,7 @@ def derain(
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        from ..io.images import photo_from_pil, photo_to_pil
+        from ..io.images import photo_from_pil
 
-        photo = photo_from_pil(image)
-        result = photo_to_pil(photo, derainer.derain_photo(photo, tile, tile_overlap, strength=strength))
-        if result.mode != image.mode and image.mode != "F":
-            try:  # back to the caller's mode (P: adaptive palette, 1: dithered, CMYK, I, ...)
-                result = result.convert(image.mode)
-            except (ValueError, OSError):
-                pass
-        return result  # type: ignore[return-value]
-    raise TypeError(f"image must be a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+        return _derain_photo(derainer, photo_from_pil(image), tile, tile_overlap, strength)
+    raise TypeError(f"image must be a PIL image, an image file's path, a numpy array or a torch tensor, got {type(image).__name__}")

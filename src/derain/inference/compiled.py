@@ -12,7 +12,7 @@ dilated filtering, the fusion and the gate) stays in the fused C kernel.
 Costs and limits (``BENCHMARKS.md``, "Compiled path"):
 
 * each image size compiles at its first call (batches run one image at a time on that graph):
-  7-23 s on 2 cores, 4-8 s when inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default
+  seconds to tens of seconds, less when inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default
   under the system temp folder) holds that graph. It pays for long videos and folders of one image size, not for a single photo: opt-in
   (``Derainer(compile=True)``, ``--compile``), except ``derain video``, which compiles where
   :func:`compile_pays` says so;
@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 __all__ = ["CompileError", "compile_model", "compile_pays", "is_compiled"]
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ def compile_pays(images: int, width: int, height: int) -> bool:
     return images * width * height / 1e6 * SAVED_S_PER_MEGAPIXEL > FIRST_COMPILE_S
 
 
-class CompileError(ValueError):
+class CompileError(UserError, ValueError):
     """The model cannot run compiled (not an EfDeRain model)."""
 
 

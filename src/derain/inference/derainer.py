@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InvalidArgument
 from ..io.images import Photo
 from .compiled import compile_model
 from .precision import autocast, input_layout, prepare_model, resolve_precision
@@ -35,9 +36,9 @@ def resolve_strength(strength: Strength | str | None) -> Strength:
     try:
         value = float(strength)
     except (TypeError, ValueError):
-        raise ValueError(f"strength must be 'auto' or a number from 0 to 1, got {strength!r}") from None
+        raise InvalidArgument(f"strength must be 'auto' or a number from 0 to 1, got {strength!r}", option="--strength") from None
     if not (0.0 <= value <= 1.0) or math.isnan(value):
-        raise ValueError(f"strength must be 'auto' or a number from 0 to 1, got {strength!r}")
+        raise InvalidArgument(f"strength must be 'auto' or a number from 0 to 1, got {strength!r}", option="--strength")
     return value
 
 
@@ -49,10 +50,21 @@ class DerainerBase:
     the rain removal to apply (:func:`resolve_strength`). With ``auto`` a model that judges images as a whole
     (``judges_images``) judges each image once, on all of it (:data:`~derain.inference.tiling.JUDGE_PIXELS`
     or fewer pixels) or a copy downscaled to that size, and every tile gets that judgement: tiled and untiled
-    outputs agree."""
+    outputs agree. A backend whose model judges each input itself (an exported ONNX file) takes ``auto``
+    only, and judges each tile."""
 
     strength: Strength = "auto"
     judges_images: bool = False
+
+    @property
+    def name(self) -> str:
+        """What this runs, for tables and logs."""
+        return type(self).__name__
+
+    @property
+    def params(self) -> int:
+        """The parameter count of what this runs (0 where it is not known)."""
+        return 0
 
     def run_tensor(self, batch: torch.Tensor, strength: Strength | None = None, whole: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -175,6 +187,15 @@ class Derainer(DerainerBase):
         self.model = prepare_model(model, self.precision, self.device) if owned else model
         if compile:
             compile_model(self.model)
+
+    @property
+    def name(self) -> str:
+        """The model's registered name, else its class."""
+        return str(getattr(self.model, "registry_name", None) or type(self.model).__name__)
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
 
     @property
     def judges_images(self) -> bool:  # type: ignore[override]

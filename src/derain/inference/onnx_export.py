@@ -16,11 +16,11 @@ The file carries the padding multiple and the model's architecture/config as ONN
 ``derained``, both ``(batch, 3, height, width)`` float32.
 
 **Exporter.** The default is PyTorch's TorchScript-based exporter (``dynamo=False``,
-``dynamic_axes``): it exports these models in about a second, and its graphs were checked to
+``dynamic_axes``): it exports these models quickly, and its graphs were checked to
 match the torch model at sizes other than the traced one. ``dynamo=True`` uses the
 ``torch.export``-based exporter (PyTorch's default since 2.9) with derived dynamic dimensions
-(``multiple × n``); it gives the same results but takes about 20× longer on these graphs (the
-pixel filter unrolls into many small slices).
+(``multiple × n``); it gives the same results but takes much longer on these graphs (the
+pixel filter unrolls into many small slices; BENCHMARKS.md, "ONNX Runtime").
 
 >>> import derain, numpy as np, tempfile, os
 >>> model = derain.create_model("efderain-tiny", identity_init=True)
@@ -44,11 +44,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InvalidArgument, UserError
 from ..models.efderain import pad_border, pad_to_multiple
 from ..io.atomic import atomic_output
 from .derainer import DerainerBase, Strength, resolve_strength
 
 __all__ = [
+    "OnnxFileError",
     "DEFAULT_OPSET",
     "INPUT_NAME",
     "OUTPUT_NAME",
@@ -65,14 +67,15 @@ META_BORDER = "derain.border"
 
 
 class _PaddedCore(nn.Module):
-    """EfDeRain's forward without the pad/crop: inputs must have sides that are multiples of ``config.multiple``."""
+    """EfDeRain's forward without the pad/crop (inputs must have sides that are multiples of ``config.multiple``),
+    its filtering as a few large ops (the ``onehot`` path of :mod:`derain.ops.full_resolution`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.padded_forward(x)
+        return self.model.padded_forward(x, path="onehot")
 
 
 def exportable_core(model: nn.Module) -> tuple[nn.Module, int]:
@@ -136,10 +139,7 @@ def export_onnx(
     example = torch.rand(1, getattr(getattr(model, "config", None), "in_channels", 3), h, w)
 
     was_training = model.training
-    filtering = getattr(model, "filter_implementation", None)
     model.eval()
-    if filtering is not None:
-        model.filter_implementation = "onehot"  # the filtering as a few large ops (see derain.ops.pixel_filter)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarning on shape checks, exporter deprecation notice
@@ -167,8 +167,6 @@ def export_onnx(
                     proto = onnx.load(traced)
     finally:
         model.train(was_training)
-        if filtering is not None:
-            model.filter_implementation = filtering
 
     meta = {META_MULTIPLE: str(multiple), META_BORDER: str(int(getattr(model, "border", 0) or 0)), **_architecture_metadata(model)}
     del proto.metadata_props[:]
@@ -185,6 +183,10 @@ def _forward_arg_names(module: nn.Module) -> list[str]:
     import inspect
 
     return [p for p in inspect.signature(module.forward).parameters]
+
+
+class OnnxFileError(UserError, ValueError):
+    """A file that ONNX Runtime cannot load as an image model."""
 
 
 class OnnxDerainer(DerainerBase):
@@ -219,16 +221,30 @@ class OnnxDerainer(DerainerBase):
             self.session = ort.InferenceSession(source, options, providers=list(providers))
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own pybind exception types
             name = "<bytes>" if isinstance(model, bytes) else source
-            raise ValueError(f"{name}: not a loadable ONNX model ({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from None
+            raise OnnxFileError(f"{name}: not a loadable ONNX model ({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.multiple = int(meta.get(META_MULTIPLE, "1"))
         self.border = int(meta.get(META_BORDER, "0"))
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise ValueError("the ONNX model must have one (B, C, H, W) input")
+            raise OnnxFileError(f"{'<bytes>' if isinstance(model, bytes) else source}: the ONNX model must have one (B, C, H, W) input")
         self.input_name = inputs[0].name
         self.in_channels = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else 3
         self.metadata = dict(meta)
+        self._source = model
+
+    @property
+    def name(self) -> str:
+        """The file's name (``<bytes>`` for a model given as bytes)."""
+        return "<bytes>" if isinstance(self._source, bytes) else Path(os.fspath(self._source)).name
+
+    @property
+    def params(self) -> int:
+        """The number of values in the model's initializers (its weights)."""
+        import onnx
+
+        proto = onnx.load_model_from_string(self._source) if isinstance(self._source, bytes) else onnx.load(os.fspath(self._source))
+        return sum(int(np.prod(init.dims)) for init in proto.graph.initializer)
 
     @classmethod
     def from_model(cls, model: nn.Module, threads: int | None = None, opset: int = DEFAULT_OPSET, **kwargs: Any) -> "OnnxDerainer":
@@ -244,7 +260,7 @@ class OnnxDerainer(DerainerBase):
         The exported graph judges each image (tile) itself: ``strength`` other than ``auto`` is refused
         (a ``ValueError``: it needs the PyTorch backend), ``whole`` is not taken."""
         if resolve_strength(self.strength if strength is None else strength) != "auto" or whole is not None:
-            raise ValueError("a strength other than auto needs the PyTorch backend (the ONNX file judges each image itself)")
+            raise InvalidArgument("a strength other than auto needs the PyTorch backend (the ONNX file judges each image itself)", option="--strength")
         if batch.dim() != 4 or batch.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(batch.shape)}")
         x = batch.detach().to("cpu", torch.float32)

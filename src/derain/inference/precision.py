@@ -15,6 +15,8 @@ from typing import Iterator, Literal
 import torch
 from torch import nn
 
+from ..errors import InvalidArgument
+
 __all__ = ["Precision", "PRECISIONS", "resolve_precision", "autocast", "prepare_model", "input_layout", "cpu_has_fast_bf16"]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -25,14 +27,17 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # AVX512_CORE_BF16 (AVX-512-BF16) and AVX512_CORE_AMX (AMX-BF16) on
 _ONEDNN_ISAS = (
     "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16",
-    "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16",
-    "AVX512_CORE_AMX_FP16", "ALL", "DEFAULT",
+    "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "ALL",
 )  # fmt: skip
+# older names of the same levels
+_ONEDNN_ALIASES = {"AVX512_CORE_FP16": "AVX10_1_512", "AVX512_CORE_AMX": "AVX10_1_512_AMX",
+                   "AVX512_CORE_AMX_FP16": "AVX10_1_512_AMX_FP16", "DEFAULT": "ALL"}
 
 
 def _onednn_allows(level: str) -> bool:
     """True unless ``ONEDNN_MAX_CPU_ISA`` (or its older name ``DNNL_MAX_CPU_ISA``) caps oneDNN below ``level``."""
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
+    cap, level = _ONEDNN_ALIASES.get(cap, cap), _ONEDNN_ALIASES.get(level, level)
     if cap not in _ONEDNN_ISAS:
         return True  # a value oneDNN does not know: it ignores it
     return _ONEDNN_ISAS.index(cap) >= _ONEDNN_ISAS.index(level)
@@ -58,7 +63,7 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
     """Turn ``auto`` into a concrete precision for ``device``; validate the others."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise InvalidArgument(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", option="--precision")
     kind = torch.device(device).type
     if precision == "auto":
         if kind == "cuda":

@@ -30,12 +30,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import InvalidArgument
 from ..io.images import PIXEL_TOP, quantize_pixels, unit_float
 
 __all__ = [
     "AUTO_TILE",
     "AUTO_TILE_PIXELS",
     "DEFAULT_OVERLAP",
+    "check_tile",
     "JUDGE_PIXELS",
     "derain_array",
     "derain_tiled",
@@ -66,8 +68,7 @@ def resolve_tile(tile: int | None, height: int, width: int) -> int | None:
     """
     if tile is None:
         return AUTO_TILE if height * width > AUTO_TILE_PIXELS else None
-    if tile < 0:
-        raise ValueError(f"tile must be >= 0, got {tile}")
+    check_tile(tile, 0)
     if tile == 0 or (height <= tile and width <= tile):
         return None
     return int(tile)
@@ -111,13 +112,34 @@ def _axis_weights(starts: list[int], size: int, overlap: int) -> list[np.ndarray
     return weights
 
 
+def check_tile(tile: int | None, overlap: int = DEFAULT_OVERLAP, *, blame: str = "tile") -> None:
+    """The one rule of a tile plan: an overlap of 0 or more, and tiles (where there are any: ``None`` or 0
+    is no tiling) of more than twice the overlap, so each tile keeps a middle of its own.
+    :class:`~derain.errors.InvalidArgument` names ``--tile`` or, with ``blame="overlap"``, ``--tile-overlap``.
+
+    >>> check_tile(512, 32), check_tile(0, 32), check_tile(None, 32)
+    (None, None, None)
+    >>> check_tile(64, 32)
+    Traceback (most recent call last):
+    ...
+    derain.errors.InvalidArgument: tile must be 0 or more than twice the tile overlap (64), got 64
+    """
+    if overlap < 0:
+        raise InvalidArgument(f"tile overlap must be >= 0, got {overlap}", option="--tile-overlap")
+    if tile is not None and tile < 0:
+        raise InvalidArgument(f"tile must be >= 0, got {tile}", option="--tile")
+    if tile and 2 * overlap >= tile:
+        if blame == "overlap":
+            raise InvalidArgument(f"tile overlap must be less than half the tile ({tile}), got {overlap}", option="--tile-overlap")
+        raise InvalidArgument(f"tile must be 0 or more than twice the tile overlap ({2 * overlap}), got {tile}", option="--tile")
+
+
 def _plan(height: int, width: int, tile: int, overlap: int) -> tuple[int, int, list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]], torch.Tensor, torch.Tensor]:
     """The tiling of an image: tile height and width, (start, 1-D weight) per tile row and column, and the
     reciprocal of the weights' sums per row and column (the normaliser)."""
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
-    if overlap < 0 or 2 * overlap >= tile:
-        raise ValueError(f"overlap must be >= 0 and less than half the tile ({tile}), got {overlap}")
+    check_tile(tile, overlap, blame="overlap")
     th, tw = min(tile, height), min(tile, width)
     ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
     rows, cols = list(zip(ys, _axis_weights(ys, th, overlap))), list(zip(xs, _axis_weights(xs, tw, overlap)))

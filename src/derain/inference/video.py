@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InvalidArgument, UserError
 from ..io.atomic import atomic_output
 from .tiling import DEFAULT_OVERLAP
 
@@ -73,7 +74,7 @@ _QUIET_OPTIONS = {"libx265": {"x265-params": "log-level=none"}}
 _FULL_CHROMA = ("yuv444p", "gbrp", "rgb24", "bgr24", "bgr0", "yuvj444p")
 
 
-class VideoError(Exception):
+class VideoError(UserError):
     """A problem with the user's input or options (bad file, no video stream, codec refused...)."""
 
 
@@ -132,9 +133,9 @@ def parse_bitrate(text: str | int) -> int:
         try:
             value = float(s) * scale
         except ValueError:
-            raise ValueError(f"bitrate must look like 4M, 800k or 2500000, got {text!r}") from None
+            raise InvalidArgument(f"bitrate must look like 4M, 800k or 2500000, got {text!r}", option="--bitrate") from None
     if not value >= 1000:
-        raise ValueError(f"bitrate must be at least 1k (bits/s), got {text!r}")
+        raise InvalidArgument(f"bitrate must be at least 1k (bits/s), got {text!r}", option="--bitrate")
     return int(value)
 
 
@@ -403,14 +404,16 @@ def derain_video(
         threads: decoder/encoder threads (the derainer's threads are its own).
         tile: tile side for ``run_tiled`` (0 = whole frames, None = automatic as ``derain run``).
         audio: copy the audio streams.
-        progress: tqdm bar on stderr (None = only on a terminal).
+        progress: progress on stderr, a bar on a terminal and a plain line every few seconds
+            otherwise (:func:`derain.io.progress.progress_bar`); False = none (None = True).
 
     Raises:
         VideoError: unreadable input, no video stream, refused codec/options, decoding/encoding failure.
         ``dst`` is replaced if it exists (the CLI asks for ``--overwrite``); it is never left half-written.
     """
     import av
-    from tqdm import tqdm
+
+    from ..io.progress import progress_bar
 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
@@ -446,8 +449,8 @@ def derain_video(
                 audio_map, dropped = _copy_audio_streams(out, in_audio, dst_path)
                 if pad:
                     log.warning("codec %s needs even frame sides: %dx%d is padded to %dx%d", codec, width, height, ovs.width, ovs.height)
-                bar = tqdm(total=_frame_total(vs, rate) or None, unit="frame", file=sys.stderr,
-                           disable=None if progress is None else not progress, dynamic_ncols=True, desc=dst_path.name)
+                bar = progress_bar(_frame_total(vs, rate) or None, desc=dst_path.name, unit="frame", file=sys.stderr,
+                                   disable=progress is False)
                 derain_frames = functools.partial(
                     _derain_frames, derainer, tile=tile, tile_overlap=tile_overlap, pad=(ovs.height - height, ovs.width - width)
                 )

@@ -52,6 +52,7 @@ from typing import IO, Any, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import UserError
 from .atomic import atomic_output
 from .sixteen import low_byte_rawmode, low_byte_tiles, rawmode_of_tile, write_png16, write_tiff16
 
@@ -85,7 +86,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", "
 ReadErrorKind = Literal["missing", "unreadable", "empty", "not_image", "corrupt", "too_large", "unsupported"]
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """A file cannot be read as an image.
 
     ``path`` and ``reason`` hold the file's name and the bare reason, so a caller can print

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..io.atomic import atomic_output
 from .architectures import architecture_of, build_architecture
 
@@ -39,7 +40,7 @@ __all__ = [
 FORMAT_VERSION = "1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A model file cannot be read or does not match the architecture."""
 
 
@@ -79,11 +80,86 @@ def save_model(
     return path
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of a ``.safetensors`` file or a raw PyTorch state dict."""
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """safetensors' layout: an 8-byte little-endian header length, then the JSON header (``{``)."""
+    return len(head) > 8 and 0 < int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{"
+
+
+def _file_kind(path: Path, head: bytes) -> str:
+    """What a file that holds no weights is, for the message: ``a JPEG image``, ``a text file``, ..."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+
+        with Image.open(path) as img:  # reads the header only
+            fmt = str(img.format or "")
+        if fmt:
+            return f"{'an' if fmt[0] in 'AEFHILMNORSX' else 'a'} {fmt} image"
+    except (UnidentifiedImageError, OSError, ValueError):  # not an image Pillow knows (or a broken one)
+        pass
+    if head.startswith(b"PK"):
+        import zipfile
+
+        if zipfile.is_zipfile(path):
+            return "a ZIP archive without PyTorch data"
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX model, which runs as the model itself: --onnx FILE"
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError as err:
+            if err.start >= len(head) - 3:  # a character cut by the end of the sample
+                return "a text file"
+    return "neither safetensors nor a PyTorch state dict"
+
+
+def weights_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` plainly is not a weights file (``no such file``, ``not a weights file (a JPEG image)``,
+    ``... (empty: 0 bytes)``), from its first bytes alone; None when it looks like one (safetensors, or
+    PyTorch's zip or legacy pickle format; the load itself may still refuse it). Nothing is unpickled here.
+
+    >>> import tempfile, pathlib
+    >>> text = pathlib.Path(tempfile.mkdtemp()) / "notes.pth"
+    >>> _ = text.write_text("step 100")
+    >>> weights_file_problem(text)
+    'not a weights file (a text file)'
+    """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        return "not a weights file (a folder)"
+    if path.exists() and not path.is_file():  # a pipe or a device: never opened (reading could block)
+        return "not a weights file (not a regular file)"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as err:
+        return f"cannot read ({err.strerror or err})"
+    if size == 0:
+        return "not a weights file (empty: 0 bytes)"
+    if _is_safetensors(head, size) or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return None  # safetensors, or torch.save's legacy format (a pickle, read with weights_only)
+    if head.startswith(b"PK"):  # torch.save's zip format holds .../data.pkl
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist()):
+                    return None
+        except (zipfile.BadZipFile, OSError):
+            return None  # a damaged archive: the load says what is wrong
+    return f"not a weights file ({_file_kind(path, head)})"
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of a ``.safetensors`` file or a raw PyTorch state dict; a file that is plainly
+    something else (an image, text, empty, a folder) raises :class:`CheckpointError` saying what it is."""
+    path = Path(path)
+    problem = weights_file_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     if path.suffix == ".safetensors":
         try:
             from safetensors import safe_open

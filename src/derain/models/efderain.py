@@ -29,8 +29,7 @@ from torch import Tensor, nn
 
 from .arch_config import ArchConfig
 
-from ..ops.fused_filter import fused_filter_supports, upsample_filter_fuse
-from ..ops.pixel_filter import pixel_dilation_filter2d
+from ..ops.full_resolution import bilinear_up, dilation_filter_fuse, filtering_layout, fused_path_applies, gate_map
 
 __all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "GATE_INIT_BIAS", "pad_to_multiple", "pad_border"]
 
@@ -170,36 +169,6 @@ def pad_border(x: Tensor, border: int) -> Tensor:
     return F.pad(x, (border,) * 4, mode="reflect" if border < min(h, w) else "replicate")
 
 
-def _filtering_layout(t: Tensor) -> Tensor:
-    """Half-precision kernels as fp32, in plain (NCHW-contiguous) layout.
-
-    The filtering is memory-bound elementwise work over row slices: on the CPU it runs about 20x
-    faster in fp32 on contiguous tensors than in bf16 on channels_last ones (the layout reduced
-    precision inference uses for the convolutions), and fp32 accumulation is more accurate.
-    """
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()
-    return t.contiguous()
-
-
-def _upsample(t: Tensor, scale: int, size: tuple[int, int] | None = None) -> Tensor:
-    """Bilinear ×``scale`` (``align_corners=False``); with ``size``, only its top-left ``size`` (same values).
-
-    >>> t = torch.rand(1, 2, 5, 6)
-    >>> torch.equal(_upsample(t, 4, (9, 13)), _upsample(t, 4)[..., :9, :13])
-    True
-    """
-    if scale == 1:
-        return t if size is None else t[..., : size[0], : size[1]]
-    if size is None or tuple(size) == (t.shape[-2] * scale, t.shape[-1] * scale):
-        return F.interpolate(t, scale_factor=scale, mode="bilinear", align_corners=False)
-    # Output row i reads input rows floor((i + 0.5) / scale - 0.5) and the next one, so h // scale + 2 rows
-    # suffice; passing the scale keeps the sampling positions of the full upsampling.
-    h, w = size
-    low = t[..., : min(t.shape[-2], h // scale + 2), : min(t.shape[-1], w // scale + 2)]
-    return torch.ops.aten.upsample_bilinear2d.default(low, [h, w], False, float(scale), float(scale))
-
-
 class EfDeRain(nn.Module):
     """Kernel prediction network + pixel-wise dilation filtering + fusion.
 
@@ -220,11 +189,8 @@ class EfDeRain(nn.Module):
     def __init__(self, config: EfDeRainConfig = PAPER) -> None:
         super().__init__()
         self.config = config
-        # How the full-resolution stage runs (the same function each way):
-        #   "auto": the fused C kernel where it can (see `uses_fused_kernel`), else "fast";
-        #   "fast": eager upsampling, in-place accumulating filtering, fusion conv;
-        #   "reference": as "fast" but the filtering stacks shifted copies (the released code's way);
-        #   "onehot": as "fast" but the shifted copies come from one one-hot convolution (what ONNX export traces).
+        # The path the full-resolution stage asks for (derain.ops.full_resolution.FILTER_PATHS; the same
+        # function each way): "auto" picks the fused C kernel where it can run; "reference" is the released code's.
         self.filter_implementation = "auto"
         w, d, kl = config.widths, config.depth, config.kernel_level
         levels = len(w)
@@ -343,9 +309,9 @@ class EfDeRain(nn.Module):
 
     def _kernels_from_features(self, feat: Tensor, size: tuple[int, int] | None) -> Tensor:
         if self.config.outc_at_full_resolution:
-            return _filtering_layout(self.apply_outc(_upsample(feat, self.kernel_scale, size)))
+            return filtering_layout(self.apply_outc(bilinear_up(feat, self.kernel_scale, size)))
         # convert at low resolution: 4x less to copy
-        return _upsample(_filtering_layout(self.apply_outc(feat)), self.kernel_scale, size)
+        return bilinear_up(filtering_layout(self.apply_outc(feat)), self.kernel_scale, size)
 
     def outc_params(self) -> tuple[Tensor, Tensor]:
         """``outc``'s (weight, bias) as applied: with ``config.unit_kernels`` projected so each pixel's kernel sums to one.
@@ -404,8 +370,7 @@ class EfDeRain(nn.Module):
         return self._gate_from_parts(*self.gate_parts(feat, deep), size)
 
     def _gate_from_parts(self, logits: Tensor, whole: Tensor | None, size: tuple[int, int] | None) -> Tensor:
-        gate = torch.sigmoid(_upsample(logits, self.kernel_scale, size))
-        return gate if whole is None else gate * whole[:, :, None, None]
+        return gate_map(logits, whole, self.kernel_scale, size)
 
     def gate_parts(self, feat: Tensor, deep: Tensor | None = None, whole: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """The gate before upsampling: its logits ``(B, 1, h, w)`` at the kernels' resolution (the head's output
@@ -437,22 +402,10 @@ class EfDeRain(nn.Module):
         padded, _ = pad_to_multiple(pad_border(x, self.border), self.config.multiple)
         return self._image_gate_from(self.encoder(padded)[-1])
 
-    def apply_gate(
-        self, image: Tensor, filtered: Tensor, feat: Tensor, deep: Tensor | None = None, whole: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None]:
-        """``image + m·(filtered − image)`` with the gate ``m`` of ``feat`` (and ``deep`` or ``whole``; sizes of
-        ``filtered``, top-left), and ``m`` (``None`` and ``filtered`` unchanged without ``config.gate``)."""
-        if not self.config.gate:
-            return filtered, None
-        gate = self._gate_from_parts(*self.gate_parts(feat, deep, whole), tuple(filtered.shape[-2:]))
-        image = image[..., : filtered.shape[-2], : filtered.shape[-1]].to(filtered.dtype)
-        return image + gate * (filtered - image), gate
-
-    def padded_forward(self, x: Tensor) -> Tensor:
-        """The network on ``x`` whose sides are multiples of ``config.multiple``, without padding or cropping
-        (eager full-resolution stage): the graph the ONNX export traces."""
-        feat, deep = self.features(x)
-        return self.apply_gate(x, self.filter(x, self._kernels_from_features(feat, None)), feat, deep)[0]
+    def padded_forward(self, x: Tensor, path: str | None = None) -> Tensor:
+        """The network on ``x`` whose sides are multiples of ``config.multiple``, without padding or cropping; the
+        full-resolution stage run by ``path`` (default: ``filter_implementation``; ONNX export traces ``onehot``)."""
+        return self._full_resolution(x, *self.features(x), None, None, path or self.filter_implementation)[0]
 
     @property
     def border(self) -> int:
@@ -464,40 +417,30 @@ class EfDeRain(nn.Module):
         return max(cfg.dilations) * (cfg.kernel_size // 2) + (1 if cfg.fusion else 0)
 
     def uses_fused_kernel(self, x: Tensor) -> bool:
-        """Whether ``forward(x)`` runs the full-resolution stage in the fused C kernel.
+        """Whether ``forward(x)`` runs the full-resolution stage in the fused C kernel
+        (:func:`~derain.ops.full_resolution.fused_path_applies`; never with ``outc_at_full_resolution``, whose
+        kernels are made at full resolution anyway)."""
+        weight = self.conv_final.weight if self.config.fusion else None
+        return (self.filter_implementation == "auto" and not self.config.outc_at_full_resolution
+                and fused_path_applies(x, self.config.dilations, weight, *self.parameters()))
 
-        With ``filter_implementation == "auto"``, where the kernel is built and handles the config
-        (:func:`~derain.ops.fused_filter.fused_filter_supports`), on the CPU, with the fusion conv,
-        kernels predicted before ``outc``'s upsampling, fp32 input and weights (under autocast too:
-        the kernel computes in fp32), not while tracing or compiling, and no gradient to compute
-        (the kernel has no backward: training runs the eager path).
-        """
+    def _full_resolution(
+        self, image: Tensor, feat: Tensor, deep: Tensor, out_size: tuple[int, int] | None, whole: Tensor | None,
+        path: str, return_gate: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Kernels, fusion and gate from the features, through :func:`~derain.ops.full_resolution.dilation_filter_fuse`."""
         cfg = self.config
-        return (
-            self.filter_implementation == "auto"
-            and fused_filter_supports(cfg.in_channels, len(cfg.dilations))
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and cfg.fusion
-            and self.conv_final.weight.dtype == torch.float32
-            and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
-            and not cfg.outc_at_full_resolution
-            and not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
-        )
-
-    def filter(self, x: Tensor, kernels: Tensor) -> Tensor:
-        """Pixel-wise dilation filtering of ``x`` with ``kernels`` and fusion."""
-        kernels = _filtering_layout(kernels)
-        impl = self.filter_implementation if self.filter_implementation in ("reference", "onehot") else "fast"
-        filtered = pixel_dilation_filter2d(x.to(kernels.dtype).contiguous(), kernels, self.config.dilations, impl)
-        if not self.config.fusion:
-            return filtered
-        if not self.config.channel_fusion:
-            return self.conv_final(filtered)
-        w, b = self.fusion_params()
-        with torch.autocast(filtered.device.type, enabled=False):  # fp32, as the fused kernel
-            return F.conv2d(filtered.float(), w.float(), b.float(), padding=self.conv_final.padding)
+        if cfg.outc_at_full_resolution:  # the released order: 1×1 outc on the upsampled features
+            low, scale = self._kernels_from_features(feat, tuple(image.shape[-2:])), 1
+            path = "fast" if path == "auto" else path
+        else:
+            low, scale = self.apply_outc(feat), self.kernel_scale
+        weight, bias = self.fusion_params() if cfg.fusion else (None, None)
+        logits, whole = self.gate_parts(feat, deep, whole) if cfg.gate else (None, None)
+        if logits is not None and scale == 1:  # the gate at the kernels' (full) resolution too
+            logits = bilinear_up(logits, self.kernel_scale, tuple(image.shape[-2:]))
+        return dilation_filter_fuse(image, low, scale, cfg.dilations, weight, bias, out_size, gate=logits, whole=whole,
+                                    fusion_fp32=cfg.channel_fusion, path=path, return_gate=return_gate)
 
     def forward(self, x: Tensor, return_gate: bool = False, whole: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor | None]:
         """The derained ``x``; with ``return_gate`` also the rain gate ``(B, 1, H, W)`` (``None`` without
@@ -524,14 +467,7 @@ class EfDeRain(nn.Module):
         size = (min(padded.shape[-2], ph + reach - lead), min(padded.shape[-1], pw + reach - lead))
         feat, deep = self.features(padded)
         image = padded[..., : size[0], : size[1]]
-        if self.uses_fused_kernel(x):  # the gate blended in the same pass
-            low = self.apply_outc(feat).float()  # the kernel reads channels_last as it is (no transposing copy)
-            weight, bias = self.fusion_params()
-            logits, whole = self.gate_parts(feat, deep, whole) if cfg.gate else (None, None)
-            out = upsample_filter_fuse(image, low, self.kernel_scale, cfg.dilations, weight, bias, (ph, pw), gate=logits, whole=whole)
-            gate = self._gate_from_parts(logits, whole, (ph, pw)) if logits is not None and return_gate else None
-        else:
-            out, gate = self.apply_gate(image, self.filter(image, self._kernels_from_features(feat, size)), feat, deep, whole)
+        out, gate = self._full_resolution(image, feat, deep, (ph, pw), whole, self.filter_implementation, return_gate)
         out = out[..., lead : lead + h, lead : lead + w]
         if not return_gate:
             return out

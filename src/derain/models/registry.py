@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InvalidArgument
 from .architectures import ARCHITECTURES, build_architecture
 from .checkpoint import load_state_dict_strict, read_model, read_state_dict
 from .efderain import PAPER
@@ -75,15 +76,16 @@ def model_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
+        raise InvalidArgument(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
 
 
 def bundled_weights_path(name: str) -> Path:
     """Path of the weights shipped in the package for model ``name``."""
     spec = model_spec(name)
-    if spec.weights is None:
-        raise ValueError(
-            f"model {name!r} has no bundled weights; models with weights: {', '.join(list_models(pretrained=True)) or 'none'}"
+    if spec.weights is None:  # a user error: the fix is to name a weights file (PReNet's are the authors')
+        raise InvalidArgument(
+            f"model {name!r} has no bundled weights: pass its weights file with --weights FILE (weights= in Python); "
+            f"models with bundled weights: {', '.join(list_models(pretrained=True)) or 'none'}"
         )
     return Path(str(resources.files("derain") / "weights" / spec.weights))
 
@@ -196,14 +198,14 @@ _bundled(
 _efderain(
     "efderain-cpu-fast",
     "efderain-cpu with a pixel-unshuffle x4 stem (the KPN starts at H/4), 4 levels of widths 24-192, kernels "
-    "predicted at H/4 and upsampled x4: about 1.4x faster than efderain-cpu (bf16, 481x321).",
+    "predicted at H/4 and upsampled x4: faster than efderain-cpu (BENCHMARKS.md).",
     **{**_REGISTRY["efderain-cpu"].config, "stem": 4, "widths": (24, 48, 96, 192)},
 )
 _bundled(
     "fast",
     "efderain-cpu-fast",
     "The bundled fast model: efderain-cpu-fast trained here like the default (derain train fast-cpu-v4, then "
-    "fast-cpu-v7: the rain gate); less accurate, about 1.4x faster; see MODEL_CARD.md.",
+    "fast-cpu-v7: the rain gate); faster, less accurate; see MODEL_CARD.md.",
 )
 
 register_model(

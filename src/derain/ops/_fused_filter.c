@@ -1,12 +1,12 @@
-/* Fused inference kernel of EfDeRain's full-resolution stage, in one pass over the image:
+/* Fused inference kernel of the full-resolution stage (derain.ops.full_resolution), in one pass over the image:
  *
  *   bilinear upsampling of the low-resolution per-pixel kernels (align_corners=False, integer scale)
  *   -> pixel-wise filtering at every dilation (zero outside the image)
  *   -> 3x3 fusion convolution (zero padding) + bias
  *   -> optionally the rain gate: out = image + g * (fused - image), g = sigmoid(up(gate logits)) * whole.
  *
- * The same function as derain.models.efderain's eager path (upsample, then
- * derain.ops.pixel_filter's "fast" filtering, then conv_final), in fp32, without materialising the
+ * The same function as the stage's eager "fast" path (upsample, then derain.ops.pixel_filter's
+ * "fast" filtering, then the fusion convolution), in fp32, without materialising the
  * full-resolution kernels (C*k*k channels) or the filtered maps (N*C channels): each thread keeps a
  * row of kernels and a ring of three filtered rows, so the work stays in cache. Inference only (no
  * gradient); the Python side checks shapes and falls back to the eager path where this module is
@@ -43,7 +43,7 @@
 #define XB 32   /* columns per block */
 #define KPITCH(Ws) ((((size_t)(Ws) + XB - 1) / XB) * XB) /* kernel row pitch: whole blocks */
 
-typedef struct {
+typedef struct job {
     const float *image, *low, *weight, *bias, *gate, *whole;
     float *out;
     int B, C, Hs, Ws, P, Hl, Wl, k, N, Ho, Wo, scale;
@@ -53,6 +53,7 @@ typedef struct {
     const float *lx;     /* weight of x1 */
     long row_begin, row_end; /* rows of the flattened (B * Ho) output this thread writes */
     int failed;
+    void (*run)(struct job *); /* the instruction-set clone of the row loop, chosen once per call */
 } job_t;
 
 /* PyTorch's source coordinate for align_corners=False with an explicit scale (upsample_bilinear2d). */
@@ -283,7 +284,7 @@ static const isa_t ISAS[] = { /* best first */
     {"default", run_job_default},
 };
 #define N_ISAS ((int)(sizeof ISAS / sizeof ISAS[0]))
-static int isa_index = N_ISAS - 1; /* the baseline until set_isa */
+static int isa_index = N_ISAS - 1; /* the baseline until set_isa; read and written with the GIL held */
 
 static int isa_supported(int i) {
 #ifdef ISA_CLONES
@@ -295,7 +296,8 @@ static int isa_supported(int i) {
 }
 
 static void *run_job(void *arg) {
-    ISAS[isa_index].fn((job_t *)arg);
+    job_t *job = (job_t *)arg;
+    job->run(job);
     return NULL;
 }
 
@@ -402,6 +404,7 @@ static PyObject *filter_fuse(PyObject *self, PyObject *args) {
     base.whole = (const float *)(uintptr_t)p_whole; /* NULL (0): factor 1 */
     base.B = B, base.C = C, base.Hs = Hs, base.Ws = Ws, base.P = P, base.Hl = Hl, base.Wl = Wl, base.k = k, base.N = (int)N;
     base.Ho = Ho, base.Wo = Wo, base.scale = scale, base.low_nhwc = low_nhwc;
+    base.run = ISAS[isa_index].fn; /* before the GIL is released: a set_isa meanwhile affects the next call only */
     int *x0 = malloc(sizeof(int) * Ws), *x1 = malloc(sizeof(int) * Ws);
     float *lx = malloc(sizeof(float) * Ws);
     if (threads < 1) threads = 1;

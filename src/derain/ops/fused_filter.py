@@ -1,6 +1,6 @@
-"""Fused inference kernel of EfDeRain's full-resolution stage (C extension ``_fused_filter``).
+"""Fused inference kernel of the full-resolution stage (C extension ``_fused_filter``).
 
-EfDeRain predicts its per-pixel kernels at ``1/scale`` resolution; the eager path then upsamples them
+A kernel-prediction network (EfDeRain) predicts its per-pixel kernels at ``1/scale`` resolution; the eager path then upsamples them
 (``C·k²`` full-resolution channels), filters the image at every dilation (``N·C`` channels) and fuses
 the results with a 3×3 convolution, and a gated model blends the result with the image
 (``image + m·(y − image)``, the gate ``m`` upsampled like the kernels). All are memory-bound at full
@@ -8,8 +8,8 @@ resolution. The fused kernel does them in one pass, row by row, keeping one row 
 rows of filtered maps in cache: same function, fp32, no gradient.
 
 The extension is built by ``pip install`` where a C compiler exists; :func:`fused_filter_available`
-says whether it is, and :class:`~derain.models.efderain.EfDeRain` falls back to the eager path when
-it is not (or when a gradient is needed).
+says whether it is, and :func:`~derain.ops.full_resolution.dilation_filter_fuse` runs the eager path
+where it is not (or where a gradient is needed).
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ Endpoints:
 * ``GET /healthz``: ``{"status": "ok", "model": {...}, "queue": {...}}``.
 * ``GET /v1/models``: ``{"models": [{"name", "params", "precision"}]}``.
 * ``GET /``: the web page (``static/``: plain HTML/JS/CSS, nothing from elsewhere).
-* ``GET /docs``, ``GET /openapi.json``: FastAPI's API docs.
+* ``GET /openapi.json``: the OpenAPI description; ``GET /docs``: a page listing its endpoints
+  (``static/docs.html``: plain JS that reads ``/openapi.json``, nothing from elsewhere, where
+  FastAPI's Swagger UI and ReDoc pages would load their code from a CDN).
 
 Errors are JSON ``{"error", "request_id"}``: 400 (corrupt image, empty or malformed upload), 404,
 405, 408 (upload stalled for ``upload_idle_timeout`` s or not complete within ``upload_timeout`` s),
@@ -49,11 +51,12 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
-from torch import nn
 
+from ..errors import InvalidArgument
 from ..inference.api import get_derainer
-from ..inference.derainer import Derainer, resolve_strength
-from ..inference.tiling import AUTO_TILE, DEFAULT_OVERLAP
+from ..inference.derainer import DerainerBase, resolve_strength
+from ..inference.loading import ModelSource
+from ..inference.tiling import AUTO_TILE, DEFAULT_OVERLAP, check_tile
 from .errors import ApiError, ErrorBody, install_error_handlers
 from .inference_pool import InferencePool, QueueFull
 from .limits import (
@@ -118,11 +121,10 @@ class Health(BaseModel):
     queue: dict[str, int]
 
 
-def model_info(derainer: Derainer, name: str | None = None) -> ModelInfo:
-    """Name (``name``, else the model's registry name, else its class), parameter count and precision."""
-    model = derainer.model
-    shown = name or getattr(model, "registry_name", None) or type(model).__name__
-    return ModelInfo(name=str(shown), params=sum(p.numel() for p in model.parameters()), precision=derainer.precision)
+def model_info(derainer: DerainerBase, name: str | None = None) -> ModelInfo:
+    """Name (``name``, else the runner's: the model's registry name or class, an ONNX file's name), parameter
+    count and precision."""
+    return ModelInfo(name=str(name or derainer.name), params=derainer.params, precision=derainer.precision)
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -162,7 +164,7 @@ _UPLOAD_BODY = {
 
 
 def create_app(
-    model: str | nn.Module | Derainer | None = None,
+    model: ModelSource = None,
     *,
     workers: int = 1,
     queue_size: int = DEFAULT_QUEUE_SIZE,
@@ -174,7 +176,7 @@ def create_app(
     upload_idle_timeout: float | None = DEFAULT_UPLOAD_IDLE_S,
     upload_timeout: float | None = DEFAULT_UPLOAD_TIMEOUT_S,
 ) -> FastAPI:
-    """Build the service around ``model`` (None: the bundled default; a registered name; an ``nn.Module``).
+    """Build the service around ``model`` (None: the bundled default; anything :func:`~derain.inference.loading.load_derainer` takes).
 
     Args:
         model: the model, loaded once here.
@@ -192,18 +194,20 @@ def create_app(
         upload_timeout: seconds an upload may take in all before it gets 408 (None: no limit).
     """
     if max_upload_mb <= 0:
-        raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb}")
+        raise InvalidArgument(f"max_upload_mb must be > 0, got {max_upload_mb}", option="--max-upload-mb")
     if max_pixels is not None and max_pixels < 1:
-        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+        raise InvalidArgument(f"max_pixels must be >= 1, got {max_pixels}", option="--max-pixels")
     for name, value in (("upload_idle_timeout", upload_idle_timeout), ("upload_timeout", upload_timeout)):
         if value is not None and not value > 0:
-            raise ValueError(f"{name} must be > 0 seconds, got {value}")
-    if max_tile <= 2 * DEFAULT_OVERLAP:
-        raise ValueError(f"max_tile must be more than {2 * DEFAULT_OVERLAP} (twice the tile overlap), got {max_tile}")
+            raise InvalidArgument(f"{name} must be > 0 seconds, got {value}")
+    try:
+        check_tile(max_tile, DEFAULT_OVERLAP)
+    except InvalidArgument as err:
+        raise InvalidArgument(f"max_tile: {err}", option="--max-tile") from None
     derainer = get_derainer(model, "cpu", precision)
     pool = InferencePool(workers, queue_size)
     uploads = UploadSlots(max_uploads)
-    info = model_info(derainer, model if isinstance(model, str) else "default" if model is None else None)
+    info = model_info(derainer, "default" if model is None else None)
     upload_limit = int(max_upload_mb * 1024 * 1024)
 
     @contextlib.asynccontextmanager
@@ -216,6 +220,8 @@ def create_app(
         summary="Remove rain from photos on a CPU (EfficientDeRain).",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN: /docs is the local page below
+        redoc_url=None,
     )
     app.state.pool = pool
     app.state.uploads = uploads
@@ -241,8 +247,10 @@ def create_app(
         strength: Annotated[str, Query(description=_STRENGTH_HELP)] = "auto",
     ) -> Response:
         """Remove rain from the uploaded image; the result comes back in the input's format unless `format` says otherwise."""
-        if tile and tile <= 2 * DEFAULT_OVERLAP:
-            raise ApiError(422, f"invalid request: tile must be 0 or more than {2 * DEFAULT_OVERLAP} (twice the tile overlap)")
+        try:
+            check_tile(tile, DEFAULT_OVERLAP)
+        except InvalidArgument as err:
+            raise ApiError(422, f"invalid request: {err}") from None
         try:
             chosen = resolve_strength(strength)
         except ValueError as err:
@@ -287,6 +295,10 @@ def create_app(
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Content-Security-Policy": PAGE_CSP})
+
+    @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
+    async def docs_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "docs.html", media_type="text/html", headers={"Content-Security-Policy": PAGE_CSP})
 
     return app
 

@@ -32,7 +32,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 
-import numpy as np
 from PIL import Image
 
 from ..inference.derainer import Derainer, Strength

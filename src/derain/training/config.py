@@ -1,9 +1,18 @@
 """Training configuration: YAML file + ``key.sub=value`` overrides → a typed :class:`TrainConfig` (pydantic).
 
 Every field has a default equal to the released recipe (reference.md §2) where the paper
-specifies one; see ``configs/*.yaml`` for the presets (Table 2 v1-v4, released recipe). Values
-are converted and checked by pydantic (types, ranges, unknown keys); a bad value is one
-:class:`ConfigError` line naming the key.
+specifies one; see ``configs/*.yaml`` for the presets (Table 2 v1-v4, the released recipe, the bundled
+models' stages, ``my-data`` for your own data). A config is validated once: pydantic converts and checks
+the values (types, ranges, unknown keys) and expands the data paths in the same pass
+(:data:`~derain.data.folders.DataPath`); a bad value is one :class:`ConfigError` line naming the key. A
+:class:`TrainConfig` is frozen: what was validated is what trains.
+
+The data a run reads is described once, in three keys: ``sources`` (what trains), ``holdout``
+(``{FOLDER: N}``: the last N pairs or photos of FOLDER never train, and validation scores them instead;
+:class:`~derain.data.folders.HoldOut`, which training and validation both read) and ``validation``
+(:class:`~derain.evaluation.validation.ValidationConfig`: folders used only for validation, and when).
+The hold-out's other spellings (a source's ``holdout``, ``validation.held_out`` ...) are read as ``holdout``
+(:func:`upgrade_spellings`).
 """
 
 from __future__ import annotations
@@ -13,28 +22,27 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ..data.folders import DATA_ROOT_VARIABLE, DataPath, HoldOut, default_data_root, expand_in_context
+from ..errors import UserError
+from ..evaluation.validation import ValidationConfig
 from ..models.registry import model_spec
 
 __all__ = [
     "SourceConfig", "ValidationConfig", "TrainConfig", "load_config", "apply_overrides", "build_config", "ConfigError",
-    "DATA_ROOT_VARIABLE", "default_data_root",
+    "DATA_ROOT_VARIABLE", "default_data_root", "upgrade_spellings", "config_changes", "RUNTIME_KEYS", "SCHEDULE_KEYS",
 ]
 
-#: Presets name their data as ``${DERAIN_DATA}/<set>``: ``derain train --data-root DIR``, this environment
-#: variable, or the first existing ``../shared/data`` (beside the current folder or the source checkout).
-DATA_ROOT_VARIABLE = "DERAIN_DATA"
 
-
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A training configuration is malformed."""
 
 
 class _Config(BaseModel):
-    """Unknown keys are errors; values are converted (YAML strings from overrides) and checked by pydantic."""
+    """Unknown keys are errors; values are converted (YAML strings from overrides) and checked by pydantic; frozen."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -47,18 +55,18 @@ class SourceConfig(_Config):
         ``paired``: (rainy, clean) pairs from a folder in any layout :func:`derain.data.pairs.find_pairs` knows.
         ``synthetic``: clean photos from ``path`` with rain rendered on the fly (``preset``: light/medium/heavy/mixed).
         ``rain_layers``: clean photos from ``path`` with real rain layers (rainy − clean) of the pairs in
-        ``layers`` composited onto them; the last ``holdout`` pairs of ``layers`` are left out (validation).
-        For ``paired`` sources ``holdout`` leaves out the folder's last pairs the same way.
-        Each layer's intensity is scaled by U(``scale``) and rotated by up to ``max_rotation`` degrees.
+        ``layers`` composited onto them. Each layer's intensity is scaled by U(``scale``) and rotated by up
+        to ``max_rotation`` degrees.
+
+    A source reads what the config's ``holdout`` leaves of its folders (``path`` and ``layers``).
     """
 
     kind: str = "synthetic"
-    path: str = ""
+    path: DataPath = ""
     weight: float = Field(1.0, gt=0)
     preset: str = "mixed"
-    layers: list[str] = Field(default_factory=list)
-    holdout: int = Field(0, ge=0)
-    layout: str = "auto"
+    layers: list[DataPath] = Field(default_factory=list)
+    layout: str = "auto"  # a paired folder's layout (find_pairs); validation of its held-out pairs uses it too
     scale: tuple[float, float] = (0.7, 1.1)
     max_rotation: float = Field(0.0, ge=0, le=90)
 
@@ -78,34 +86,17 @@ class SourceConfig(_Config):
 SOURCE_KINDS = ("paired", "synthetic", "rain_layers")
 
 
-class ValidationConfig(_Config):
-    """Validation sets (never test sets): paired folders, each optionally restricted to its last ``holdout`` pairs."""
-
-    paired: list[str] = Field(default_factory=list)
-    holdout_only: list[str] = Field(default_factory=list)  # folders of which only the held-out pairs are used
-    holdout: int = Field(0, ge=0)
-    synthetic: int = Field(0, ge=0)  # rendered pairs from held-out clean photos
-    held_out: dict[str, int] = Field(default_factory=dict)  # folder -> its last N pairs (overrides `holdout`)
-    noharm: bool = False  # identity Y-PSNR on rain-free held-out images (reported, not in the mean)
-    every: int = Field(500, ge=0)
-    max_side: int = Field(0, ge=0)  # >0 crops validation images to this many pixels per side
-    limit: int = Field(0, ge=0)  # at most this many pairs per folder (0 = all)
-
-    @field_validator("held_out")
-    @classmethod
-    def _counts(cls, value: dict[str, int]) -> dict[str, int]:
-        if any(n < 1 for n in value.values()):
-            raise ValueError(f"validation.held_out counts must be >= 1, got {value}")
-        return value
-
-
 class TrainConfig(_Config):
+    """A training run, as ``derain train`` reads it: model, data (``sources``, ``holdout``, ``validation``), loss,
+    schedule and where the run goes (``out_dir``)."""
+
     model: str = "efderain-paper"
     model_overrides: dict[str, Any] = Field(default_factory=dict)
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig()])
+    holdout: dict[str, int] = Field(default_factory=dict)  # folder -> its last N pairs or photos: never trained, validated
     rainmix: bool = False
     rainmix_mode: Literal["paper", "released"] = "paper"
-    streaks: str = ""
+    streaks: DataPath = ""
     rainmix_p: float = Field(1.0, ge=0, le=1)  # probability of applying RainMix to a sample
     identity_p: float = Field(0.0, ge=0, le=1)  # share of samples whose input is their clean image (rain-free -> unchanged)
     identity_weight: float = Field(1.0, gt=0)  # loss weight of those rain-free samples relative to the rainy ones
@@ -129,7 +120,7 @@ class TrainConfig(_Config):
     sample_every: int = Field(0, ge=0)
     checkpoint_every: int = Field(100, ge=1)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    init_weights: str = ""  # start from these weights (fine-tuning, as the released v3/v4)
+    init_weights: DataPath = ""  # start from these weights (fine-tuning, as the released v3/v4)
     ema: float = Field(0.0, ge=0, lt=1)  # >0: validate and save an exponential moving average of the weights with this decay
 
     @field_validator("betas", mode="before")
@@ -140,6 +131,19 @@ class TrainConfig(_Config):
         if not ok:
             raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
         return value
+
+    @field_validator("holdout")
+    @classmethod
+    def _holdout(cls, value: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        """Counts of at least 1, keyed by the expanded folders (as the sources' paths are)."""
+        folders: dict[str, int] = {}
+        for folder, n in value.items():
+            if n < 1:
+                raise ValueError(f"holdout counts must be >= 1, got {value}")
+            path = expand_in_context(folder, info.context)
+            if folders.setdefault(path, n) != n:
+                raise ValueError(f"holdout names the folder {path} twice, with {folders[path]} and {n}")
+        return folders
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -153,9 +157,12 @@ class TrainConfig(_Config):
             raise ValueError(f"gate_weight needs a model with a rain gate; {self.model} has none (model_overrides: {{gate: true}})")
         return self
 
-    def check(self) -> None:
-        """Check the config again (after its fields were changed in place); :class:`ConfigError` naming the key."""
-        build_config(self.model_dump())
+    def hold_out(self) -> HoldOut:
+        """The hold-out as training and validation both read it: ``holdout``, with the sources telling which folders
+        hold clean photos (a synthetic or rain-layer source's ``path``) and which layout a paired folder has."""
+        photos = frozenset(s.path for s in self.sources if s.kind != "paired")
+        layouts = {s.path: s.layout for s in self.sources if s.kind == "paired" and s.layout != "auto"}
+        return HoldOut(dict(self.holdout), photos, layouts)
 
 
 def _has_gate(model: str, overrides: dict[str, Any]) -> bool:
@@ -164,6 +171,39 @@ def _has_gate(model: str, overrides: dict[str, Any]) -> bool:
     except ValueError:
         return True  # an unknown model is reported when it is built
     return bool({**config, **overrides}.get("gate", False))
+
+
+# Config keys that change how fast a run goes or what it prints, not what it learns: free to change on --resume.
+RUNTIME_KEYS = frozenset({"threads", "workers", "log_every", "sample_every"})
+# Keys that change the schedule of a run, not its model or data: changed on --resume only with allow_changes.
+SCHEDULE_KEYS = frozenset({"iterations", "decay_start", "lr", "checkpoint_every", "validation"})
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively, so a config read back from a checkpoint compares equal to a fresh one."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _saved_value(saved: dict[str, Any], key: str) -> Any:
+    """``saved[key]``; a key the checkpoint's config lacks (a run older than that key) has its default."""
+    if key in saved or key not in TrainConfig.model_fields:
+        return saved.get(key)
+    default = TrainConfig.model_fields[key].get_default(call_default_factory=True)
+    return default.model_dump() if isinstance(default, BaseModel) else default
+
+
+def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The top-level keys (other than :data:`RUNTIME_KEYS`) whose values differ between a checkpoint's config and
+    ``cfg``; a key the checkpoint lacks counts as its default (runs from before the key was added resume), and
+    the hold-out's other spellings count as ``holdout`` (:func:`upgrade_spellings`)."""
+    saved = upgrade_spellings(saved)
+    wanted = cfg.to_dict()
+    keys = (set(saved) | set(wanted)) - RUNTIME_KEYS
+    return sorted(k for k in keys if _plain(_saved_value(saved, k)) != _plain(wanted.get(k)))
 
 
 def _key(loc: tuple[Any, ...]) -> str:
@@ -199,10 +239,87 @@ def _message(error: dict[str, Any]) -> str:
     return f"{key}: {error['msg'][0].lower()}{error['msg'][1:]}, got {got!r}"
 
 
-def build_config(data: dict[str, Any]) -> TrainConfig:
-    """A :class:`TrainConfig` from a (parsed YAML) mapping; :class:`ConfigError` naming the first bad key."""
+def _count(value: Any, key: str) -> int:
+    """A hold-out count as YAML or an override gives it (a whole number >= 0)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{key} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def upgrade_spellings(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the hold-out's other spellings read as ``holdout: {FOLDER: N}``, which means the same:
+
+    * ``sources[i].holdout: N`` — N of a paired source's ``path``, N of each folder in a rain-layer source's ``layers``;
+    * ``validation.holdout_only: [FOLDER, ...]`` with ``validation.holdout: N``, and ``validation.held_out: {FOLDER: N}``;
+    * ``validation.synthetic: N`` — N photos of each clean-photo folder (a synthetic or rain-layer source's ``path``).
+
+    These spell one hold-out twice, for training and for validation; where the two disagree, or where the config
+    also has ``holdout``, :class:`ConfigError` says so in one line. Saved run configs are read through this too,
+    so that a run folder written with these keys resumes.
+    """
+    validation = data.get("validation") if isinstance(data.get("validation"), dict) else {}
+    sources = data.get("sources") if isinstance(data.get("sources"), list) else []
+    old = [f"validation.{k}" for k in ("holdout_only", "holdout", "held_out", "synthetic") if k in validation]
+    old += [f"sources[{i}].holdout" for i, s in enumerate(sources) if isinstance(s, dict) and "holdout" in s]
+    if not old:
+        return data
+    if "holdout" in data:
+        raise ConfigError(f"{old[0]}: this config names its hold-out in `holdout: {{FOLDER: N}}`; give the folders there")
+    counts: dict[str, tuple[int, str]] = {}  # folder -> (N, the key that said so)
+
+    def hold(folders: Iterable[Any], n: int, key: str) -> None:
+        for folder in folders:
+            if not n or not isinstance(folder, str) or not folder:
+                continue
+            if folder in counts and counts[folder][0] != n:
+                raise ConfigError(f"{key} holds out {n} of {folder} but {counts[folder][1]} {counts[folder][0]}: "
+                                  "one hold-out serves training and validation; write holdout: {FOLDER: N}")
+            counts.setdefault(folder, (n, key))
+
+    rest = dict(validation)
+    n = _count(rest.pop("holdout", 0), "validation.holdout")
+    hold(rest.pop("holdout_only", None) or [], n, "validation.holdout")
+    held_out = rest.pop("held_out", None) or {}
+    if not isinstance(held_out, dict):
+        raise ConfigError(f"validation.held_out must be a mapping FOLDER: N, got {held_out!r}")
+    held_counts = {folder: _count(k, "validation.held_out") for folder, k in held_out.items()}
+    if any(k < 1 for k in held_counts.values()):
+        raise ConfigError(f"validation.held_out counts must be >= 1, got {held_out}")
+    for folder, k in held_counts.items():
+        hold([folder], k, "validation.held_out")
+    photos = _count(rest.pop("synthetic", 0), "validation.synthetic")
+
+    kept: list[Any] = []
+    for i, source in enumerate(sources):
+        if isinstance(source, dict) and "holdout" in source:
+            source = dict(source)
+            k = _count(source.pop("holdout"), f"sources[{i}].holdout")
+            kind = source.get("kind", "synthetic")
+            if kind == "paired":
+                hold([source.get("path")], k, f"sources[{i}].holdout")
+            elif kind == "rain_layers":
+                hold(source.get("layers") or [], k, f"sources[{i}].holdout")
+        kept.append(source)
+    photo_folders = [s.get("path") for s in kept if isinstance(s, dict) and s.get("kind", "synthetic") != "paired"]
+    hold(photo_folders, photos, "validation.synthetic")
+
+    upgraded = {**data, "holdout": {folder: k for folder, (k, _) in counts.items()}}
+    if isinstance(data.get("validation"), dict):
+        upgraded["validation"] = rest
+    if isinstance(data.get("sources"), list):
+        upgraded["sources"] = kept
+    return upgraded
+
+
+def build_config(data: dict[str, Any], base: Path | None = None, data_root: Path | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from a (parsed YAML) mapping, validated once: the hold-out's other spellings read as
+    ``holdout`` (:func:`upgrade_spellings`) and, given ``base``, every data path expanded against it
+    (``${DERAIN_DATA}`` = ``data_root``, default :func:`default_data_root`); :class:`ConfigError` naming the first bad key."""
+    context = {"base": base, "data_root": data_root or default_data_root()} if base is not None else None
     try:
-        return TrainConfig.model_validate(data)
+        return TrainConfig.model_validate(upgrade_spellings(data), context=context)
     except ValidationError as e:
         raise ConfigError(_message(e.errors()[0])) from None
 
@@ -224,45 +341,13 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
-def default_data_root() -> Path:
-    """``$DERAIN_DATA``, else ``../shared/data`` beside the current folder or the source checkout (the first that
-    exists), else ``../shared/data`` (a missing folder is reported by the source that needs it)."""
-    if os.environ.get(DATA_ROOT_VARIABLE):
-        return Path(os.environ[DATA_ROOT_VARIABLE]).expanduser()
-    candidates = [Path.cwd() / ".." / "shared" / "data", Path(__file__).resolve().parents[3] / ".." / "shared" / "data"]
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
-    return candidates[0]
-
-
-def _expand_paths(cfg: TrainConfig, base: Path, data_root: Path) -> None:
-    """Resolve relative data paths against ``base``; ``${DERAIN_DATA}`` is ``data_root``, other ``${VAR}`` expanded."""
-
-    def fix(p: str) -> str:
-        if not p:
-            return p
-        p = p.replace("${" + DATA_ROOT_VARIABLE + "}", str(data_root)).replace("$" + DATA_ROOT_VARIABLE, str(data_root))
-        p = os.path.expandvars(os.path.expanduser(p))
-        return p if os.path.isabs(p) else str((base / p).resolve())
-
-    for s in cfg.sources:
-        s.path = fix(s.path)
-        s.layers = [fix(p) for p in s.layers]
-    cfg.streaks = fix(cfg.streaks)
-    cfg.validation.paired = [fix(p) for p in cfg.validation.paired]
-    cfg.validation.holdout_only = [fix(p) for p in cfg.validation.holdout_only]
-    cfg.validation.held_out = {fix(p): int(n) for p, n in cfg.validation.held_out.items()}
-    cfg.init_weights = fix(cfg.init_weights)
-
-
 def load_config(
     path: str | os.PathLike[str] | None,
     overrides: Iterable[str] = (),
     base: Path | None = None,
     data_root: str | os.PathLike[str] | None = None,
 ) -> TrainConfig:
-    """Read a YAML config (or start from defaults when ``path`` is None), apply overrides, validate.
+    """Read a YAML config (or start from defaults when ``path`` is None), apply overrides, validate (:func:`build_config`).
 
     Relative data paths are resolved against ``base`` (default: the current directory);
     ``${DERAIN_DATA}`` in a path (the presets' data) is ``data_root`` (default :func:`default_data_root`).
@@ -279,7 +364,4 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         data = loaded or {}
-    data = apply_overrides(data, overrides)
-    cfg = build_config(data)
-    _expand_paths(cfg, base or Path.cwd(), Path(data_root) if data_root else default_data_root())
-    return cfg
+    return build_config(apply_overrides(data, overrides), base or Path.cwd(), Path(data_root) if data_root else None)

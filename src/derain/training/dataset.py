@@ -1,5 +1,8 @@
 """Training samples: (rainy, clean) crops from paired folders, rendered rain or real rain layers.
 
+Every source reads what the run's hold-out (:class:`~derain.data.folders.HoldOut`) leaves of its folders:
+the held-out pairs and photos are the validation sets, and never a training sample.
+
 Sample ``i`` is a pure function of ``(seed, i)``: its source, image, crop, rain and flips are
 drawn from ``numpy.random.default_rng([seed, i])``. Training at step ``t`` on rank ``r`` of ``W``
 uses samples ``t·B·W + r·B + j`` (:class:`StepBatchSampler`), so a resumed or distributed run
@@ -17,14 +20,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..data.folders import HoldOut
 from ..data.rain_layers import RainLayerBank
 from ..data.rainmix import RainMix, StreakBank
 from ..data.render import PRESETS, RainRenderer
-from ..data.pairs import DatasetError, find_pairs
-from ..io.images import ImageReadError, image_size, is_image_file, read_image
+from ..data.pairs import DatasetError
+from ..io.images import ImageReadError, image_size, read_image
 from .config import SourceConfig, TrainConfig
 
-__all__ = ["TrainingSamples", "StepBatchSampler", "clean_split", "build_sources", "DatasetError"]
+__all__ = ["TrainingSamples", "StepBatchSampler", "build_sources", "DatasetError"]
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +66,6 @@ def _usable(paths: Sequence[Path], crop: int, what: str) -> list[Path]:
     return keep
 
 
-def clean_split(folder: str | Path, holdout: int) -> tuple[list[Path], list[Path]]:
-    """Images of a clean-only folder (sorted): all but the last ``holdout`` for training, those for validation."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise DatasetError(f"clean image folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
-    if len(files) <= holdout:
-        raise DatasetError(f"{root}: {len(files)} images, need more than the {holdout} held out for validation")
-    return (files[:-holdout], files[-holdout:]) if holdout else (files, [])
-
-
 def _random_crop(images: Sequence[np.ndarray], crop: int, rng: np.random.Generator) -> list[np.ndarray]:
     h, w = images[0].shape[:2]
     y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
@@ -84,12 +77,10 @@ class Source(Protocol):
 
 
 class PairedSource:
-    """Crops of real (rainy, clean) pairs from a folder in any known layout."""
+    """Crops of real (rainy, clean) pairs from a folder in any known layout, except its held-out pairs."""
 
-    def __init__(self, cfg: SourceConfig, crop: int, exclude_last: int = 0) -> None:
-        pairs = find_pairs(cfg.path, layout=cfg.layout).pairs
-        if exclude_last:
-            pairs = pairs[:-exclude_last]
+    def __init__(self, cfg: SourceConfig, crop: int, holdout: HoldOut) -> None:
+        pairs, _ = holdout.split_pairs(cfg.path, cfg.layout)
         usable = set(_usable([p.rainy for p in pairs], crop, cfg.path))
         self.pairs = [p for p in pairs if p.rainy in usable]
 
@@ -103,9 +94,11 @@ class PairedSource:
 
 
 class SyntheticSource:
-    """Crops of clean photos with rain rendered on the fly (``preset``: a renderer preset or ``mixed``)."""
+    """Crops of clean photos, except the held-out ones, with rain rendered on the fly (``preset``: a renderer
+    preset or ``mixed``)."""
 
-    def __init__(self, cfg: SourceConfig, crop: int, files: Sequence[Path]) -> None:
+    def __init__(self, cfg: SourceConfig, crop: int, holdout: HoldOut) -> None:
+        files, _ = holdout.split_photos(cfg.path)
         self.files = _usable(files, crop, cfg.path)
         names = sorted(PRESETS) if cfg.preset == "mixed" else [cfg.preset]
         self.renderers = [RainRenderer(n) for n in names]
@@ -117,16 +110,15 @@ class SyntheticSource:
 
 
 class RainLayerSource:
-    """Crops of clean photos with real rain layers (rainy − clean of paired folders) composited on."""
+    """Crops of clean photos with real rain layers (rainy − clean of paired folders) composited on; held-out
+    photos and pairs are left out of both."""
 
-    def __init__(self, cfg: SourceConfig, crop: int, files: Sequence[Path]) -> None:
+    def __init__(self, cfg: SourceConfig, crop: int, holdout: HoldOut) -> None:
+        files, _ = holdout.split_photos(cfg.path)
         self.files = _usable(files, crop, cfg.path)
-        pairs = []
-        for folder in cfg.layers:
-            found = find_pairs(folder).pairs
-            pairs += found[: len(found) - cfg.holdout] if cfg.holdout else found
+        pairs = [p for folder in cfg.layers for p in holdout.split_pairs(folder)[0]]
         if not pairs:
-            raise DatasetError(f"no rain-layer pairs left in {cfg.layers} after holding out {cfg.holdout}")
+            raise DatasetError(f"no rain-layer pairs left in {cfg.layers} after the hold-out")
         self.bank = RainLayerBank.from_pairs([(p.rainy, p.clean) for p in pairs])
         self.scale, self.max_rotation = (float(cfg.scale[0]), float(cfg.scale[1])), float(cfg.max_rotation)
 
@@ -135,16 +127,22 @@ class RainLayerSource:
         return self.bank.augment(clean, rng, scale=self.scale, max_rotation=self.max_rotation), clean
 
 
+#: The source class of each ``kind`` (:data:`~derain.training.config.SOURCE_KINDS`).
+SOURCES: dict[str, type[PairedSource | SyntheticSource | RainLayerSource]] = {
+    "paired": PairedSource,
+    "synthetic": SyntheticSource,
+    "rain_layers": RainLayerSource,
+}
+
+
 def build_sources(cfg: TrainConfig) -> list[Source]:
-    """Instantiate every configured source; dataset problems raise :class:`DatasetError` before training."""
+    """Every configured source, reading what the config's hold-out leaves of its folders; dataset problems raise
+    :class:`DatasetError` before training."""
+    holdout = cfg.hold_out()
     sources: list[Source] = []
     for s in cfg.sources:
         try:
-            if s.kind == "paired":
-                sources.append(PairedSource(s, cfg.crop, exclude_last=s.holdout))
-            else:
-                files, _ = clean_split(s.path, cfg.validation.synthetic)
-                sources.append((SyntheticSource if s.kind == "synthetic" else RainLayerSource)(s, cfg.crop, files))
+            sources.append(SOURCES[s.kind](s, cfg.crop, holdout))
         except (ImageReadError, ValueError) as e:
             if isinstance(e, DatasetError):
                 raise

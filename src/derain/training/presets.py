@@ -1,5 +1,16 @@
 """Training presets shipped with the package (``src/derain/configs/*.yaml``).
 
+* the stages that reproduce the bundled weights from scratch, each from the previous stage's weights
+  (``init_weights``): ``default-cpu`` → ``default-cpu-ft`` → ``default-cpu-v3`` → ``default-cpu-v4`` →
+  ``default-cpu-v5`` → ``default-cpu-v7`` for ``default``, ``fast-cpu-v4`` → ``fast-cpu-v7`` for ``fast``
+  (MODEL_CARD.md, "Training");
+* the paper's ablation, ``paper-v1`` … ``paper-v4`` (Table 2), and ``released``, the authors' released recipe;
+* :data:`TEMPLATE`, ``my-data``: a documented template for your own data, which validates once its data
+  paths are set.
+
+``derain train`` also takes the path of any YAML file, e.g. a stage tried and not shipped, kept in the
+repository's ``experiments/`` folder.
+
 >>> [p for p in list_presets() if p.startswith("paper-")]
 ['paper-v1', 'paper-v2', 'paper-v3', 'paper-v4']
 """
@@ -11,7 +22,10 @@ from pathlib import Path
 
 from .config import ConfigError
 
-__all__ = ["list_presets", "resolve_preset"]
+__all__ = ["TEMPLATE", "list_presets", "resolve_preset"]
+
+#: The preset that is a template for a user's own data: it names no data until its paths are set.
+TEMPLATE = "my-data"
 
 
 def _folder() -> Path:

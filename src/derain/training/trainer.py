@@ -37,27 +37,23 @@ import torch
 import torch.distributed as dist
 import yaml
 from PIL import Image
-from pydantic import BaseModel
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from ..data.render import RainRenderer
-from ..evaluation.evaluate import evaluate
+from ..evaluation.validation import ValidationSets
 from ..metrics import quantize
-from ..data.pairs import Pair, find_pairs
 from ..inference.derainer import Derainer
 from ..io.atomic import atomic_files, atomic_output
-from ..io.images import read_image
+from ..io.progress import echo, progress_bar
 from ..models.checkpoint import CheckpointError, load_training_state, save_model
 from ..models.registry import create_model, load_model
-from .config import ConfigError, TrainConfig
-from .dataset import StepBatchSampler, TrainingSamples, build_sources, clean_split
+from .config import SCHEDULE_KEYS, ConfigError, TrainConfig, config_changes
+from .dataset import StepBatchSampler, TrainingSamples, build_sources
 from .losses import build_loss, gate_loss
 
-__all__ = ["train", "TrainResult", "ValidationSets", "lr_factor", "config_changes", "RUNTIME_KEYS", "SCHEDULE_KEYS"]
+__all__ = ["train", "TrainResult", "lr_factor"]
 
 log = logging.getLogger(__name__)
 
@@ -105,100 +101,6 @@ def _set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
 
 
-class ValidationSets:
-    """Validation pairs (never test sets) and the synthetic held-out pairs, scored with protocol ``y``."""
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        v = cfg.validation
-        self.sets: dict[str, list[Pair]] = {}
-        for folder in v.paired:
-            pairs = find_pairs(folder).pairs
-            self.sets[Path(folder).name] = pairs[: v.limit] if v.limit else pairs
-        held_out = {folder: v.holdout for folder in v.holdout_only} | dict(v.held_out)
-        for folder, n in held_out.items():
-            pairs = find_pairs(folder).pairs[-n:] if n else []
-            if pairs:
-                self.sets[f"{Path(folder).name}-holdout{n}"] = pairs
-        self.synthetic: list[tuple[str, np.ndarray, np.ndarray]] = []
-        self.rain_free: list[np.ndarray] = []  # held-out rain-free images: the model must return them unchanged
-        held_clean: list[Path] = []
-        if v.synthetic:
-            clean_sources = [s for s in cfg.sources if s.kind != "paired"]
-            if clean_sources:
-                _, held_clean = clean_split(clean_sources[0].path, v.synthetic)
-                presets = ("light", "medium", "heavy")
-                for n, path in enumerate(held_clean):
-                    rng = np.random.default_rng([cfg.seed, 10**9 + n])
-                    clean = read_image(path).astype(np.float32) / 255
-                    if v.max_side:
-                        clean = clean[: v.max_side, : v.max_side]
-                    rainy = RainRenderer(presets[n % 3]).render(clean, rng)
-                    self.synthetic.append((path.stem, quantize(rainy), quantize(clean)))
-        if v.noharm:
-            paths = held_clean + [p.clean for pairs in self.sets.values() for p in pairs]
-            self.rain_free = [read_image(p) for p in paths]
-
-    def __bool__(self) -> bool:
-        return bool(self.sets or self.synthetic)
-
-    def run(self, model: nn.Module, precision: str) -> dict[str, float]:
-        derainer = Derainer(model, device=next(model.parameters()).device, precision=precision)  # the training device
-        scores: dict[str, float] = {}
-        for name, pairs in self.sets.items():
-            result = evaluate(derainer, pairs, "y", progress=False)
-            scores[f"{name}_psnr"] = result.metrics["y"]["psnr"]
-            scores[f"{name}_ssim"] = result.metrics["y"]["ssim"]
-        if self.synthetic:
-            from ..metrics import score
-
-            psnrs = [score("y", derainer(rainy.astype(np.float32) / 255), clean)[0] for _, rainy, clean in self.synthetic]
-            scores["synthetic_psnr"] = float(np.mean(psnrs))
-        psnr_keys = [k for k in scores if k.endswith("_psnr")]
-        scores["mean_psnr"] = float(np.mean([scores[k] for k in psnr_keys]))
-        if self.rain_free:
-            from ..metrics import score
-
-            psnrs = [min(score("y", derainer(img.astype(np.float32) / 255), img)[0], 100.0) for img in self.rain_free]
-            scores["noharm_psnr"] = float(np.mean(psnrs))  # reported beside the mean, not part of it
-        return scores
-
-    def first_image(self) -> np.ndarray | None:
-        for pairs in self.sets.values():
-            return read_image(pairs[0].rainy)
-        return self.synthetic[0][1] if self.synthetic else None
-
-
-# Config keys that change how fast a run goes or what it prints, not what it learns: free to change on --resume.
-RUNTIME_KEYS = frozenset({"threads", "workers", "log_every", "sample_every"})
-# Keys that change the schedule of a run, not its model or data: changed on --resume only with allow_changes.
-SCHEDULE_KEYS = frozenset({"iterations", "decay_start", "lr", "checkpoint_every", "validation"})
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively, so a config read back from a checkpoint compares equal to a fresh one."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _saved_value(saved: dict[str, Any], key: str) -> Any:
-    """``saved[key]``; a key the checkpoint's config lacks (a run older than that key) has its default."""
-    if key in saved or key not in TrainConfig.model_fields:
-        return saved.get(key)
-    default = TrainConfig.model_fields[key].get_default(call_default_factory=True)
-    return default.model_dump() if isinstance(default, BaseModel) else default
-
-
-def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """The top-level keys (other than :data:`RUNTIME_KEYS`) whose values differ between a checkpoint's config and
-    ``cfg``; a key the checkpoint lacks counts as its default (runs from before the key was added resume)."""
-    wanted = cfg.to_dict()
-    keys = (set(saved) | set(wanted)) - RUNTIME_KEYS
-    return sorted(k for k in keys if _plain(_saved_value(saved, k)) != _plain(wanted.get(k)))
-
-
 def _check_run_folder(cfg: TrainConfig, resume: bool, allow_changes: bool) -> dict[str, Any] | None:
     """Refuse to mix runs: the checkpoint state to resume from, None for a fresh run in an unused folder."""
     out = Path(cfg.out_dir)
@@ -216,7 +118,10 @@ def _check_run_folder(cfg: TrainConfig, resume: bool, allow_changes: bool) -> di
         log.warning("no checkpoint at %s: starting from scratch", ckpt)
         return None
     state = load_training_state(ckpt)
-    changed = config_changes(state.get("config", {}), cfg)
+    try:
+        changed = config_changes(state.get("config", {}), cfg)
+    except ConfigError as e:
+        raise ConfigError(f"--resume: the config saved in {ckpt}: {e}") from None
     refused = [k for k in changed if not (allow_changes and k in SCHEDULE_KEYS)]
     if refused:
         hint = " (schedule keys change only with --allow-changes)" if set(refused) <= SCHEDULE_KEYS else ""
@@ -369,7 +274,7 @@ class _Run:
         weights = self.weights
         scores = self.validation.run(weights, "fp32")  # Derainer runs it in eval mode, its modes restored after
         _append_csv(self.out / "val_log.csv", {"step": self.step, **{k: f"{v:.4f}" for k, v in scores.items()}})
-        tqdm.write(f"step {self.step}: validation " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k.endswith("psnr")))
+        echo(f"step {self.step}: validation " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k.endswith("psnr")))
         if self.best is None or scores["mean_psnr"] > self.best:
             self.best = scores["mean_psnr"]
             meta = {"step": str(self.step), "mean_val_psnr": f"{self.best:.4f}"}
@@ -387,9 +292,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     """Train according to ``cfg``; ``stop_after`` ends the loop early at that step (tests).
 
     A fresh run needs an ``out_dir`` without an earlier run; ``resume`` continues the one there, whose
-    config must be ``cfg`` but for :data:`RUNTIME_KEYS` (and :data:`SCHEDULE_KEYS` with ``allow_changes``).
+    config must be ``cfg`` but for :data:`~derain.training.config.RUNTIME_KEYS` (and
+    :data:`~derain.training.config.SCHEDULE_KEYS` with ``allow_changes``).
     """
-    cfg.check()
     resumed = _check_run_folder(cfg, resume, allow_changes)
     rank, world = _distributed()
     if cfg.threads:
@@ -403,7 +308,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             f"init_weights {cfg.init_weights}: no such file (the weights this config starts from; "
             "set init_weights=PATH, or see the preset's comment for where they come from)"
         )
-    validation = ValidationSets(cfg) if rank == 0 else None
+    validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed) if rank == 0 else None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -444,7 +349,7 @@ def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world
     global_gate = bool(getattr(getattr(run.model, "config", None), "gate_global", False))
     net.train()
     last_loss = None
-    bar = tqdm(total=stop, initial=run.step, desc="train", unit="step", disable=run.rank != 0, dynamic_ncols=True)
+    bar = progress_bar(stop, initial=run.step, desc="train", unit="step", disable=run.rank != 0)
     t_last = time.perf_counter()
     for rainy, clean in loader:
         rainy, clean = rainy.to(device), clean.to(device)

@@ -10,6 +10,7 @@ const els = {
   strength: $("strength"), strengthAuto: $("strength-auto"), strengthValue: $("strength-value"),
 };
 let lastFile = null;  // derained again when the strength changes
+let latest = 0;  // the newest request: an older one's answer is dropped (the strength changed meanwhile)
 const urls = { before: null, after: null };
 
 function setStatus(text, isError = false) {
@@ -46,6 +47,7 @@ async function errorMessage(response) {
 async function derainFile(file) {
   if (!file) return;
   lastFile = file;
+  const mine = ++latest;
   document.body.dataset.state = "working";
   els.result.hidden = true;
   els.download.removeAttribute("href");
@@ -65,16 +67,19 @@ async function derainFile(file) {
   try {
     response = await fetch(`/v1/derain?${params}`, { method: "POST", body });
   } catch (err) {
+    if (mine !== latest) return;
     setStatus(`Cannot reach the server: ${err.message}`, true);
     document.body.dataset.state = "error";
     return;
   }
+  if (mine !== latest) return;
   if (!response.ok) {
     setStatus(await errorMessage(response), true);
     document.body.dataset.state = "error";
     return;
   }
   const blob = await response.blob();
+  if (mine !== latest) return;
   const roundTrip = performance.now() - started;
   const serverMs = Number(response.headers.get("X-Process-Time-Ms"));
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 import shutil
 import zipfile
 
@@ -14,6 +16,12 @@ from PIL import Image
 
 import derain
 from derain.models import CheckpointError, EfDeRain, EfDeRainConfig, model_spec
+from derain.models.checkpoint import (
+    DIGEST_KEY,
+    file_digest,
+    read_state_dict,
+    write_digest,
+)
 from derain.models.efderain import pad_border, pad_to_multiple
 from derain.ops.fused_filter import fused_filter_available
 
@@ -504,3 +512,192 @@ class TestModelFiles:
         path = derain.save_model(derain.create_model("efderain-small"), tmp_path / "s.safetensors")
         with pytest.raises(CheckpointError, match="s.safetensors does not match EfDeRain: unexpected key"):
             derain.load_model(path, name="efderain-tiny")
+
+
+def _split_file(blob: bytes) -> tuple[int, dict]:
+    """A safetensors file's header length and parsed header (written here from the format, not derain's code)."""
+    size = int.from_bytes(blob[:8], "little")
+    return size, json.loads(blob[8 : 8 + size])
+
+
+def _with_header(blob: bytes, header: dict, indent: int | None = None) -> bytes:
+    """``blob`` with its JSON header replaced by ``header`` (the data section unchanged)."""
+    size = int.from_bytes(blob[:8], "little")
+    text = json.dumps(header, indent=indent).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
+
+
+def _set_meta(key: str, value) -> object:
+    def damage(blob: bytes) -> bytes:
+        header = _split_file(blob)[1]
+        header["__metadata__"][key] = value(header["__metadata__"][key]) if callable(value) else value
+        return _with_header(blob, header)
+
+    return damage
+
+
+def _flip_bit(where) -> object:
+    """Flip one bit of the byte at ``where(blob, header_size)``."""
+
+    def damage(blob: bytes) -> bytes:
+        at = where(blob, _split_file(blob)[0])
+        return blob[:at] + bytes([blob[at] ^ 0x10]) + blob[at + 1 :]
+
+    return damage
+
+
+def _replace_in_header(old: bytes, new: bytes) -> object:
+    def damage(blob: bytes) -> bytes:
+        size = _split_file(blob)[0]
+        at = blob.index(old, 8, 8 + size)
+        return blob[:at] + new + blob[at + len(old) :]
+
+    return damage
+
+
+def _cut(length) -> object:
+    return lambda blob: blob[: length(blob, _split_file(blob)[0])]
+
+
+DAMAGE = {
+    # one flipped bit in the tensor data, at its first byte, in its middle and at its last byte
+    "bit in the first data byte": (_flip_bit(lambda b, n: 8 + n), "do not match the SHA-256 recorded"),
+    "bit in the middle of the data": (_flip_bit(lambda b, n: (8 + n + len(b)) // 2), "do not match the SHA-256 recorded"),
+    "bit in the last byte": (_flip_bit(lambda b, n: len(b) - 1), "do not match the SHA-256 recorded"),
+    "a block of data zeroed": (lambda b: b[:-1024] + bytes(512) + b[-512:], "do not match the SHA-256 recorded"),
+    # the header: a value, a tensor's name, its shape, the JSON syntax, the length field
+    "byte in a metadata value": (_replace_in_header(b"efderain-tiny", b"efderain-tina"), "do not match the SHA-256 recorded"),
+    "byte in a tensor name": (_replace_in_header(b'"conv1.conv1.0.weight"', b'"conv1.conv1.0.weighs"'), "do not match the SHA-256 recorded"),
+    "shape swapped in the header": (lambda b: _with_header(b, {k: ({**v, "shape": v["shape"][::-1]} if k == "conv1.conv1.0.weight" else v) for k, v in _split_file(b)[1].items()}), "do not match the SHA-256 recorded"),
+    "byte of the header's JSON syntax": (_replace_in_header(b'"dtype":', b'"dtype";'), r"damaged safetensors header \(not valid JSON"),
+    "header length one byte short": (lambda b: (_split_file(b)[0] - 1).to_bytes(8, "little") + b[8:], "extra bytes after the tensor data its header describes: 1"),
+    "header length one byte long": (lambda b: (_split_file(b)[0] + 1).to_bytes(8, "little") + b[8:], "not valid JSON"),
+    # the hash itself
+    "a wrong hash": (_set_meta("derain.sha256", hashlib.sha256(b"another file").hexdigest()), "do not match the SHA-256 recorded"),
+    "a hash one digit short": (_set_meta("derain.sha256", lambda h: h[:-1]), "its derain.sha256 is not a SHA-256 in 64 lowercase hex digits"),
+    "a hash one digit long": (_set_meta("derain.sha256", lambda h: h + "0"), "its derain.sha256 is not a SHA-256 in 64 lowercase hex digits"),
+    "a hash that is not hex": (_set_meta("derain.sha256", "g" * 64), "its derain.sha256 is not a SHA-256 in 64 lowercase hex digits"),
+    "an empty hash": (_set_meta("derain.sha256", ""), "its derain.sha256 is not a SHA-256 in 64 lowercase hex digits"),
+    "the hash of the data alone": (lambda b: _set_meta("derain.sha256", hashlib.sha256(b[8 + _split_file(b)[0] :]).hexdigest())(b), "do not match"),
+    # cut or lengthened
+    "empty": (_cut(lambda b, n: 0), r"not a weights file \(empty: 0 bytes\)"),
+    "cut in the length field": (_cut(lambda b, n: 5), "not a weights file"),
+    "cut inside the header": (_cut(lambda b, n: 8 + n // 2), r"truncated \(\d+ bytes; its header alone needs"),
+    "cut after the header": (_cut(lambda b, n: 8 + n), r"truncated \(0 bytes of tensor data; its header describes \d+\)"),
+    "cut in the middle of the data": (_cut(lambda b, n: (8 + n + len(b)) // 2), r"truncated \(\d+ bytes of tensor data"),
+    "cut by one byte": (_cut(lambda b, n: len(b) - 1), r"truncated \(\d+ bytes of tensor data"),
+    "bytes appended": (lambda b: b + b"\0" * 16, "extra bytes after the tensor data its header describes: 16"),
+    "one byte appended": (lambda b: b + b"x", "extra bytes after the tensor data its header describes: 1"),
+}
+
+
+class TestWeightsIntegrity:
+    """``derain.sha256``: written by save_model, checked by every load; damaged files are refused in one line."""
+
+    @pytest.fixture
+    def saved(self, tmp_path):
+        return derain.save_model(derain.create_model("efderain-tiny"), tmp_path / "good.safetensors")
+
+    @pytest.mark.parametrize("case", list(DAMAGE))
+    def test_damaged_file_is_refused_in_one_line(self, saved, tmp_path, case: str) -> None:
+        damage, reason = DAMAGE[case]
+        path = tmp_path / "damaged.safetensors"
+        path.write_bytes(damage(saved.read_bytes()))
+        assert path.read_bytes() != saved.read_bytes()
+        for load in (lambda: derain.load_model(path), lambda: derain.create_model("efderain-tiny", checkpoint_path=path),
+                     lambda: read_state_dict(path)):
+            with pytest.raises(CheckpointError, match=reason) as info:
+                load()
+            message = str(info.value)
+            assert message.startswith(f"{path}: ") and "\n" not in message, message
+
+    def test_saved_file_carries_its_hash(self, saved) -> None:
+        meta = _split_file(saved.read_bytes())[1]["__metadata__"]
+        assert re.fullmatch(r"[0-9a-f]{64}", meta[DIGEST_KEY]) and meta[DIGEST_KEY] == file_digest(saved)
+        assert meta[DIGEST_KEY] == _independent_digest(saved.read_bytes())
+        fp16 = derain.save_model(derain.create_model("efderain-tiny"), saved.with_name("h.safetensors"), dtype=torch.float16)
+        assert _split_file(fp16.read_bytes())[1]["__metadata__"][DIGEST_KEY] == _independent_digest(fp16.read_bytes())
+
+    def test_hash_does_not_depend_on_key_order_or_padding(self, saved, tmp_path) -> None:
+        """Another writer may order the header's keys (and space it) otherwise: the same file, the same hash."""
+        blob = saved.read_bytes()
+        header = _split_file(blob)[1]
+        reordered = {k: header[k] for k in reversed(list(header))}
+        reordered["__metadata__"] = {k: header["__metadata__"][k] for k in sorted(header["__metadata__"], reverse=True)}
+        path = tmp_path / "reordered.safetensors"
+        path.write_bytes(_with_header(blob, reordered, indent=2))
+        assert path.read_bytes() != blob and file_digest(path) == file_digest(saved)
+        for key, value in derain.load_model(saved).state_dict().items():
+            assert torch.equal(derain.load_model(path).state_dict()[key], value)
+
+    def test_files_without_a_hash_still_load(self, saved, tmp_path) -> None:
+        """Older files and other tools' files carry no hash: they load (nothing to check) unless visibly cut."""
+        from safetensors.torch import save_file
+
+        model = derain.load_model(saved)
+        header = _split_file(saved.read_bytes())[1]
+        meta = {k: v for k, v in header["__metadata__"].items() if k != DIGEST_KEY}
+        old = tmp_path / "old.safetensors"
+        save_file(model.state_dict(), str(old), metadata=meta)
+        assert DIGEST_KEY not in _split_file(old.read_bytes())[1]["__metadata__"]
+        for key, value in derain.load_model(old).state_dict().items():
+            assert torch.equal(model.state_dict()[key], value)
+        foreign = tmp_path / "foreign.safetensors"  # no metadata at all
+        save_file(model.state_dict(), str(foreign))
+        derain.create_model("efderain-tiny", checkpoint_path=foreign)
+        torch.save(model.state_dict(), tmp_path / "raw.pth")
+        derain.create_model("efderain-tiny", checkpoint_path=tmp_path / "raw.pth")
+        cut = tmp_path / "cut.safetensors"
+        cut.write_bytes(old.read_bytes()[:-3])
+        with pytest.raises(CheckpointError, match=r"cut.safetensors: truncated"):
+            derain.load_model(cut)
+        # write_digest adds the hash to such a file, its tensors and the rest of its metadata unchanged
+        before = old.read_bytes()
+        write_digest(old)
+        after = old.read_bytes()
+        assert after[8 + _split_file(after)[0] :] == before[8 + _split_file(before)[0] :]
+        stamped = _split_file(after)[1]
+        assert stamped["__metadata__"].pop(DIGEST_KEY) == _independent_digest(after)
+        assert stamped == _split_file(before)[1]
+        derain.load_model(old)
+        flipped = tmp_path / "flipped.safetensors"
+        flipped.write_bytes(_flip_bit(lambda b, n: len(b) - 1)(after))
+        with pytest.raises(CheckpointError, match="do not match"):
+            write_digest(flipped)  # damage is never sealed in
+
+    @pytest.mark.parametrize("name", ["default", "fast"])
+    def test_bundled_weights_carry_a_hash_that_checks(self, name: str) -> None:
+        from derain.models.registry import bundled_weights_path
+
+        path = bundled_weights_path(name)
+        blob = path.read_bytes()
+        meta = _split_file(blob)[1]["__metadata__"]
+        assert meta[DIGEST_KEY] == _independent_digest(blob) == file_digest(path)
+        assert meta["derain.name"] == name  # the other metadata is still there
+        derain.create_model(name, pretrained=True)
+
+    def test_damaged_weights_through_the_cli(self, saved, tmp_path) -> None:
+        """``derain run x.jpg --weights damaged.safetensors``: one line, exit code 1, no traceback, no output."""
+        import subprocess
+        import sys
+
+        Image.new("RGB", (40, 30), (90, 120, 150)).save(tmp_path / "x.jpg")
+        for case in ("bit in the middle of the data", "cut in the middle of the data", "a hash one digit short"):
+            damaged = tmp_path / "damaged.safetensors"
+            damaged.write_bytes(DAMAGE[case][0](saved.read_bytes()))
+            proc = subprocess.run([sys.executable, "-m", "derain.cli.main", "run", "x.jpg", "--weights", "damaged.safetensors"],
+                                  check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 1, proc.stderr
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and "damaged.safetensors: " in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+            assert not (tmp_path / "derained").exists() or not any((tmp_path / "derained").iterdir())
+
+
+def _independent_digest(blob: bytes) -> str:
+    """``derain.sha256`` as :func:`derain.models.checkpoint.file_digest`'s docstring defines it, computed here."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    header["__metadata__"].pop(DIGEST_KEY, None)
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return hashlib.sha256(len(canonical).to_bytes(8, "little") + canonical + blob[8 + size :]).hexdigest()

@@ -1,10 +1,13 @@
 """The HTTP service (``derain serve``) through the real app, in-process (FastAPI's TestClient).
 
 Most tests serve ``efderain-tiny`` with random weights (fast); one serves the bundled default,
-and one runs ``derain serve --port 0`` in a subprocess. Every status code the service answers is
-checked: 200, 400, 404, 405, 413 (bytes, streamed bytes, pixels), 415, 422, 500, 503 with
+and a few run ``derain serve --port 0`` in a subprocess. Every status code the service answers is
+checked: 200, 400, 401, 404, 405, 413 (bytes, streamed bytes, pixels), 415, 422, 500, 503 with
 Retry-After (made deterministic by a model that blocks until the test lets it go), and the 499
-logged for a client that disconnects mid-upload; and the tile cap that bounds one model pass.
+logged for a client that disconnects mid-upload; the tile cap that bounds one model pass; and the
+access token: every route of the app (enumerated, so a new one cannot be forgotten) refuses a
+request without it but the documented public ones, and ``derain serve`` refuses a non-loopback
+``--host`` without one.
 """
 
 from __future__ import annotations
@@ -13,22 +16,33 @@ import asyncio
 import io
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fastapi.staticfiles import StaticFiles
 from fastapi.testclient import TestClient
 from PIL import Image
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.websockets import WebSocketDisconnect
 from torch import nn
 
 import derain
+from derain.cli import serve as serve_module
 from derain.cli.main import cli
 from derain.service import create_app
+from derain.service.app import is_public
 from derain.service.middleware import LOGGER_NAME
 from derain.service.testing import encode_image, rainy_photo, running_server
 
@@ -607,3 +621,210 @@ def test_serve_on_port_0_prints_the_bound_url_and_caps_the_tile(tmp_path):
     # stopped by SIGTERM (the block's end): a graceful shutdown and exit status 0, not "Aborted!"
     assert server.process.returncode == 0, server.log_lines()[-3:]
     assert "Aborted" not in (tmp_path / "serve.log").read_text()
+
+
+# ---------------------------------------------------------------------------- the access token
+
+TOKEN = "Zx4-7Qm_Lr2.9Vb~Tc8+Yw/Ka5Nd3Hs"  # fixed: a failure replays as it was
+#: The documented public requests (README, Service; derain.service.app.is_public): the pages' files and /healthz.
+PUBLIC = {("GET", "/"), ("HEAD", "/"), ("GET", "/docs"), ("HEAD", "/docs"), ("GET", "/healthz"), ("HEAD", "/healthz")}
+BAD_CREDENTIALS = {
+    "none": {},
+    "wrong, same length": {"Authorization": "Bearer " + TOKEN[::-1]},
+    "one character short": {"Authorization": "Bearer " + TOKEN[:-1]},
+    "one character more": {"Authorization": "Bearer " + TOKEN + "x"},
+    "much longer": {"Authorization": "Bearer " + TOKEN * 50},
+    "empty": {"Authorization": "Bearer "},
+    "no scheme": {"Authorization": TOKEN},
+    "basic": {"Authorization": "Basic " + TOKEN},
+    "not utf-8": {"Authorization": b"Bearer \xff\xfe" + TOKEN.encode()},
+    "other header": {"X-Token": TOKEN, "Cookie": f"token={TOKEN}"},
+}
+GOOD = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def guarded_app(tiny):
+    return create_app(tiny, precision="fp32", token=TOKEN)
+
+
+@pytest.fixture(scope="module")
+def guarded(guarded_app):
+    with TestClient(guarded_app) as c:
+        yield c
+
+
+def every_request(app) -> list[tuple[str, str]]:
+    """(method, path) of every request the app's routes answer: each method of each route, each file of each
+    static mount. A route of another kind fails here, so that a new one is added to this enumeration."""
+    requests: list[tuple[str, str]] = []
+    for route in app.routes:
+        assert isinstance(route, BaseRoute)
+        if isinstance(route, Mount) and isinstance(route.app, StaticFiles):
+            files = sorted(f.name for f in Path(str(route.app.directory)).iterdir() if f.is_file())
+            assert files, route.path
+            requests += [(m, f"{route.path}/{name}") for name in files for m in ("GET", "HEAD")]
+        elif isinstance(route, Route):  # FastAPI's APIRoute too
+            path = route.path_format.replace("{", "").replace("}", "")  # a path parameter gets its own name as value
+            requests += [(m, path) for m in sorted(route.methods or ())]
+        else:
+            pytest.fail(f"route of unknown kind {type(route).__name__} ({route}): teach every_request to call it")
+    return requests
+
+
+def send(client, method: str, path: str, headers: dict) -> object:
+    body = PNG if method == "POST" else None
+    return client.request(method, path, headers=headers, content=body)
+
+
+def test_every_route_but_the_public_ones_refuses_requests_without_the_token(guarded, guarded_app, caplog):
+    requests = every_request(guarded_app)
+    methods = {m for m, _ in requests}
+    paths = {p for _, p in requests}
+    assert {"/v1/derain", "/v1/models", "/openapi.json", "/docs", "/", "/healthz", "/static/app.js"} <= paths
+    # not routes at all, or the wrong method: refused alike, so a 401 tells nothing of which routes exist
+    probes = requests + [("GET", "/nowhere"), ("GET", "/static/../openapi.json"), ("GET", "/static"), ("POST", "/"),
+                         ("DELETE", "/healthz"), ("GET", "/v1/derain"), ("PUT", "/v1/models"), ("GET", "/healthz/")]
+    public = {(m, p) for m, p in probes if (m, p) in PUBLIC or (m in ("GET", "HEAD") and p.startswith("/static/") and ".." not in p)}
+    assert public == {(m, p) for m, p in probes if is_public(m, p)}  # the app's rule is the documented one
+    assert "POST" in methods and ("GET", "/v1/models") not in public and ("GET", "/openapi.json") not in public
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        for label, headers in BAD_CREDENTIALS.items():
+            for method, path in probes:
+                r = send(guarded, method, path, headers)
+                if (method, path) in public:
+                    assert r.status_code == 200, (label, method, path, r.status_code)
+                    continue
+                assert r.status_code == 401, (label, method, path, r.status_code)
+                assert r.headers["www-authenticate"] == "Bearer", (method, path)
+                if method != "HEAD":
+                    assert assert_error(r, 401)["error"] == "unauthorized", (method, path)  # the same, whatever was wrong
+        refused = [line for line in access_lines(caplog) if line["status"] == 401]
+    assert len(refused) == len(BAD_CREDENTIALS) * (len(probes) - len(public))
+    with pytest.raises(WebSocketDisconnect) as closed, guarded.websocket_connect("/v1/derain"):
+        pass
+    assert closed.value.code == 1008  # a websocket without the token is closed as a policy violation
+    assert TOKEN not in caplog.text and TOKEN[::-1] not in caplog.text and TOKEN[:-1] not in caplog.text
+
+
+def test_every_route_works_with_the_token(guarded, guarded_app, caplog):
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        for headers in (GOOD, {"Authorization": f"bearer  {TOKEN} "}):  # the scheme in any case, spaces around
+            for method, path in every_request(guarded_app):
+                r = send(guarded, method, path, headers)
+                assert r.status_code == 200, (method, path, r.status_code, r.text[:200])
+                if method == "POST":
+                    assert decoded(r.content).size == PHOTO.size
+        assert guarded.get("/nowhere", headers=GOOD).status_code == 404  # past the token, the router answers
+        assert guarded.get("/v1/models", headers=GOOD).json()["models"][0]["name"] == "efderain-tiny"
+        assert guarded.get(f"/v1/models?token={TOKEN}").status_code == 401  # never from the query (the log has it)
+    assert TOKEN not in "\n".join(line for line in caplog.text.splitlines() if "token=" not in line)
+    spec = guarded.get("/openapi.json", headers=GOOD).json()
+    assert "401" in spec["paths"]["/v1/derain"]["post"]["responses"] and "401" in spec["paths"]["/v1/models"]["get"]["responses"]
+
+
+def test_the_page_the_docs_and_their_files_load_without_the_token(guarded):
+    page = guarded.get("/")
+    assert page.status_code == 200 and 'id="login"' in page.text and 'type="password"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"] and "<script>" not in page.text
+    script = guarded.get("/static/app.js").text
+    assert "Authorization" in script and "sessionStorage" in script and "localStorage" not in script
+    assert guarded.get("/docs").status_code == 200 and guarded.head("/static/app.css").status_code == 200
+    assert guarded.get("/healthz").json()["status"] == "ok"
+
+
+def test_create_app_rejects_tokens_that_cannot_be_one(tiny):
+    for bad in ("", "short-token", "x" * 15, "has spaces in the middle", "tab\tseparated-token-here", "ünïcödé-token-123456",
+                "line\nbreak-in-the-token-123", "=equals-first-1234567", "quote\"in-the-token-12345"):
+        with pytest.raises(ValueError) as caught:
+            create_app(tiny, precision="fp32", token=bad)
+        assert caught.value.option == "--token" and (not bad or bad not in str(caught.value)), bad
+    assert create_app(tiny, precision="fp32", token="a" * 16 + "==") is not None
+
+
+def test_serve_passes_the_token_and_refuses_an_open_host_without_one(monkeypatch):
+    """Which token reaches the app (the option wins over DERAIN_TOKEN) and when the bind must stay on loopback;
+    ``bind_socket`` is stubbed, so nothing is bound or served."""
+    from derain.service import app as app_module
+
+    seen: list[tuple] = []
+    check_token = app_module.check_token
+
+    def recording_check(token):
+        seen.append(("token", token))
+        return check_token(token)
+
+    def no_bind(host, port, *, loopback_only=False):
+        seen.append(("bind", host, loopback_only))
+        raise click.ClickException("stub: not bound")
+
+    monkeypatch.setattr(app_module, "check_token", recording_check)
+    monkeypatch.setattr(serve_module, "bind_socket", no_bind)
+    runner = CliRunner()
+    cases = [
+        ([], {}, [("token", None), ("bind", "127.0.0.1", True)]),
+        (["--host", "0.0.0.0", "--allow-anyone"], {}, [("token", None), ("bind", "0.0.0.0", False)]),
+        (["--host", "0.0.0.0"], {"DERAIN_TOKEN": TOKEN}, [("token", TOKEN), ("bind", "0.0.0.0", False)]),
+        (["--token", TOKEN], {"DERAIN_TOKEN": "Other-token-from-the-environment"}, [("token", TOKEN), ("bind", "127.0.0.1", False)]),
+        ([], {"DERAIN_TOKEN": ""}, [("token", None), ("bind", "127.0.0.1", True)]),  # set but empty: no token
+    ]
+    for args, env, expected in cases:
+        seen.clear()
+        result = runner.invoke(cli, ["serve", "--port", "0", *args], env={"DERAIN_TOKEN": None, **env})
+        assert result.exit_code == 1 and "stub: not bound" in result.output, (args, result.output)
+        assert seen == expected, (args, env, seen)
+    seen.clear()
+    result = runner.invoke(cli, ["serve", "--port", "0"], env={"DERAIN_TOKEN": "too-short"})
+    assert result.exit_code == 2 and exited_cleanly(result) and "Invalid value for --token" in result.output, result.output
+    assert "too-short" not in result.output and not [s for s in seen if s[0] == "bind"]  # refused before binding
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "::ffff:0.0.0.0"])
+def test_bind_socket_refuses_an_open_address_before_binding(host):
+    with pytest.raises(serve_module.OpenToAnyone) as caught:
+        serve_module.bind_socket(host, 0, loopback_only=True)
+    assert caught.value.exit_code == 2 and "\n" not in caught.value.message
+    assert "--token" in caught.value.message and "--allow-anyone" in caught.value.message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost"])
+def test_bind_socket_takes_loopback_addresses(host):
+    with serve_module.bind_socket(host, 0, loopback_only=True) as sock:
+        assert serve_module.is_loopback(sock.getsockname()[0])
+
+
+def test_serve_on_every_interface_without_a_token_exits_2_with_one_line():
+    """The real command: one line on stderr, nothing on stdout, exit status 2, before anything is bound or
+    loaded (bounded: a regression that served would be killed by the timeout)."""
+    env = {k: v for k, v in os.environ.items() if k != "DERAIN_TOKEN"}
+    done = subprocess.run([sys.executable, "-m", "derain.cli.main", "serve", "--host", "0.0.0.0", "--port", "0"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    line = done.stderr.strip()
+    assert line.startswith("Error: --host 0.0.0.0 ") and "--token or DERAIN_TOKEN" in line and "--allow-anyone" in line
+
+
+def test_serve_with_a_token_from_the_environment(tmp_path, monkeypatch):
+    """A real ``derain serve`` with ``DERAIN_TOKEN`` (inherited): /healthz answers without it (``running_server``
+    waits on it), the API only with it; the startup line says so, and neither stderr nor the log holds the token."""
+    monkeypatch.setenv("DERAIN_TOKEN", TOKEN)
+    with running_server(log_path=tmp_path / "serve.log") as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        assert server.log_lines()[0].endswith(", access token required)"), server.log_lines()[0]
+        photo = encode_image(rainy_photo(64, 48))
+        for headers in ({}, {"Authorization": "Bearer " + TOKEN[::-1]}):
+            request = urllib.request.Request(f"{server.url}/v1/derain", data=photo, headers={"Content-Type": "image/png", **headers})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=60)
+            assert refused.value.code == 401 and refused.value.headers["WWW-Authenticate"] == "Bearer"
+            assert json.loads(refused.value.read())["error"] == "unauthorized"
+        request = urllib.request.Request(f"{server.url}/v1/derain", data=photo, headers={"Content-Type": "image/png", **GOOD})
+        with urllib.request.urlopen(request, timeout=120) as r:
+            assert r.status == 200 and decoded(r.read()).size == (64, 48)
+        deadline = time.monotonic() + 10
+        while len(server.wait_for_access("/v1/derain")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [a["status"] for a in server.wait_for_access("/v1/derain")] == [401, 401, 200]
+    assert server.process.returncode == 0
+    assert TOKEN not in (tmp_path / "serve.log").read_text() and TOKEN[::-1] not in (tmp_path / "serve.log").read_text()

@@ -1,7 +1,8 @@
 """The web page in a real browser: ``derain serve --port 0`` in a subprocess, headless Chromium driven by Playwright.
 
 Uses Debian's ``chromium`` (``/usr/bin/chromium``; Playwright's own browser download is not used)
-and the bundled default model. Skipped where Chromium or Playwright is missing, except in CI
+and the bundled default model. A second server, started with an access token, checks that the page
+asks for the token on 401 and derains the photo once it is entered. Skipped where Chromium or Playwright is missing, except in CI
 (``CI`` set), where that is a failure: ``.ci/run`` installs both.
 """
 
@@ -202,3 +203,73 @@ def test_the_api_docs_page_lists_the_endpoints_from_this_server_alone(browser, s
         assert not errors, errors
     finally:
         context.close()
+
+
+TOKEN = "Pg7-Browser_Token.4kQ~9zR+Xw/T"
+
+
+@pytest.fixture(scope="module")
+def guarded_server(tmp_path_factory) -> Iterator[RunningServer]:
+    """``derain serve --port 0 --token TOKEN`` on loopback."""
+    log = tmp_path_factory.mktemp("serve-token") / "stderr.log"
+    with running_server("--token", TOKEN, log_path=log) as running:
+        yield running
+
+
+def test_the_page_asks_for_the_token_and_then_derains(browser, guarded_server):
+    """With a token set the page still loads; it asks for the token (the server answered 401), says when one
+    is wrong, and once the right one is entered derains the photo picked before. The token lives in the tab's
+    sessionStorage and goes only to this server, as the Bearer header."""
+    server = guarded_server
+    context = browser.new_context()
+    tab = context.new_page()
+    requests: list[str] = []
+    auth: list[str | None] = []
+    errors: list[str] = []
+    tab.on("request", lambda request: requests.append(request.url))
+    tab.on("request", lambda request: "/v1/" in request.url and auth.append(request.headers.get("authorization")))
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Chromium reports each 401 it received as a console error: those are this test's own, anything else is not
+    tab.on("console", lambda msg: msg.type == "error" and "401" not in msg.text and errors.append(msg.text))
+    try:
+        tab.goto(server.url + "/")
+        tab.wait_for_selector("body[data-state=token]", timeout=30_000)  # asked on load: /v1/models said 401
+        assert tab.is_visible("#login") and tab.get_attribute("#token", "type") == "password"
+        assert "needs an access token" in tab.inner_text("#status")
+
+        photo = rainy_photo(96, 64, seed=6)
+        tab.evaluate("document.body.dataset.state = ''")
+        tab.set_input_files("#file", files=[{"name": "locked.png", "mimeType": "image/png", "buffer": encode_image(photo)}])
+        tab.wait_for_selector("body[data-state=token]", timeout=60_000)  # the upload got 401 too
+        assert tab.is_hidden("#result")
+
+        tab.fill("#token", "Wrong-token-but-well-formed-1234")
+        tab.evaluate("document.body.dataset.state = ''")
+        tab.click("#login button[type=submit]")
+        tab.wait_for_selector("body[data-state=token]", timeout=60_000)
+        assert "not accepted" in tab.inner_text("#status") and tab.is_visible("#login")
+        assert tab.evaluate("sessionStorage.getItem('derain-token')") is None  # a refused token is forgotten
+
+        tab.fill("#token", TOKEN)
+        tab.click("#login button[type=submit]")
+        tab.wait_for_selector("body[data-state=done]", timeout=120_000)  # the photo picked before, derained
+        assert tab.is_hidden("#login") and "Done: locked.png" in tab.inner_text("#status")
+        result = Image.open(io.BytesIO(fetch_bytes(tab, "document.getElementById('download').href")))
+        assert result.size == photo.size
+        diff = np.abs(np.asarray(result.convert("RGB"), np.float32) - np.asarray(photo, np.float32))
+        assert diff.mean() > 1.0, "the page's result equals the input"
+        assert tab.evaluate("sessionStorage.getItem('derain-token')") == TOKEN
+        assert tab.evaluate("localStorage.length") == 0 and tab.evaluate("document.cookie") == ""
+    finally:
+        context.close()
+
+    assert requests and all(url.startswith((server.url, "blob:", "data:")) for url in requests), requests
+    assert auth[-1] == f"Bearer {TOKEN}" and auth[0] is None, auth
+    assert not errors, errors
+    statuses = [a["status"] for a in server.wait_for_access("/v1/derain")]
+    deadline = time.monotonic() + 10  # the access line is written just after the response
+    while 200 not in statuses and time.monotonic() < deadline:
+        time.sleep(0.05)
+        statuses = [a["status"] for a in server.wait_for_access("/v1/derain")]
+    assert statuses == [401, 401, 200], statuses
+    assert TOKEN not in server.log_path.read_text()

@@ -24,6 +24,7 @@ from derain.training.config import ConfigError, load_config
 from derain.training.dataset import DatasetError, StepBatchSampler, TrainingSamples
 from derain.training.losses import L1SSIMLoss, build_loss, gate_loss, rain_mask
 from derain.training.presets import TEMPLATE, list_presets, resolve_preset
+from derain.models.checkpoint import read_state_dict
 from derain.training.trainer import train
 
 TINY_MODEL = {"widths": [4, 8, 8], "depth": 1, "kernel_level": 1}
@@ -110,6 +111,8 @@ class TestConfig:
             ("holdout={x: 0}", r"holdout counts must be >= 1"),
             ("holdout={x: 2, ./x: 3}", "holdout names the folder .*x twice, with 2 and 3"),
             ("ema=1", "ema must be < 1"),
+            ("max_bad_steps=0", "max_bad_steps must be >= 1"),
+            ("max_bad_steps=2.5", "max_bad_steps must be a whole number"),
         ],
     )
     def test_invalid(self, override: str, match: str) -> None:
@@ -700,3 +703,180 @@ def test_resume_puts_the_weights_back_at_the_checkpoints_step(clean_folder, tmp_
     weights = derain.load_model(out / "last.safetensors").state_dict()
     for key, value in state["model"].items():
         torch.testing.assert_close(weights[key].float(), value.float())
+
+
+def _poison_images(monkeypatch, steps: set[int], batch_size: int = 2) -> None:
+    """A NaN in the first rainy image of each of ``steps`` (1-based; StepBatchSampler gives step s the sample
+    indices (s-1)·batch_size ...), as a broken image would bring."""
+    original = TrainingSamples.__getitem__
+
+    def getitem(self, index: int):
+        rainy, clean = original(self, index)
+        if index % batch_size == 0 and index // batch_size + 1 in steps:
+            rainy = rainy.clone()
+            rainy[0, 3, 5] = float("nan")
+        return rainy, clean
+
+    monkeypatch.setattr(TrainingSamples, "__getitem__", getitem)
+
+
+def _all_finite(state: dict) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    """The run's result files, as bytes (through the links of :func:`~derain.io.atomic.atomic_files`)."""
+    return {name: (out / name).read_bytes() for name in ("checkpoint.pt", "last.safetensors", "best.safetensors") if (out / name).exists()}
+
+
+class TestDivergence:
+    """Non-finite losses and gradients: skipped, counted, and after ``max_bad_steps`` in a row a one-line stop that
+    leaves the last good checkpoint; nothing non-finite is ever written."""
+
+    def test_nan_in_one_image_skips_that_step_only(self, clean_folder, tmp_path, monkeypatch, caplog) -> None:
+        out = tmp_path / "run"
+        cfg_path = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, iterations=6, decay_start=3, ema=0.5))
+        train(load_config(cfg_path), stop_after=2)
+        before = torch.load(out / "checkpoint.pt", weights_only=True)
+        _poison_images(monkeypatch, {3})
+        result = train(load_config(cfg_path), resume=True, stop_after=3)
+        assert result.step == 3 and result.skipped_steps == 1
+        assert "step 3 skipped: loss nan" in caplog.text
+        after = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert after["step"] == 3 and after["skipped_steps"] == 1
+        for part in ("model", "ema"):  # no update and no average of the broken step
+            for key, value in before[part].items():
+                assert torch.equal(after[part][key], value), (part, key)
+        for index, state in before["optimizer"]["state"].items():
+            assert all(torch.equal(after["optimizer"]["state"][index][k], v) for k, v in state.items())
+        assert after["scheduler"]["last_epoch"] == 3  # the schedule follows the step count
+        assert read_losses(out)[3] == "nan"
+        result = train(load_config(cfg_path), resume=True)  # the rest trains as usual
+        assert result.step == 6 and result.skipped_steps == 1 and result.last_loss is not None
+        losses = read_losses(out)
+        assert sorted(losses) == [1, 2, 3, 4, 5, 6] and all(np.isfinite(float(losses[s])) for s in (1, 2, 4, 5, 6))
+        weights = derain.load_model(out / "last.safetensors").state_dict()
+        assert _all_finite(weights) and _all_finite(torch.load(out / "checkpoint.pt", weights_only=True)["model"])
+
+    def test_a_skipped_first_step_keeps_the_schedule_quietly(self, clean_folder, tmp_path, monkeypatch) -> None:
+        """Step 1 skipped: the schedule still counts it (no PyTorch warning about the order of the calls)."""
+        import warnings
+
+        _poison_images(monkeypatch, {1})
+        out = tmp_path / "run"
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            result = train(load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, iterations=3, decay_start=1))))
+        assert not [w for w in seen if "lr_scheduler" in str(w.message)]
+        state = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert result.step == 3 and result.skipped_steps == 1 and state["scheduler"]["last_epoch"] == 3
+        assert int(state["optimizer"]["state"][0]["step"]) == 2  # Adam updated at steps 2 and 3 only
+
+    def test_loss_nan_once_is_skipped_and_training_finishes(self, clean_folder, tmp_path, monkeypatch) -> None:
+        from derain.training import trainer
+
+        clean = tmp_path / "clean-run"
+        train(load_config(write_config(tmp_path / "a.yaml", tiny_config(clean_folder, clean))))
+        calls = itertools.count(1)
+        real = trainer.batch_loss
+        monkeypatch.setattr(trainer, "batch_loss", lambda *a, **k: real(*a, **k) * (float("nan") if next(calls) == 4 else 1.0))
+        out = tmp_path / "run"
+        result = train(load_config(write_config(tmp_path / "b.yaml", tiny_config(clean_folder, out))))
+        assert result.step == 8 and result.skipped_steps == 1
+        losses, reference = read_losses(out), read_losses(clean)
+        assert losses[4] == "nan" and all(np.isfinite(float(v)) for s, v in losses.items() if s != 4)
+        assert [losses[s] for s in (1, 2, 3)] == [reference[s] for s in (1, 2, 3)]  # bit-identical until the NaN
+        assert losses[5] != reference[5]  # step 4 did not train
+        state = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert state["step"] == 8 and state["skipped_steps"] == 1 and _all_finite(state["model"])
+        assert _all_finite(derain.load_model(out / "last.safetensors").state_dict())
+
+    def test_nan_for_max_bad_steps_in_a_row_stops_and_keeps_the_last_good_checkpoint(self, clean_folder, tmp_path, monkeypatch) -> None:
+        """Steps 3-5 broken, max_bad_steps 3: the run stops at step 5 with one line, its checkpoint still that of
+        step 2 (none written inside the streak); a resume with the data mended trains as a run that never broke,
+        also when the checkpoint's config predates ``max_bad_steps``."""
+        from derain.training.trainer import TrainingDiverged
+
+        reference = tmp_path / "reference"
+        train(load_config(write_config(tmp_path / "a.yaml", tiny_config(clean_folder, reference))), stop_after=2)
+        out = tmp_path / "run"
+        cfg_path = write_config(tmp_path / "b.yaml", tiny_config(clean_folder, out, max_bad_steps=3))
+        with monkeypatch.context() as patch:
+            _poison_images(patch, {3, 4, 5, 6, 7, 8})
+            with pytest.raises(TrainingDiverged) as info:
+                train(load_config(cfg_path))
+        message = str(info.value)
+        assert "\n" not in message and isinstance(info.value, derain.errors.UserError)
+        assert "not finite for 3 steps in a row (steps 3-5; last loss nan" in message
+        assert f"the last checkpoint, step 2, is kept in {out} (--resume continues from it)" in message
+        state = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert state["step"] == 2 and state["skipped_steps"] == 0
+        ref_state = torch.load(reference / "checkpoint.pt", weights_only=True)
+        assert all(torch.equal(state["model"][k], v) for k, v in ref_state["model"].items())
+        tensors, meta = read_state_dict(out / "last.safetensors")  # checks its hash
+        ref_tensors, ref_meta = read_state_dict(reference / "last.safetensors")
+        assert meta == ref_meta and meta["step"] == "2" and "derain.sha256" in meta  # the same hash: the same contents
+        assert all(torch.equal(tensors[k], v) for k, v in ref_tensors.items()) and _all_finite(tensors)
+        assert sorted(read_losses(out)) == [1, 2, 3, 4, 5] and read_losses(out)[5] == "nan"
+
+        del state["config"]["max_bad_steps"]  # a run from before the key: it counts as its default
+        torch.save(state, out / "checkpoint.pt")
+        result = train(load_config(cfg_path, ["max_bad_steps=4"]), resume=True)  # free to change on --resume
+        assert result.step == 8 and result.skipped_steps == 0
+        full = tmp_path / "full"
+        train(load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, full))))
+        assert read_losses(out) == read_losses(full)  # rows 3-5 of the stopped run were dropped and redone
+
+    def test_inf_learning_rate_writes_nothing_non_finite(self, clean_folder, tmp_path) -> None:
+        """lr=inf: the first update makes the weights infinite; the checkpoint that would hold them is refused."""
+        from derain.training.trainer import TrainingDiverged
+
+        out = tmp_path / "run"
+        cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, lr=float("inf"))))
+        with pytest.raises(TrainingDiverged, match=r"^training diverged at step 1: the weights are no longer finite \(.*\); lower the "
+                           r"learning rate \(lr=inf\) or check the data; nothing was written, no checkpoint was written in "):
+            train(cfg)
+        assert not _files(out) and (out / "config.yaml").exists()
+
+    def test_inf_learning_rate_stops_after_max_bad_steps(self, clean_folder, tmp_path) -> None:
+        """Without a checkpoint due, the weights poisoned by lr=inf give NaN losses: max_bad_steps of them stop the run."""
+        from derain.training.trainer import TrainingDiverged
+
+        out = tmp_path / "run"
+        cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, lr=float("inf"), checkpoint_every=100, max_bad_steps=2)))
+        with pytest.raises(TrainingDiverged, match=r"not finite for 2 steps in a row \(steps 2-3; .*lr=inf.*no checkpoint was written"):
+            train(cfg)
+        assert not _files(out)
+        assert sorted(read_losses(out)) == [1, 2, 3] and read_losses(out)[2] == "nan"
+
+    def test_inf_learning_rate_in_a_resumed_run_keeps_the_checkpoint(self, clean_folder, tmp_path, monkeypatch) -> None:
+        """The learning rate turns infinite for step 4 of a resumed run (the schedule's factor, patched): validation
+        at step 4 refuses the weights it made; checkpoint, last and best stay those of step 2."""
+        from derain.training import trainer
+        from derain.training.trainer import TrainingDiverged
+
+        out = tmp_path / "run"
+        cfg_path = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, checkpoint_every=2, validation={"synthetic": 2, "every": 2}))
+        train(load_config(cfg_path), stop_after=2)
+        good = _files(out)
+        assert set(good) == {"checkpoint.pt", "last.safetensors", "best.safetensors"}
+        with monkeypatch.context() as patch:
+            real = trainer.lr_factor
+            patch.setattr(trainer, "lr_factor", lambda s, *a: float("inf") if s == 3 else real(s, *a))  # step 4's lr
+            with pytest.raises(TrainingDiverged, match=r"^training diverged at step 4: the weights are no longer finite \(.*\); lower the learning "
+                               r"rate \(lr=0.0002\) or check the data; nothing was written, the last checkpoint, step 2, is kept in "):
+                train(load_config(cfg_path), resume=True)
+        assert _files(out) == good  # checkpoint, last and best: byte for byte
+        assert sorted(read_losses(out)) == [1, 2, 3, 4]  # step 4's loss was finite: its update was not
+        result = train(load_config(cfg_path), resume=True)  # the schedule mended: from step 2 again, to the end
+        assert result.step == 8 and sorted(read_losses(out)) == list(range(1, 9))
+        assert _all_finite(derain.load_model(out / "best.safetensors").state_dict())
+
+    def test_cli_stops_with_one_line(self, clean_folder, tmp_path) -> None:
+        cfg = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "run", lr=float("inf"), checkpoint_every=100, max_bad_steps=2))
+        proc = subprocess.run(_derain_cmd("train", str(cfg)), check=False, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        errors = [line for line in proc.stderr.splitlines() if "training diverged" in line]
+        assert len(errors) == 1 and errors[0].startswith("Error: training diverged: the loss or its gradient was not finite")
+        assert proc.stderr.count("WARNING: step") == 2  # each skipped step logged
+        assert not (tmp_path / "run" / "checkpoint.pt").exists()

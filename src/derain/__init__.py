@@ -26,7 +26,8 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by OpenMP when torc
 
 from .models import CheckpointError, create_model, list_models, load_model, save_model
 from .inference.api import derain
+from .inference.loading import load_derainer
 
 __version__ = "0.1.0"
 
-__all__ = ["CheckpointError", "__version__", "create_model", "derain", "list_models", "load_model", "save_model"]
+__all__ = ["CheckpointError", "__version__", "create_model", "derain", "list_models", "load_derainer", "load_model", "save_model"]

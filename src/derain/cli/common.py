@@ -104,7 +104,7 @@ class StrengthType(click.ParamType):
 def strength_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--strength``: how much of the rain removal to apply (parameter ``strength``)."""
     return click.option("--strength", type=StrengthType(), default="auto", show_default=True,
-                        help="auto: the model judges each photo (one that looks dry comes back as it is); "
+                        help="auto: the model judges each image (one that looks dry comes back as it is); "
                              "0..1: that much removal whatever it judges (1: full, 0: the input back).")(fn)
 
 

@@ -16,7 +16,20 @@ Endpoints:
   (``static/docs.html``: plain JS that reads ``/openapi.json``, nothing from elsewhere, where
   FastAPI's Swagger UI and ReDoc pages would load their code from a CDN).
 
-Errors are JSON ``{"error", "request_id"}``: 400 (corrupt image, empty or malformed upload), 404,
+Access: with ``token`` set (``derain serve --token``/``DERAIN_TOKEN``), every request must send
+``Authorization: Bearer TOKEN`` except the public ones, :func:`is_public`: ``GET``/``HEAD`` of ``/``,
+``/docs``, ``/static/*`` (the pages' own HTML/JS/CSS, the same for everyone and shipped with derain:
+a browser's navigation cannot send the header, so the page loads, asks for the token and sends it
+on its own requests) and ``/healthz`` (a load balancer's liveness probe has no token; it tells the
+model's name and the queue's counts, nothing that derains an image). Everything else (the API,
+``/openapi.json``, unknown paths, other methods) gets 401 with ``WWW-Authenticate: Bearer`` and the
+body ``{"error": "unauthorized", ...}``, the same for a missing, wrong or malformed token, before any
+routing: :class:`TokenMiddleware` compares SHA-256 digests with :func:`hmac.compare_digest`, so
+neither the token's characters nor its length show in the answer's timing. The token is kept only
+as that digest and is never logged (the access log has no headers). No token is taken from the
+query string, which the access log records.
+
+Errors are JSON ``{"error", "request_id"}``: 400 (corrupt image, empty or malformed upload), 401, 404,
 405, 408 (upload stalled for ``upload_idle_timeout`` s or not complete within ``upload_timeout`` s),
 413 (upload over ``max_upload_mb``, or more than ``max_pixels`` pixels), 415 (not an image),
 422 (bad query options), 503 with ``Retry-After`` (``max_uploads`` uploads being read, or
@@ -43,6 +56,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import hmac
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator
@@ -57,7 +73,7 @@ from ..inference.api import get_derainer
 from ..inference.derainer import DerainerBase, resolve_strength
 from ..inference.loading import ModelSource
 from ..inference.tiling import AUTO_TILE, DEFAULT_OVERLAP, check_tile
-from .errors import ApiError, ErrorBody, install_error_handlers
+from .errors import ApiError, ErrorBody, error_response, install_error_handlers
 from .inference_pool import InferencePool, QueueFull
 from .limits import (
     SERVICE_MAX_PIXELS,
@@ -68,11 +84,12 @@ from .limits import (
     DEFAULT_UPLOAD_IDLE_S,
     DEFAULT_UPLOAD_TIMEOUT_S,
 )
-from .middleware import RequestContextMiddleware
+from .middleware import ASGIApp, Receive, RequestContextMiddleware, Scope, Send
 from .pipeline import derain_upload, download_name, media_type
 from .uploads import UploadSlots, read_upload
 
 __all__ = [
+    "MIN_TOKEN_LENGTH",
     "SERVICE_MAX_PIXELS",
     "DEFAULT_MAX_TILE",
     "DEFAULT_MAX_UPLOAD_MB",
@@ -81,13 +98,100 @@ __all__ = [
     "ModelInfo",
     "ModelList",
     "OutputFormat",
+    "TokenMiddleware",
+    "check_token",
     "create_app",
+    "is_public",
     "model_info",
 ]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: The page loads nothing from anywhere else (results are shown as blob: URLs).
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' blob:; object-src 'none'; base-uri 'none'"
+
+#: Shortest access token taken: 16 random characters of the token alphabet are over 96 bits, out of reach of guessing over HTTP.
+MIN_TOKEN_LENGTH = 16
+#: RFC 6750's ``b64token``: what an ``Authorization: Bearer`` header carries as it is.
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+#: Paths anyone may ``GET``/``HEAD`` when a token is set (and every ``/static/`` file): see :func:`is_public`.
+PUBLIC_PATHS = frozenset({"/", "/docs", "/healthz"})
+
+
+def check_token(token: str | None) -> str | None:
+    """``token`` when it can be an access token, None for none; else :class:`~derain.errors.InvalidArgument`.
+
+    A token is :data:`MIN_TOKEN_LENGTH` or more characters of RFC 6750's token alphabet, so a client
+    sends it in the header as it is, and it cannot be guessed. The message never quotes the token.
+
+    >>> check_token(None), check_token("Zx4-7Qm_Lr2.9Vb~Tc8+Yw/")
+    (None, 'Zx4-7Qm_Lr2.9Vb~Tc8+Yw/')
+    >>> try:
+    ...     check_token("hunter2")
+    ... except InvalidArgument as err:
+    ...     err.option, "hunter2" in str(err)
+    ('--token', False)
+    """
+    if token is None:
+        return None
+    if len(token) < MIN_TOKEN_LENGTH or not _TOKEN_CHARS.fullmatch(token):
+        raise InvalidArgument(
+            f"the access token (--token or DERAIN_TOKEN) must be {MIN_TOKEN_LENGTH} or more of the characters "
+            "A-Z a-z 0-9 - . _ ~ + / (then = only at the end); make one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            option="--token",
+        )
+    return token
+
+
+def is_public(method: str, path: str) -> bool:
+    """Whether a request needs no token: ``GET``/``HEAD`` of the web page and the docs page with their static
+    files (a browser's navigation sends no ``Authorization`` header; they hold nothing secret, and their
+    scripts send the token on their own requests), and of ``/healthz`` (liveness probes have no token).
+
+    ``path`` is the ASGI ``path`` as the router sees it; anything not listed, ``/static`` itself and
+    paths with ``..`` included, needs the token (fail closed).
+
+    >>> [is_public(m, p) for m, p in [("GET", "/"), ("HEAD", "/healthz"), ("GET", "/static/app.js"), ("POST", "/"),
+    ...  ("GET", "/v1/models"), ("GET", "/openapi.json"), ("GET", "/static/../openapi.json"), ("GET", "/nowhere")]]
+    [True, True, True, False, False, False, False, False]
+    """
+    if method not in ("GET", "HEAD") or ".." in path:
+        return False
+    return path in PUBLIC_PATHS or (path.startswith("/static/") and len(path) > len("/static/"))
+
+
+class TokenMiddleware:
+    """Answers 401 to every request but the public ones (:func:`is_public`) that lacks ``Authorization: Bearer TOKEN``.
+
+    Plain ASGI, inside :class:`~derain.service.middleware.RequestContextMiddleware` (so a 401 has its
+    request ID and its access-log line) and before routing (so unknown paths, the static mount and
+    FastAPI's ``/openapi.json`` are covered alike, and a 401 says nothing of which routes exist). Only
+    the token's SHA-256 digest is kept; a presented token is hashed and compared with
+    :func:`hmac.compare_digest`, which takes the same time whatever its characters or length.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._digest = hashlib.sha256(token.encode("ascii")).digest()
+
+    def authorized(self, scope: Scope) -> bool:
+        """Whether the request's first ``Authorization`` header is ``Bearer`` (any case) and this token."""
+        header = next((v for k, v in scope.get("headers", ()) if k.lower() == b"authorization"), b"")
+        scheme, _, value = header.strip().partition(b" ")
+        given = value.strip() if scheme.lower() == b"bearer" else b""
+        return hmac.compare_digest(hashlib.sha256(given).digest(), self._digest)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" or self.authorized(scope):
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # policy violation (no websocket routes anyway)
+        elif is_public(scope.get("method", ""), scope.get("path", "")):
+            await self.app(scope, receive, send)
+        else:
+            request_id = str(scope.get("state", {}).get("request_id", "-"))
+            response = error_response(401, "unauthorized", request_id, {"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
 
 
 class OutputFormat(str, Enum):
@@ -138,6 +242,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "`max_uploads` uploads being read, or `workers + queue_size` requests already admitted; see `Retry-After`",
     }.items()
 }
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No `Authorization: Bearer TOKEN` header with this server's access token"}
+}
 _STRENGTH_HELP = (
     "How much of the rain removal to apply: auto (default) lets the model judge the image (one it finds dry comes "
     "back as it was); a number from 0 (the image back) to 1 (full removal, whatever the model judges)."
@@ -175,6 +282,7 @@ def create_app(
     max_uploads: int = DEFAULT_MAX_UPLOADS,
     upload_idle_timeout: float | None = DEFAULT_UPLOAD_IDLE_S,
     upload_timeout: float | None = DEFAULT_UPLOAD_TIMEOUT_S,
+    token: str | None = None,
 ) -> FastAPI:
     """Build the service around ``model`` (None: the bundled default; anything :func:`~derain.inference.loading.load_derainer` takes).
 
@@ -192,7 +300,10 @@ def create_app(
         max_uploads: uploads read at the same time; beyond that, 503 with ``Retry-After``.
         upload_idle_timeout: seconds an upload may send nothing before it gets 408 (None: no limit).
         upload_timeout: seconds an upload may take in all before it gets 408 (None: no limit).
+        token: the access token every request but the public ones must send as ``Authorization: Bearer TOKEN``
+            (see :func:`check_token`, :func:`is_public`); None: anyone who reaches the server may use it.
     """
+    token = check_token(token)
     if max_upload_mb <= 0:
         raise InvalidArgument(f"max_upload_mb must be > 0, got {max_upload_mb}", option="--max-upload-mb")
     if max_pixels is not None and max_pixels < 1:
@@ -228,14 +339,17 @@ def create_app(
     app.state.derainer = derainer
     app.state.model_info = info
     install_error_handlers(app)
+    if token is not None:
+        app.add_middleware(TokenMiddleware, token=token)  # added first: inside the request context (IDs, access log)
     app.add_middleware(RequestContextMiddleware)
+    api_errors = {**_ERRORS, **(_UNAUTHORIZED if token is not None else {})}
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.post(
         "/v1/derain",
         summary="Derain an image",
         response_class=Response,
-        responses={200: {"description": "The derained image", "content": {t: {} for t in ("image/png", "image/jpeg", "image/webp")}}, **_ERRORS},
+        responses={200: {"description": "The derained image", "content": {t: {} for t in ("image/png", "image/jpeg", "image/webp")}}, **api_errors},
         openapi_extra=_UPLOAD_BODY,
     )
     async def derain_image(
@@ -287,7 +401,8 @@ def create_app(
 
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
-    @app.get("/v1/models", response_model=ModelList, summary="The served model")
+    @app.get("/v1/models", response_model=ModelList, summary="The served model",
+             responses=dict(_UNAUTHORIZED) if token is not None else None)
     async def models() -> ModelList:
         """The model this server runs: name, parameter count and precision."""
         return ModelList(models=[info])

@@ -57,6 +57,19 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+
+_SECRET_PARAMS = re.compile(r"(^|&)((?:access_)?token|password|key)=[^&]*", re.IGNORECASE)
+
+
+def _redacted(query: str) -> str:
+    """The query string with the values of credential-like parameters hidden (a client that puts its token in the
+    URL is refused, but the access log must not keep the token).
+
+    >>> _redacted("format=png&token=s3cret&access_token=x")
+    'format=png&token=***&access_token=***'
+    """
+    return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", query)
+
 class RequestContextMiddleware:
     """Adds request IDs and timing headers, turns unhandled errors into JSON 500s, writes the access log."""
 
@@ -119,7 +132,7 @@ class RequestContextMiddleware:
             "request_id": request_id,
             "method": scope.get("method"),
             "path": scope.get("path"),
-            "query": scope.get("query_string", b"").decode("latin-1") or None,
+            "query": _redacted(scope.get("query_string", b"").decode("latin-1")) or None,
             "status": seen["status"] or 500,
             "duration_ms": round((time.perf_counter() - start) * 1000.0, 1),
             "bytes_in": seen["bytes_in"],

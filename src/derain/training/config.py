@@ -122,6 +122,8 @@ class TrainConfig(_Config):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     init_weights: DataPath = ""  # start from these weights (fine-tuning, as the released v3/v4)
     ema: float = Field(0.0, ge=0, lt=1)  # >0: validate and save an exponential moving average of the weights with this decay
+    # a step whose loss or gradient norm is not finite is skipped; this many in a row stop the run (TrainingDiverged)
+    max_bad_steps: int = Field(5, ge=1)
 
     @field_validator("betas", mode="before")
     @classmethod
@@ -173,8 +175,9 @@ def _has_gate(model: str, overrides: dict[str, Any]) -> bool:
     return bool({**config, **overrides}.get("gate", False))
 
 
-# Config keys that change how fast a run goes or what it prints, not what it learns: free to change on --resume.
-RUNTIME_KEYS = frozenset({"threads", "workers", "log_every", "sample_every"})
+# Config keys that change how fast a run goes, what it prints or when it gives up, not what it learns: free to
+# change on --resume (``max_bad_steps`` only says how many skipped steps in a row end a run).
+RUNTIME_KEYS = frozenset({"threads", "workers", "log_every", "sample_every", "max_bad_steps"})
 # Keys that change the schedule of a run, not its model or data: changed on --resume only with allow_changes.
 SCHEDULE_KEYS = frozenset({"iterations", "decay_start", "lr", "checkpoint_every", "validation"})
 

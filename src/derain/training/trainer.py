@@ -17,6 +17,13 @@ Only rank 0 writes. Adam (lr, betas), constant lr until ``decay_start`` then lin
 ``ema: d`` the run also keeps ``torch.optim.swa_utils.AveragedModel``'s exponential moving average of the
 weights (decay ``d`` per step): validation, ``best`` and ``last`` are that average, which is steadier than
 the last step's weights.
+
+Non-finite numbers (a learning rate too high, a broken image) never reach the files: a step whose loss or
+gradient norm is not finite is skipped (no optimizer step, no EMA update; the step still counts, so the data
+and the schedule go on as in a run without it), logged and counted; ``max_bad_steps`` such steps in a row
+stop the run with :class:`TrainingDiverged`. Checkpoints are not written in the middle of such a streak, and
+nothing is written whose weights are not finite: the last checkpoint that trained stays, and ``--resume``
+continues from it. A run without non-finite numbers trains exactly as it would without these checks.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +50,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from ..errors import UserError
 from ..evaluation.validation import ValidationSets
 from ..metrics import quantize
 from ..inference.derainer import Derainer
@@ -53,9 +62,16 @@ from .config import SCHEDULE_KEYS, ConfigError, TrainConfig, config_changes
 from .dataset import StepBatchSampler, TrainingSamples, build_sources
 from .losses import build_loss, gate_loss
 
-__all__ = ["train", "TrainResult", "lr_factor"]
+__all__ = ["train", "TrainResult", "TrainingDiverged", "lr_factor"]
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """Training stopped because its numbers stopped being finite: ``max_bad_steps`` steps in a row with a
+    non-finite loss or gradient, or weights that are no longer finite. The cause is the run's input (the
+    learning rate, the data), so it is the user's to fix; its message is one line that says where the last
+    good checkpoint is."""
 
 
 @dataclass
@@ -64,6 +80,7 @@ class TrainResult:
     step: int
     best_psnr: float | None
     last_loss: float | None
+    skipped_steps: int = 0  # steps skipped in all for a non-finite loss or gradient (this run and the ones it resumes)
 
     def __str__(self) -> str:
         best = f"{self.best_psnr:.2f} dB" if self.best_psnr is not None else "n/a"
@@ -223,6 +240,8 @@ class _Run:
     ema: AveragedModel | None = None
     step: int = 0
     best: float | None = None
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient, in all
+    saved_step: int | None = None  # the step of the checkpoint in out_dir (None: none yet)
 
     @property
     def weights(self) -> nn.Module:
@@ -239,6 +258,7 @@ class _Run:
                 raise CheckpointError(f"{self.out / 'checkpoint.pt'} has no averaged weights for `ema`")
             self.ema.load_state_dict(state["ema"])
         self.step, self.best = state["step"], state["best_psnr"]
+        self.skipped, self.saved_step = int(state.get("skipped_steps", 0)), self.step  # older checkpoints: none skipped
         _set_rng_states(state["rng"])
         if self.rank == 0:
             _truncate_csv(self.out / "train_log.csv", self.step)
@@ -249,9 +269,12 @@ class _Run:
 
     def save_checkpoint(self) -> None:
         """checkpoint.pt and last.safetensors as one unit (:func:`~derain.io.atomic.atomic_files`): after a
-        kill both are at the old step or both at the new one."""
+        kill both are at the old step or both at the new one. Weights that are not finite are never written:
+        :class:`TrainingDiverged`, the files in ``out_dir`` left as they were."""
+        self.require_finite(self.model)  # every rank: they hold the same weights, so they stop together
         if self.rank != 0:
             return
+        self.require_finite(self.weights)
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -260,18 +283,37 @@ class _Run:
             "best_psnr": self.best,
             "rng": _rng_states(),
             "config": self.cfg.to_dict(),
+            "skipped_steps": self.skipped,
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         with atomic_files(self.out, ["last.safetensors", "checkpoint.pt"]) as paths:
             save_model(self.weights, paths["last.safetensors"], metadata={"step": str(self.step)})
             torch.save(state, paths["checkpoint.pt"])
+        self.saved_step = self.step
+
+    def kept(self) -> str:
+        """Where a stopped run can go on from, for :class:`TrainingDiverged`'s message."""
+        if self.saved_step is None:
+            return f"no checkpoint was written in {self.out}"
+        return f"the last checkpoint, step {self.saved_step}, is kept in {self.out} (--resume continues from it)"
+
+    def require_finite(self, module: nn.Module) -> None:
+        """Raise :class:`TrainingDiverged` if any weight (or buffer) of ``module`` is NaN or infinite: such
+        weights can only come from a step that overflowed, and written out they would replace good ones."""
+        bad = next((k for k, v in module.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise TrainingDiverged(
+                f"training diverged at step {self.step}: the weights are no longer finite ({bad}); lower the "
+                f"learning rate (lr={self.cfg.lr:g}) or check the data; nothing was written, {self.kept()}"
+            )
 
     def validate(self) -> None:
         """Score the validation sets; log them, keep best.safetensors by the mean PSNR, write a sample."""
         if self.validation is None or not self.validation:
             return
         weights = self.weights
+        self.require_finite(weights)  # before a score or best.safetensors comes of them
         scores = self.validation.run(weights, "fp32")  # Derainer runs it in eval mode, its modes restored after
         _append_csv(self.out / "val_log.csv", {"step": self.step, **{k: f"{v:.4f}" for k, v in scores.items()}})
         echo(f"step {self.step}: validation " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k.endswith("psnr")))
@@ -331,7 +373,23 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         run.save_checkpoint()
     if world > 1:
         _record_rank_checksums(model, out, rank)
-    return TrainResult(out, run.step, run.best, last_loss)
+    return TrainResult(out, run.step, run.best, last_loss, run.skipped)
+
+
+def _gradient_norm(model: nn.Module) -> float:
+    """The 2-norm of all of ``model``'s gradients together (as ``clip_grad_norm_`` measures it, without
+    changing them): NaN or infinite when any gradient is, or when they are too large for float32."""
+    norms = [torch.linalg.vector_norm(p.grad.detach(), 2.0) for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms), 2.0)) if norms else 0.0
+
+
+def _any_rank(flag: bool, device: torch.device, world: int) -> bool:
+    """``flag`` or'ed over the ranks (DDP: every rank must skip the same steps, or their weights part)."""
+    if world == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world: int, stop: int) -> float | None:
@@ -349,6 +407,7 @@ def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world
     global_gate = bool(getattr(getattr(run.model, "config", None), "gate_global", False))
     net.train()
     last_loss = None
+    bad_in_row = 0  # steps skipped in a row for a non-finite loss or gradient
     bar = progress_bar(stop, initial=run.step, desc="train", unit="step", disable=run.rank != 0)
     t_last = time.perf_counter()
     for rainy, clean in loader:
@@ -358,26 +417,46 @@ def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world
         loss = batch_loss(loss_fn, pred.float(), rainy, clean, cfg.identity_weight)
         if gate is not None:
             loss = loss + cfg.gate_weight * gate_loss(gate, rainy, clean, between_streaks=not global_gate)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss became {loss.item()} at step {run.step}")
+        step_loss = loss.item()
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
-        run.scheduler.step()
-        if run.ema is not None:
-            run.ema.update_parameters(run.model)
+        loss.backward()  # also for a non-finite loss: under DDP every rank must take part in the gradients' all-reduce
+        grad_norm = _gradient_norm(run.model)
+        bad = _any_rank(not (math.isfinite(step_loss) and math.isfinite(grad_norm)), device, world)
+        if bad:  # no update: the weights, Adam's state and the average stay as the last good step left them
+            with warnings.catch_warnings():  # the schedule still follows the step count, even before a first update
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                run.scheduler.step()
+        else:
+            run.optimizer.step()
+            run.scheduler.step()
+            if run.ema is not None:
+                run.ema.update_parameters(run.model)
         run.step += 1
-        last_loss = loss.item()
+        bad_in_row = bad_in_row + 1 if bad else 0
+        if bad:
+            run.skipped += 1
+            if run.rank == 0:
+                log.warning("step %d skipped: loss %s, gradient norm %s (%d in a row, %d in all; %d in a row stop the run)",
+                            run.step, step_loss, grad_norm, bad_in_row, run.skipped, cfg.max_bad_steps)
+        else:
+            last_loss = step_loss
         bar.update(1)
         now = time.perf_counter()
         ips = cfg.batch_size * world / max(now - t_last, 1e-9)
         t_last = now
-        bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{ips:.1f}")
+        bar.set_postfix(loss=f"{step_loss:.4f}", img_s=f"{ips:.1f}")
         if run.rank == 0 and (run.step % cfg.log_every == 0 or run.step == stop):
-            run.log_step(last_loss, ips)
+            run.log_step(step_loss, ips)  # a skipped step's row shows its non-finite loss
+        if bad_in_row >= cfg.max_bad_steps:
+            bar.close()
+            raise TrainingDiverged(
+                f"training diverged: the loss or its gradient was not finite for {bad_in_row} steps in a row (steps "
+                f"{run.step - bad_in_row + 1}-{run.step}; last loss {step_loss}, gradient norm {grad_norm}); lower the "
+                f"learning rate (lr={cfg.lr:g}) or check the data; {run.kept()}"
+            )
         if cfg.validation.every and run.step % cfg.validation.every == 0:
             run.validate()
-        if run.step % cfg.checkpoint_every == 0 or run.step == stop:
+        if (run.step % cfg.checkpoint_every == 0 and not bad) or run.step == stop:  # not in a streak: the last good one stays
             run.save_checkpoint()
     bar.close()
     return last_loss

@@ -1,5 +1,8 @@
 // derain's web page: pick or drop a photo, POST it to /v1/derain, show before/after with a slider,
 // offer the result for download and say how long it took. Plain JS, nothing loaded from elsewhere.
+// A server started with an access token answers 401 without it: the page then shows a password field;
+// the token is kept in sessionStorage (this tab only, gone when it closes) and sent as
+// "Authorization: Bearer TOKEN" on every request to the API.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -8,7 +11,10 @@ const els = {
   result: $("result"), before: $("before"), after: $("after"), divider: $("divider"), slider: $("slider"),
   download: $("download"), time: $("time"),
   strength: $("strength"), strengthAuto: $("strength-auto"), strengthValue: $("strength-value"),
+  login: $("login"), token: $("token"),
 };
+const TOKEN_KEY = "derain-token";
+const TOKEN_CHARS = /^[A-Za-z0-9._~+\/-]+=*$/;  // what the server takes (RFC 6750's b64token)
 let lastFile = null;  // derained again when the strength changes
 let latest = 0;  // the newest request: an older one's answer is dropped (the strength changed meanwhile)
 const urls = { before: null, after: null };
@@ -33,6 +39,33 @@ function setSlider(percent) {
 function fileNameFrom(response, fallback) {
   const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
   return match ? match[1] : fallback;
+}
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+// The server answered 401: forget the token that was sent (if any) and ask for one.
+function askForToken() {
+  const hadToken = sessionStorage.getItem(TOKEN_KEY) !== null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  els.login.hidden = false;
+  setStatus(hadToken ? "That access token was not accepted: enter it again."
+                     : "This server needs an access token.", hadToken);
+  document.body.dataset.state = "token";
+  els.token.focus();
+}
+
+// Whether the server wants a token: asked once on load, so the field shows before a photo is sent.
+async function checkAccess() {
+  let response;
+  try {
+    response = await fetch("/v1/models", { headers: authHeaders() });
+  } catch {
+    return;  // a derain will say that the server cannot be reached
+  }
+  if (response.status === 401 && latest === 0) askForToken();  // once a derain started, it asks itself
 }
 
 async function errorMessage(response) {
@@ -65,7 +98,7 @@ async function derainFile(file) {
   const started = performance.now();
   let response;
   try {
-    response = await fetch(`/v1/derain?${params}`, { method: "POST", body });
+    response = await fetch(`/v1/derain?${params}`, { method: "POST", body, headers: authHeaders() });
   } catch (err) {
     if (mine !== latest) return;
     setStatus(`Cannot reach the server: ${err.message}`, true);
@@ -73,6 +106,10 @@ async function derainFile(file) {
     return;
   }
   if (mine !== latest) return;
+  if (response.status === 401) {
+    askForToken();  // the photo is derained once a token is entered
+    return;
+  }
   if (!response.ok) {
     setStatus(await errorMessage(response), true);
     document.body.dataset.state = "error";
@@ -103,6 +140,21 @@ function showStrength() {
   els.strengthValue.textContent = els.strengthAuto.checked ? "auto" : `${els.strength.value}%`;
 }
 
+els.login.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = els.token.value.trim();
+  if (!TOKEN_CHARS.test(token)) {
+    setStatus("An access token is made of letters, digits and - . _ ~ + / (then = at the end).", true);
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  els.token.value = "";
+  els.login.hidden = true;
+  setStatus("");
+  document.body.dataset.state = "";
+  if (lastFile) derainFile(lastFile);
+  else checkAccess();
+});
 els.strengthAuto.addEventListener("change", () => { showStrength(); derainFile(lastFile); });
 els.strength.addEventListener("input", showStrength);
 els.strength.addEventListener("change", () => derainFile(lastFile));
@@ -124,3 +176,4 @@ els.dropzone.addEventListener("drop", (event) => {
 });
 document.addEventListener("dragover", (event) => event.preventDefault());  // a near miss must not open the file
 document.addEventListener("drop", (event) => event.preventDefault());
+checkAccess();

@@ -75,7 +75,8 @@ function endpoint(path, method, op, spec) {
 async function main() {
   const status = document.getElementById("status");
   try {
-    const response = await fetch("/openapi.json");
+    const token = sessionStorage.getItem("derain-token");  // set by the main page when the server asks for one
+    const response = await fetch("/openapi.json", token ? { headers: { Authorization: `Bearer ${token}` } } : {});
     if (!response.ok) throw new Error(response.status + " " + response.statusText);
     const spec = await response.json();
     const info = spec.info || {};

@@ -246,3 +246,27 @@ def test_text_behind_an_image_signature_is_not_called_a_still_image(tmp_path):
     Image.new("RGB", (64, 48)).save(photo, "PNG")
     with pytest.raises(VideoError, match="is a still image"):
         probe_video(photo)
+
+
+def test_a_rotated_video_keeps_its_rotation(tmp_path):
+    """A phone's portrait video (a display rotation in its stream) comes out with the same rotation, so players
+    show it upright like the input."""
+    src = tmp_path / "portrait.mp4"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=FPS)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        v.set_display_rotation(-90)
+        for i in range(3):
+            for packet in v.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")):
+                c.mux(packet)
+        for packet in v.encode(None):
+            c.mux(packet)
+    out = tmp_path / "out.mp4"
+    model = derain.create_model("efderain-tiny", identity_init=True)
+    derain_video(derain.load_derainer(model, precision="fp32"), src, out, progress=False)
+    with av.open(str(out)) as c:
+        assert next(c.decode(video=0)).rotation == -90
+    plain = tmp_path / "plain.mp4"
+    derain_video(derain.load_derainer(model, precision="fp32"), make_video(tmp_path / "p.mp4", 32, 32, frames=2, audio=False), plain, progress=False)
+    with av.open(str(plain)) as c:
+        assert next(c.decode(video=0)).rotation == 0

@@ -310,6 +310,20 @@ def _copy_audio_streams(out: Any, in_audio: list[Any], dst_path: Path) -> tuple[
     return audio_map, dropped
 
 
+def _display_rotation(src: Path) -> int:
+    """The rotation (degrees, as FFmpeg's display matrix says) players apply to ``src``'s frames; 0 where none
+    or where the first frame cannot be decoded (the transcode then says why)."""
+    import av
+
+    try:
+        with open_video(src) as container:
+            for frame in container.decode(video=0):
+                return int(round(getattr(frame, "rotation", 0) or 0))
+    except (VideoError, av.error.FFmpegError):
+        return 0
+    return 0
+
+
 def _frame_total(vs: Any, rate: Fraction | None) -> int:
     """The video stream's frame count as declared, else estimated from its duration (0: unknown)."""
     total = int(vs.frames or 0)
@@ -444,8 +458,11 @@ def derain_video(
                 out = av.open(str(tmp), "w", options={"movflags": "+faststart"} if dst_path.suffix.lower() in (".mp4", ".mov", ".m4v") else {})
             except (av.error.FFmpegError, ValueError) as err:
                 raise VideoError(f"{dst}: cannot write this file type ({err})") from None
+            rotation = _display_rotation(src_path)
             with out:
                 ovs, pad = _encoder_stream(out, codec, rate, time_base, width, height, pix_fmt, bits, crf, threads)
+                if rotation:  # a phone's portrait video plays upright, as the input does
+                    ovs.set_display_rotation(rotation)
                 audio_map, dropped = _copy_audio_streams(out, in_audio, dst_path)
                 if pad:
                     log.warning("codec %s needs even frame sides: %dx%d is padded to %dx%d", codec, width, height, ovs.width, ovs.height)

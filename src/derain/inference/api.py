@@ -59,12 +59,13 @@ def _named(name: str, device: str, precision: str) -> DerainerBase:
 def get_derainer(model: ModelSource = None, device: str = "cpu", precision: str = "auto") -> DerainerBase:
     """The runner :func:`derain` uses for ``model``: :func:`~derain.inference.loading.load_derainer`'s, those of
     registered names (and None: ``default``) kept for the next call (up to four)."""
-    if isinstance(model, (DerainerBase, nn.Module)) or model is None or isinstance(model, (str, os.PathLike)):
-        name, weights, onnx = (None, None, None) if not isinstance(model, (str, os.PathLike)) else parse_source(model)
-        if not isinstance(model, (DerainerBase, nn.Module)) and weights is None and onnx is None:
+    if not (model is None or isinstance(model, (str, os.PathLike, nn.Module, DerainerBase))):
+        raise TypeError(f"model must be a registered name, a model file, an nn.Module or a Derainer, got {type(model).__name__}")
+    if model is None or isinstance(model, (str, os.PathLike)):
+        name, weights, onnx = parse_source(model)
+        if weights is None and onnx is None:  # a registered name: kept
             return _named(name or "default", str(device), precision)
-        return load_derainer(model, device=device, precision=precision)
-    raise TypeError(f"model must be a registered name, a model file, an nn.Module or a Derainer, got {type(model).__name__}")
+    return load_derainer(model, device=device, precision=precision)
 
 
 def _derain_array(derainer: DerainerBase, image: np.ndarray, tile: int | None, overlap: int, strength: Strength | str | None) -> np.ndarray:

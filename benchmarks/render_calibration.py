@@ -19,7 +19,7 @@ from derain.data.render import PRESETS, RainRenderer, rain_statistics
 from derain.io.images import is_image_file, read_image
 from derain.training.config import default_data_root
 
-KEYS = ("y_psnr", "mean", "coverage", "orientation", "coherence")
+KEYS = ("y_psnr", "mean", "coverage", "orientation", "coherence", "width")
 
 
 def _summarise(rows: list[dict[str, float]]) -> dict[str, tuple[float, float, float]]:

@@ -1,14 +1,17 @@
 """Shared pytest fixtures, and the ``slow`` marker's policy.
 
-Tests marked ``slow`` (a minute or more on 2 cores, or whole-dataset runs) are left out of a plain
-``python -m pytest`` so it stays within a few minutes; they run with ``--slow``, with ``-m slow``, and
-always in CI (``CI=1``), which runs everything.
+Tests marked ``slow`` (tens of seconds or more on 2 cores, or whole-dataset runs) are left out of a plain
+``python -m pytest`` (with ``CI=1`` too), so it stays within 5 minutes on 2 cores; ``-m slow`` runs only them,
+``--slow`` runs everything, and any other ``-m`` selects by its own expression (``-m precision``: the precision
+tests, slow ones included). CI (``.ci/run``) runs the plain command and then ``-m slow``.
 
 ``shared_data``: the read-only data folder ``../shared/data`` next to the repository (only in the
 dev/CI environment); tests that need it are skipped where it is absent.
 ``shared_dataset``: a factory, ``shared_dataset("Rain100L")`` → that sub-folder, or a skip.
 ``fused_isa``: runs a test once per instruction-set clone of the fused C kernel this CPU runs
 (``avx512``, ``avx2``, ``default``), so every clone is tested, not only the one this CPU picks.
+``clean_folder``: a small clean-photo corpus for the training tests (one per test module;
+``tests/helpers_training.py`` holds the configs they share).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers_training import make_clean_folder
 
 from derain.ops import fused_filter
 
@@ -25,16 +29,22 @@ SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").r
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (always on with CI=1)")
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (-m slow: only them)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--slow") or os.environ.get("CI") or config.getoption("-m"):
+    if config.getoption("--slow") or config.getoption("-m"):
         return
     slow = [item for item in items if "slow" in item.keywords]
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if "slow" not in item.keywords]
+
+
+@pytest.fixture(scope="module")
+def clean_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small clean-photo corpus: smooth random images (no shared data needed)."""
+    return make_clean_folder(tmp_path_factory.mktemp("clean"))
 
 
 @pytest.fixture(scope="session")

@@ -53,6 +53,7 @@ def assert_clean(proc: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in err and "Warning" not in err, err
 
 
+@pytest.mark.slow  # a subprocess or more per case: tens of seconds on 2 cores
 def test_batch_good_and_bad_corpus(tmp_path, weights):
     inp = tmp_path / "in"
     good = good_corpus(inp)
@@ -96,6 +97,7 @@ def test_batch_good_and_bad_corpus(tmp_path, weights):
         assert img.size == (1, 20000)
 
 
+@pytest.mark.slow  # a subprocess or more per case: tens of seconds on 2 cores
 def test_a_folder_run_without_recursive_says_which_sub_folders_it_left(tmp_path, weights):
     inp = tmp_path / "in"
     (inp / "album").mkdir(parents=True)
@@ -110,6 +112,7 @@ def test_a_folder_run_without_recursive_says_which_sub_folders_it_left(tmp_path,
     assert proc.returncode == 0 and summary(proc) == (2, 0, 0) and "not searched" not in proc.stderr.decode()
 
 
+@pytest.mark.slow  # a subprocess or more per case: tens of seconds on 2 cores
 def test_shorthand_options_skip_and_overwrite(tmp_path, weights):
     Image.fromarray(gradient(80, 60)).save(tmp_path / "photo.jpg", quality=95)
     args = ("photo.jpg", "-o", "out", "--suffix", "_dr", "--format", "png", "--side-by-side",
@@ -147,6 +150,7 @@ def test_never_overwrites_inputs_and_detects_collisions(tmp_path, weights):
     assert (tmp_path / "x.png").is_file()
 
 
+@pytest.mark.slow  # a subprocess or more per case: tens of seconds on 2 cores
 def test_suffix_into_the_input_folder_does_not_rederain_earlier_outputs(tmp_path, weights):
     pics = tmp_path / "pics"
     pics.mkdir()
@@ -265,6 +269,7 @@ def test_a_model_without_bundled_weights_says_to_pass_weights(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error: model 'prenet' has no bundled weights") and "--weights" in lines[0], lines
 
 
+@pytest.mark.slow  # a subprocess or more per case: tens of seconds on 2 cores
 def test_weights_that_are_not_weights_say_what_they_are(tmp_path):
     """``--weights`` given a photo, a text file, an empty file or a folder: one line saying what it is."""
     Image.fromarray(gradient(16, 12)).save(tmp_path / "photo.jpg")
@@ -365,3 +370,31 @@ def test_an_empty_shard_succeeds(tmp_path, weights):
     assert all(code == 0 for code, _ in codes.values()), codes
     empty = [err for code, err in codes.values() if "none of the 1 images found belong to this shard" in err]
     assert len(empty) == 1, codes
+
+
+def test_a_closed_pipe_at_the_flush_of_stdout_is_one_line(monkeypatch, capsys):
+    """What Python had buffered for stdout meets a closed pipe when it is flushed: a ``WriteError`` line, not an
+    "internal error"."""
+    import io
+
+    from derain.cli.run import _stdin_to_stdout
+
+    class Echo:  # a derainer that gives the photo back
+        def derain_photo(self, photo, tile=None, overlap=0):
+            return photo.pixels
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone
+    stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(write_end, "wb"), buffer_size=1 << 16))
+    stdout.buffer.write(b"already buffered")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(image_bytes(Image.fromarray(gradient(20, 10)), "PNG"))))
+    monkeypatch.setattr(sys, "stdout", stdout)
+    args = dict(max_pixels=None, tile=None, tile_overlap=0, side_by_side=False, fmt=None, quality=95)
+    try:
+        assert _stdin_to_stdout(Echo(), args) == 1
+    finally:
+        monkeypatch.undo()
+        stdout.close()  # its fd now points at the null device: the buffered bytes go there
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "error: <stdin>: cannot write <stdout>: Broken pipe", err
+    assert err[1].startswith("0 ok, 1 failed, 0 skipped")

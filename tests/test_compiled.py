@@ -72,11 +72,37 @@ class TestCompileModel:
             for p in twin.parameters():
                 p.mul_(0.5)
         x = torch.rand(1, 3, 32, 32)
+        assert twin.model is not model.model
         with torch.inference_mode():
-            expected = type(twin).features(twin, x)[0]
+            expected = twin.model.features(x)[0]  # the copy's eager stage, on its halved weights
             assert torch.equal(twin.features(x)[0], expected)
             assert not torch.equal(model.features(x)[0], expected)
+            assert torch.equal(model.features(x)[0], model.model.features(x)[0])
         assert is_compiled(twin)
+
+    def test_a_copy_of_a_structure_holding_the_runner_twice_holds_one_copy(self) -> None:
+        model = compile_model(_tiny().eval(), backend="eager")
+        first, second = copy.deepcopy([model, model])
+        assert first is second and first is not model and first.model is not model.model
+
+    def test_attributes_set_on_the_runner_are_the_models(self) -> None:
+        model = _tiny().eval()
+        runner = compile_model(model, backend="eager")
+        runner.filter_implementation = "reference"
+        assert model.filter_implementation == "reference" and "filter_implementation" not in runner.__dict__
+        runner.note = 1  # a new one too: every attribute but the runner's own is the model's
+        assert model.note == 1 and runner.note == 1
+        del runner.note
+        assert not hasattr(model, "note")
+        runner.eval()
+        assert not runner.training and not model.training and runner.train().training and model.training
+
+    def test_the_runner_declares_the_staged_interface(self) -> None:
+        from derain.models.interface import _MEMBERS, StagedModel, is_staged
+
+        assert {"config", "features", "full_resolution", "border", "image_gate"} <= set(_MEMBERS)
+        assert set(StagedModel.__annotations__) <= set(_MEMBERS)
+        assert is_staged(compile_model(_tiny(), backend="eager")) and not is_staged(derain.create_model("prenet"))
 
     def test_pickling_is_refused(self) -> None:
         with pytest.raises(pickle.PicklingError, match="state_dict"):
@@ -91,9 +117,22 @@ class TestCompileModel:
 
     def test_derainer_leaves_the_callers_module_alone(self) -> None:
         model = _tiny()  # training mode, fp32, on the CPU: Derainer would otherwise use it as it is
-        runner = Derainer(model, precision="fp32", compile=True)
-        assert runner.model is not model and is_compiled(runner.model)
-        assert "features" not in model.__dict__ and model.training
+        before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
+        runner = Derainer(model, precision="bf16", compile=True)
+        assert is_compiled(runner.model) and runner.model is not model
+        assert runner.model.model is not model  # the runner wraps a copy, not the caller's module
+        assert not any(p is q for p in runner.model.parameters() for q in model.parameters())
+        assert model.training and all(not m.__dict__.get("_forward_hooks") for m in model.modules())
+        after = model.state_dict()
+        assert after.keys() == before.keys()
+        for name, (value, stride) in before.items():  # dtype, layout and every bit as they were
+            assert after[name].dtype == value.dtype and after[name].stride() == stride and torch.equal(after[name], value), name
+
+    def test_derainer_names_the_compiled_model(self) -> None:
+        model = _tiny()
+        assert Derainer(model, precision="fp32", compile=True).name == Derainer(model, precision="fp32").name == "efderain-tiny"
+        del model.registry_name
+        assert Derainer(model, precision="fp32", compile=True).name == type(model).__name__ != "CompiledModel"
 
 
 def _without_compiler() -> object:

@@ -850,6 +850,7 @@ class TestSixteen:
                 assert np.array_equal(photo.alpha, arr[:, :, 3])
 
 
+@pytest.mark.slow  # a subprocess or more per case: tens of seconds on 2 cores
 def test_importing_derain_makes_waiting_threads_sleep_unless_told_otherwise():
     import subprocess
     import sys

@@ -137,6 +137,7 @@ class TestCommandLineErrors:
         assert proc.returncode == code and words in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
 
+    @pytest.mark.slow  # a subprocess or more per case: tens of seconds on 2 cores
     def test_a_bug_says_so_in_one_line_and_verbose_shows_the_traceback(self, tmp_path):
         """An exception that is not the user's (here a registry that breaks) is reported as derain's bug."""
         code = ("import derain.models.registry as r, derain\n"

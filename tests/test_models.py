@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import derain
+from derain.bench.faults import WEIGHTS_DAMAGE as DAMAGE  # the damage cases, shared with benchmarks/bench_faults.py
+from derain.bench.faults import flip_bit, split_safetensors, with_header
 from derain.models import CheckpointError, EfDeRain, EfDeRainConfig, model_spec
 from derain.models.checkpoint import (
     DIGEST_KEY,
@@ -185,7 +187,7 @@ class TestRegistry:
             derain.create_model(name)(torch.rand(1, 4, 16, 16))
 
 
-EFDERAIN_MODELS = [n for n in derain.list_models() if model_spec(n).architecture == "efderain"]
+EFDERAIN_MODELS = [n for n in derain.list_models() if model_spec(n).architecture.startswith("efderain")]  # and its variants
 
 
 @pytest.mark.parametrize("name", EFDERAIN_MODELS)
@@ -195,11 +197,13 @@ class TestRegisteredEfDeRain:
     def test_forward_is_the_uncropped_filtering(self, name: str) -> None:
         """forward skips the padding beyond the taps' reach at full resolution: same output as filtering all of it."""
         model = perturbed_efderain(name)
-        x = torch.rand(1, 3, 37, 70, requires_grad=True)
         cfg = model.config
-        lead = 5 if (cfg.unit_kernels or cfg.channel_fusion) else 0  # reflect border of the taps' reach
+        lead = model.border  # reflect border of the taps' reach (0 as released)
+        assert lead == (5 if (cfg.unit_kernels or cfg.channel_fusion) else 0)
+        height = 2 * cfg.multiple - 2 * lead - model.reach - 1  # padded to the multiple by more than the reach
+        x = torch.rand(1, 3, height, 70, requires_grad=True)
         padded, (h, w) = pad_to_multiple(torch.nn.functional.pad(x, (lead,) * 4, mode="reflect"), cfg.multiple)
-        assert padded.shape[-2] > h + 5 or padded.shape[-1] > w + 5  # the cropped path runs
+        assert padded.shape[-2] > h + model.reach  # the cropped path runs
         full = model.padded_forward(padded)[..., lead : h - lead, lead : w - lead]
         out = model(x)
         torch.testing.assert_close(out, full, rtol=1e-5, atol=1e-5)
@@ -514,82 +518,6 @@ class TestModelFiles:
             derain.load_model(path, name="efderain-tiny")
 
 
-def _split_file(blob: bytes) -> tuple[int, dict]:
-    """A safetensors file's header length and parsed header (written here from the format, not derain's code)."""
-    size = int.from_bytes(blob[:8], "little")
-    return size, json.loads(blob[8 : 8 + size])
-
-
-def _with_header(blob: bytes, header: dict, indent: int | None = None) -> bytes:
-    """``blob`` with its JSON header replaced by ``header`` (the data section unchanged)."""
-    size = int.from_bytes(blob[:8], "little")
-    text = json.dumps(header, indent=indent).encode()
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
-
-
-def _set_meta(key: str, value) -> object:
-    def damage(blob: bytes) -> bytes:
-        header = _split_file(blob)[1]
-        header["__metadata__"][key] = value(header["__metadata__"][key]) if callable(value) else value
-        return _with_header(blob, header)
-
-    return damage
-
-
-def _flip_bit(where) -> object:
-    """Flip one bit of the byte at ``where(blob, header_size)``."""
-
-    def damage(blob: bytes) -> bytes:
-        at = where(blob, _split_file(blob)[0])
-        return blob[:at] + bytes([blob[at] ^ 0x10]) + blob[at + 1 :]
-
-    return damage
-
-
-def _replace_in_header(old: bytes, new: bytes) -> object:
-    def damage(blob: bytes) -> bytes:
-        size = _split_file(blob)[0]
-        at = blob.index(old, 8, 8 + size)
-        return blob[:at] + new + blob[at + len(old) :]
-
-    return damage
-
-
-def _cut(length) -> object:
-    return lambda blob: blob[: length(blob, _split_file(blob)[0])]
-
-
-DAMAGE = {
-    # one flipped bit in the tensor data, at its first byte, in its middle and at its last byte
-    "bit in the first data byte": (_flip_bit(lambda b, n: 8 + n), "do not match the SHA-256 recorded"),
-    "bit in the middle of the data": (_flip_bit(lambda b, n: (8 + n + len(b)) // 2), "do not match the SHA-256 recorded"),
-    "bit in the last byte": (_flip_bit(lambda b, n: len(b) - 1), "do not match the SHA-256 recorded"),
-    "a block of data zeroed": (lambda b: b[:-1024] + bytes(512) + b[-512:], "do not match the SHA-256 recorded"),
-    # the header: a value, a tensor's name, its shape, the JSON syntax, the length field
-    "byte in a metadata value": (_replace_in_header(b"efderain-tiny", b"efderain-tina"), "do not match the SHA-256 recorded"),
-    "byte in a tensor name": (_replace_in_header(b'"conv1.conv1.0.weight"', b'"conv1.conv1.0.weighs"'), "do not match the SHA-256 recorded"),
-    "shape swapped in the header": (lambda b: _with_header(b, {k: ({**v, "shape": v["shape"][::-1]} if k == "conv1.conv1.0.weight" else v) for k, v in _split_file(b)[1].items()}), "do not match the SHA-256 recorded"),
-    "byte of the header's JSON syntax": (_replace_in_header(b'"dtype":', b'"dtype";'), r"damaged safetensors header \(not valid JSON"),
-    "header length one byte short": (lambda b: (_split_file(b)[0] - 1).to_bytes(8, "little") + b[8:], "extra bytes after the tensor data its header describes: 1"),
-    "header length one byte long": (lambda b: (_split_file(b)[0] + 1).to_bytes(8, "little") + b[8:], "not valid JSON"),
-    # the hash itself
-    "a wrong hash": (_set_meta("derain.sha256", hashlib.sha256(b"another file").hexdigest()), "do not match the SHA-256 recorded"),
-    "a hash one digit short": (_set_meta("derain.sha256", lambda h: h[:-1]), "its derain.sha256 is not a SHA-256 in 64 lowercase hex digits"),
-    "a hash one digit long": (_set_meta("derain.sha256", lambda h: h + "0"), "its derain.sha256 is not a SHA-256 in 64 lowercase hex digits"),
-    "a hash that is not hex": (_set_meta("derain.sha256", "g" * 64), "its derain.sha256 is not a SHA-256 in 64 lowercase hex digits"),
-    "an empty hash": (_set_meta("derain.sha256", ""), "its derain.sha256 is not a SHA-256 in 64 lowercase hex digits"),
-    "the hash of the data alone": (lambda b: _set_meta("derain.sha256", hashlib.sha256(b[8 + _split_file(b)[0] :]).hexdigest())(b), "do not match"),
-    # cut or lengthened
-    "empty": (_cut(lambda b, n: 0), r"not a weights file \(empty: 0 bytes\)"),
-    "cut in the length field": (_cut(lambda b, n: 5), "not a weights file"),
-    "cut inside the header": (_cut(lambda b, n: 8 + n // 2), r"truncated \(\d+ bytes; its header alone needs"),
-    "cut after the header": (_cut(lambda b, n: 8 + n), r"truncated \(0 bytes of tensor data; its header describes \d+\)"),
-    "cut in the middle of the data": (_cut(lambda b, n: (8 + n + len(b)) // 2), r"truncated \(\d+ bytes of tensor data"),
-    "cut by one byte": (_cut(lambda b, n: len(b) - 1), r"truncated \(\d+ bytes of tensor data"),
-    "bytes appended": (lambda b: b + b"\0" * 16, "extra bytes after the tensor data its header describes: 16"),
-    "one byte appended": (lambda b: b + b"x", "extra bytes after the tensor data its header describes: 1"),
-}
 
 
 class TestWeightsIntegrity:
@@ -613,20 +541,20 @@ class TestWeightsIntegrity:
             assert message.startswith(f"{path}: ") and "\n" not in message, message
 
     def test_saved_file_carries_its_hash(self, saved) -> None:
-        meta = _split_file(saved.read_bytes())[1]["__metadata__"]
+        meta = split_safetensors(saved.read_bytes())[1]["__metadata__"]
         assert re.fullmatch(r"[0-9a-f]{64}", meta[DIGEST_KEY]) and meta[DIGEST_KEY] == file_digest(saved)
         assert meta[DIGEST_KEY] == _independent_digest(saved.read_bytes())
         fp16 = derain.save_model(derain.create_model("efderain-tiny"), saved.with_name("h.safetensors"), dtype=torch.float16)
-        assert _split_file(fp16.read_bytes())[1]["__metadata__"][DIGEST_KEY] == _independent_digest(fp16.read_bytes())
+        assert split_safetensors(fp16.read_bytes())[1]["__metadata__"][DIGEST_KEY] == _independent_digest(fp16.read_bytes())
 
     def test_hash_does_not_depend_on_key_order_or_padding(self, saved, tmp_path) -> None:
         """Another writer may order the header's keys (and space it) otherwise: the same file, the same hash."""
         blob = saved.read_bytes()
-        header = _split_file(blob)[1]
+        header = split_safetensors(blob)[1]
         reordered = {k: header[k] for k in reversed(list(header))}
         reordered["__metadata__"] = {k: header["__metadata__"][k] for k in sorted(header["__metadata__"], reverse=True)}
         path = tmp_path / "reordered.safetensors"
-        path.write_bytes(_with_header(blob, reordered, indent=2))
+        path.write_bytes(with_header(blob, reordered, indent=2))
         assert path.read_bytes() != blob and file_digest(path) == file_digest(saved)
         for key, value in derain.load_model(saved).state_dict().items():
             assert torch.equal(derain.load_model(path).state_dict()[key], value)
@@ -636,11 +564,11 @@ class TestWeightsIntegrity:
         from safetensors.torch import save_file
 
         model = derain.load_model(saved)
-        header = _split_file(saved.read_bytes())[1]
+        header = split_safetensors(saved.read_bytes())[1]
         meta = {k: v for k, v in header["__metadata__"].items() if k != DIGEST_KEY}
         old = tmp_path / "old.safetensors"
         save_file(model.state_dict(), str(old), metadata=meta)
-        assert DIGEST_KEY not in _split_file(old.read_bytes())[1]["__metadata__"]
+        assert DIGEST_KEY not in split_safetensors(old.read_bytes())[1]["__metadata__"]
         for key, value in derain.load_model(old).state_dict().items():
             assert torch.equal(model.state_dict()[key], value)
         foreign = tmp_path / "foreign.safetensors"  # no metadata at all
@@ -656,13 +584,13 @@ class TestWeightsIntegrity:
         before = old.read_bytes()
         write_digest(old)
         after = old.read_bytes()
-        assert after[8 + _split_file(after)[0] :] == before[8 + _split_file(before)[0] :]
-        stamped = _split_file(after)[1]
+        assert after[8 + split_safetensors(after)[0] :] == before[8 + split_safetensors(before)[0] :]
+        stamped = split_safetensors(after)[1]
         assert stamped["__metadata__"].pop(DIGEST_KEY) == _independent_digest(after)
-        assert stamped == _split_file(before)[1]
+        assert stamped == split_safetensors(before)[1]
         derain.load_model(old)
         flipped = tmp_path / "flipped.safetensors"
-        flipped.write_bytes(_flip_bit(lambda b, n: len(b) - 1)(after))
+        flipped.write_bytes(flip_bit(lambda b, n: len(b) - 1)(after))
         with pytest.raises(CheckpointError, match="do not match"):
             write_digest(flipped)  # damage is never sealed in
 
@@ -672,11 +600,12 @@ class TestWeightsIntegrity:
 
         path = bundled_weights_path(name)
         blob = path.read_bytes()
-        meta = _split_file(blob)[1]["__metadata__"]
+        meta = split_safetensors(blob)[1]["__metadata__"]
         assert meta[DIGEST_KEY] == _independent_digest(blob) == file_digest(path)
         assert meta["derain.name"] == name  # the other metadata is still there
         derain.create_model(name, pretrained=True)
 
+    @pytest.mark.slow  # a subprocess or more per case: tens of seconds on 2 cores
     def test_damaged_weights_through_the_cli(self, saved, tmp_path) -> None:
         """``derain run x.jpg --weights damaged.safetensors``: one line, exit code 1, no traceback, no output."""
         import subprocess

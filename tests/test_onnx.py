@@ -135,6 +135,7 @@ def weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # a subprocess or more per case: tens of seconds on 2 cores
 def test_export_cli_writes_a_loadable_verified_file(weights, tmp_path):
     out = tmp_path / "model.onnx"
     proc = cli("export", "--weights", str(weights), "--format", "onnx", "-o", str(out))
@@ -149,6 +150,7 @@ def test_export_cli_writes_a_loadable_verified_file(weights, tmp_path):
     assert proc.returncode == 1 and "--overwrite" in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess or more per case: tens of seconds on 2 cores
 def test_run_backend_onnxruntime_matches_torch(weights, tmp_path):
     from PIL import Image
 

@@ -335,6 +335,7 @@ def test_fused_kernel_is_built_in_ci() -> None:
     assert fused_filter_available()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not fused_filter_available(), reason="the C extension derain.ops._fused_filter is not built")
 def test_the_kernel_runs_the_clone_it_is_told(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every clone this CPU runs can be chosen; by default the best one PyTorch's capability allows

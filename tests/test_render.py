@@ -111,7 +111,7 @@ def test_params_validation() -> None:
         RainRenderer("drizzle")
     with pytest.raises(TypeError):
         RainRenderer(3)  # type: ignore[arg-type]
-    assert set(PRESETS) == {"light", "medium", "heavy"}
+    assert set(PRESETS) == {"light", "medium", "heavy", "real"}
     assert RainRenderer({"layers": (1, 1)}).params.layers == (1, 1)
 
 

@@ -196,6 +196,24 @@ def test_page_and_its_assets_are_local(client):
     assert "http://" not in text and "https://" not in text and "//cdn" not in text
 
 
+def test_the_pages_are_whole_and_their_fragments_not_served(client, monkeypatch):
+    """``/`` and ``/docs`` are the shared head then the page's own part, assembled once; the parts (``head.html``
+    with its ``$title``) are not files under ``/static/``."""
+    from derain.service import app as service_app
+
+    for path, title in (("/", "derain"), ("/docs", "derain API")):
+        text = client.get(path).text
+        assert text.startswith("<!doctype html>") and text.count("<head>") == 1 and f"<title>{title}</title>" in text
+        assert "$title" not in text
+    for name in ("index.html", "docs.html", "head.html"):
+        assert client.get(f"/static/{name}").status_code == 404, name
+    reads: list[object] = []
+    real_read = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or real_read(self, *a, **k))
+    assert client.get("/").text == client.get("/").text and client.get("/docs").status_code == 200
+    assert reads == [] and service_app._page_html.cache_info().currsize >= 2  # no disk read per request
+
+
 # --------------------------------------------------------------------------- client errors
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers_training import TINY_MODEL, tiny_config, write_config
 from PIL import Image
 
 import derain
@@ -26,46 +27,6 @@ from derain.training.losses import L1SSIMLoss, build_loss, gate_loss, rain_mask
 from derain.training.presets import TEMPLATE, list_presets, resolve_preset
 from derain.models.checkpoint import read_state_dict
 from derain.training.trainer import train
-
-TINY_MODEL = {"widths": [4, 8, 8], "depth": 1, "kernel_level": 1}
-
-
-@pytest.fixture(scope="module")
-def clean_folder(tmp_path_factory) -> Path:
-    """A small clean-photo corpus: smooth random images (no shared data needed)."""
-    root = tmp_path_factory.mktemp("clean")
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        base = rng.random((6, 8, 3))
-        img = np.asarray(Image.fromarray((base * 255).astype(np.uint8)).resize((96, 72), Image.BICUBIC))
-        Image.fromarray(img).save(root / f"{i:02d}.png")
-    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "small.png")  # smaller than the crop: skipped
-    return root
-
-
-def tiny_config(clean_folder: Path, out: Path, **extra) -> dict:
-    cfg = {
-        "model": "efderain-tiny",
-        "model_overrides": TINY_MODEL,
-        "sources": [{"kind": "synthetic", "path": str(clean_folder), "preset": "mixed"}],
-        "crop": 32,
-        "batch_size": 2,
-        "iterations": 8,
-        "decay_start": 4,
-        "threads": 1,
-        "seed": 3,
-        "log_every": 1,
-        "checkpoint_every": 1,
-        "validation": {"synthetic": 2, "every": 0},
-        "out_dir": str(out),
-    }
-    cfg.update(extra)
-    return cfg
-
-
-def write_config(path: Path, cfg: dict) -> Path:
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def read_losses(out: Path) -> dict[int, str]:
@@ -143,7 +104,8 @@ class TestConfig:
         chains = [["default-cpu", "default-cpu-ft", "default-cpu-v3", "default-cpu-v4", "default-cpu-v5", "default-cpu-v7"],
                   ["fast-cpu-v4", "fast-cpu-v7"]]
         paper = ["paper-v1", "paper-v2", "paper-v3", "paper-v4", "released"]
-        assert set(list_presets()) == {*chains[0], *chains[1], *paper, TEMPLATE}
+        in_domain = ["rain100l"]  # the paper's protocol per family; the frontier benchmark's recipe
+        assert set(list_presets()) == {*chains[0], *chains[1], *paper, *in_domain, TEMPLATE}
         assert not load_config(resolve_preset("default-cpu")).init_weights  # from scratch (fast's stages 1-3: MODEL_CARD.md)
         for chain in chains:
             cfgs = [load_config(resolve_preset(name)) for name in chain]
@@ -827,24 +789,28 @@ class TestDivergence:
         train(load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, full))))
         assert read_losses(out) == read_losses(full)  # rows 3-5 of the stopped run were dropped and redone
 
-    def test_inf_learning_rate_writes_nothing_non_finite(self, clean_folder, tmp_path) -> None:
-        """lr=inf: the first update makes the weights infinite; the checkpoint that would hold them is refused."""
+    def test_an_infinite_step_writes_nothing_non_finite(self, clean_folder, tmp_path, monkeypatch) -> None:
+        """Step 1's rate infinite (the schedule's factor, patched; the config refuses lr=.inf): the first update makes
+        the weights infinite; the checkpoint that would hold them is refused."""
+        from derain.training import trainer
         from derain.training.trainer import TrainingDiverged
 
+        real = trainer.lr_factor
+        monkeypatch.setattr(trainer, "lr_factor", lambda s, *a: float("inf") if s == 0 else real(s, *a))  # step 1's lr
         out = tmp_path / "run"
-        cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, lr=float("inf"))))
+        cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out)))
         with pytest.raises(TrainingDiverged, match=r"^training diverged at step 1: the weights are no longer finite \(.*\); lower the "
-                           r"learning rate \(lr=inf\) or check the data; nothing was written, no checkpoint was written in "):
+                           r"learning rate \(lr=0.0002\) or check the data; nothing was written, no checkpoint was written in "):
             train(cfg)
         assert not _files(out) and (out / "config.yaml").exists()
 
-    def test_inf_learning_rate_stops_after_max_bad_steps(self, clean_folder, tmp_path) -> None:
-        """Without a checkpoint due, the weights poisoned by lr=inf give NaN losses: max_bad_steps of them stop the run."""
+    def test_huge_learning_rate_stops_after_max_bad_steps(self, clean_folder, tmp_path) -> None:
+        """Without a checkpoint due, the weights thrown far by lr=1e6 give NaN losses: max_bad_steps of them stop the run."""
         from derain.training.trainer import TrainingDiverged
 
         out = tmp_path / "run"
-        cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, lr=float("inf"), checkpoint_every=100, max_bad_steps=2)))
-        with pytest.raises(TrainingDiverged, match=r"not finite for 2 steps in a row \(steps 2-3; .*lr=inf.*no checkpoint was written"):
+        cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, lr=1e6, checkpoint_every=100, max_bad_steps=2)))
+        with pytest.raises(TrainingDiverged, match=r"not finite for 2 steps in a row \(steps 2-3; .*lr=1e\+06.*no checkpoint was written"):
             train(cfg)
         assert not _files(out)
         assert sorted(read_losses(out)) == [1, 2, 3] and read_losses(out)[2] == "nan"
@@ -873,7 +839,7 @@ class TestDivergence:
         assert _all_finite(derain.load_model(out / "best.safetensors").state_dict())
 
     def test_cli_stops_with_one_line(self, clean_folder, tmp_path) -> None:
-        cfg = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "run", lr=float("inf"), checkpoint_every=100, max_bad_steps=2))
+        cfg = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "run", lr=1e6, checkpoint_every=100, max_bad_steps=2))
         proc = subprocess.run(_derain_cmd("train", str(cfg)), check=False, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         errors = [line for line in proc.stderr.splitlines() if "training diverged" in line]

@@ -48,6 +48,8 @@ import torch.nn.functional as F
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import Tensor
 
+from .io.pixels import to_u8
+
 __all__ = [
     "PROTOCOLS",
     "Protocol",
@@ -199,17 +201,9 @@ def quantize(pred: np.ndarray, mode: QuantizeMode = "round") -> np.ndarray:
     >>> quantize(np.array([0.5, 1.2, -0.1])).tolist(), quantize(np.array([0.5]), "truncate").tolist()
     ([128, 255, 0], [127])
     """
-    arr = np.asarray(pred)
-    if arr.dtype == np.uint8:
-        return arr
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise TypeError(f"expected a float image in [0, 1] or a uint8 image, got dtype {arr.dtype}")
-    scaled = arr * 255
-    if mode == "round":
-        scaled = np.round(scaled)
-    elif mode != "truncate":
+    if mode not in ("round", "truncate") and np.asarray(pred).dtype != np.uint8:
         raise ValueError(f"unknown quantize mode {mode!r}; use 'round' or 'truncate'")
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    return to_u8(pred, "half-even" if mode == "round" else "truncate")  # derain.io.pixels
 
 
 def round_up_size(height: int, width: int, multiple: int = 16) -> tuple[int, int]:

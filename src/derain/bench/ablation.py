@@ -31,12 +31,12 @@ import torch
 
 from ..evaluation.evaluate import evaluate
 from ..evaluation.validation import ValidationSets
-from ..io.atomic import atomic_output
+from ..io.atomic import write_atomic
 from ..models.checkpoint import load_training_state
 from ..training import TrainConfig, config_changes, load_config, resolve_preset, train
 from .timing import machine_description, time_call
 
-__all__ = ["VARIANTS", "AblationRow", "ablation_config", "in_domain_overrides", "run_ablation", "ablation_table", "write_rows"]
+__all__ = ["VARIANTS", "AblationRow", "ablation_config", "can_resume", "in_domain_overrides", "run_ablation", "ablation_table", "write_rows"]
 
 VARIANTS: dict[str, str] = {
     "v1": "pixel-wise filtering, no dilation, L1",
@@ -118,7 +118,7 @@ def run_ablation(
     import derain
 
     configs = {v: ablation_config(v, iterations, out_dir, model, overrides, in_domain, holdout) for v in variants}  # all errors before training
-    resume = {v: _can_resume(cfg) for v, cfg in configs.items()}
+    resume = {v: can_resume(cfg) for v, cfg in configs.items()}
     rows = []
     for variant, cfg in configs.items():
         log(f"{variant}: training {cfg.model} for {cfg.iterations} steps in {cfg.out_dir}")
@@ -139,7 +139,7 @@ def run_ablation(
     return rows
 
 
-def _can_resume(cfg: TrainConfig) -> bool:
+def can_resume(cfg: TrainConfig) -> bool:
     """True if ``cfg.out_dir`` holds a checkpoint of this very config; an error if it holds another run's."""
     path = Path(cfg.out_dir) / "checkpoint.pt"
     if not path.exists():
@@ -174,5 +174,4 @@ def ablation_table(rows: Sequence[AblationRow]) -> str:
 def write_rows(rows: Sequence[AblationRow], path: str | os.PathLike[str]) -> None:
     """The rows as JSON (with the machine)."""
     data: dict[str, Any] = {"machine": machine_description(), "rows": [asdict(r) for r in rows]}
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
+    write_atomic(path, json.dumps(data, indent=2))

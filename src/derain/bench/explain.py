@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgument
-from ..io.atomic import atomic_output
+from ..io.atomic import write_atomic
 from ..models.efderain import EfDeRain, pad_to_multiple
 from .plotting import pyplot
 
@@ -240,6 +241,7 @@ def plot_explanation(e: KernelExplanation, path: str | os.PathLike[str], crop: i
             axes[r, c].set_title(t, fontsize=8)
     fig.suptitle("Per-pixel kernels (mean over colour channels; red positive, blue negative)", fontsize=9)
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    write_atomic(path, buf.getbuffer())

@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import InvalidArgument
 from ..inference.loading import ModelSource
 from ..metrics import score
-from ..io.atomic import atomic_output
+from ..io.atomic import write_atomic
 from ..io.images import is_image_file, read_image
 
 __all__ = ["NoHarmRow", "GREY_LEVELS", "rain_free_images", "measure_noharm", "run_noharm", "noharm_table", "write_rows"]
@@ -162,5 +162,4 @@ def noharm_table(rows: Sequence[NoHarmRow], precision: str) -> str:
 
 
 def write_rows(rows: Sequence[NoHarmRow], path: str | Path) -> None:
-    with atomic_output(Path(path)) as tmp:
-        Path(tmp).write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    write_atomic(path, json.dumps([asdict(r) for r in rows], indent=2))

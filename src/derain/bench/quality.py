@@ -12,6 +12,7 @@ with its config; labelled ``folder/file``, e.g. ``v1/best.safetensors``).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -23,7 +24,7 @@ from torch import nn
 from ..evaluation.evaluate import evaluate
 from ..inference.loading import load_derainer, load_source, parse_source
 from ..data.pairs import find_pairs
-from ..io.atomic import atomic_output
+from ..io.atomic import write_atomic
 from .plotting import pyplot
 from .timing import machine_description
 
@@ -118,14 +119,14 @@ def write_points(points: Sequence[QualityPoint], path: str | os.PathLike[str], f
     if format not in ("json", "csv"):
         raise ValueError(f"format must be 'json' or 'csv', got {format!r}")
     rows = [asdict(p) for p in points]
-    with atomic_output(path) as tmp:
-        if format == "json":
-            tmp.write_text(json.dumps({"machine": machine_description(), "points": rows}, indent=2))
-        else:
-            with open(tmp, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["model"])
-                writer.writeheader()
-                writer.writerows(rows)
+    if format == "json":
+        write_atomic(path, json.dumps({"machine": machine_description(), "points": rows}, indent=2))
+        return
+    fh = io.StringIO()
+    writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["model"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, fh.getvalue())
 
 
 def plot_quality(points: Sequence[QualityPoint], path: str | os.PathLike[str], title: str | None = None) -> None:
@@ -147,6 +148,7 @@ def plot_quality(points: Sequence[QualityPoint], path: str | os.PathLike[str], t
         p0 = points[0]
         fig.suptitle(title or f"{p0.dataset}, protocol {p0.protocol}, n={p0.n}", fontsize=10)
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    write_atomic(path, buf.getbuffer())

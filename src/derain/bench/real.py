@@ -75,10 +75,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from ..data.folders import numbered
 from ..errors import UserError
 from ..inference.derainer import DerainerBase
-from ..io.atomic import atomic_output
-from ..io.images import ImageReadError, is_image_file, load_photo, unit_float
+from ..io.atomic import write_atomic
+from ..io.images import ImageReadError, is_image_file, load_photo, save_image, unit_float
+from ..io.pixels import to_u8
 from ..metrics import calculate_psnr, rgb_to_y
 
 __all__ = [
@@ -149,11 +151,7 @@ def _natural_key(path: Path) -> list[Any]:
 
 
 def _keep(path: Path, only: str) -> bool:
-    if only == "all":
-        return True
-    if not path.stem.isdigit():
-        return False
-    return int(path.stem) % 2 == (1 if only == "odd" else 0)
+    return numbered(path, only)  # the one odd/even rule, as training's ``select`` reads it
 
 
 def photo_files(folders: Sequence[str | os.PathLike[str]], only: str = "all") -> list[Path]:
@@ -202,7 +200,7 @@ def read_photo(path: str | os.PathLike[str], max_side: int = 640) -> np.ndarray:
     """
     pixels = load_photo(path).pixels
     if pixels.dtype != np.uint8:
-        pixels = np.clip(np.round(unit_float(pixels) * 255.0), 0, 255).astype(np.uint8)
+        pixels = to_u8(unit_float(pixels), "half-even")  # derain.io.pixels: clip(round(255·x)), ties to even
     return downscale(np.ascontiguousarray(pixels), max_side)
 
 
@@ -361,8 +359,7 @@ def write_sheet(rows: Sequence[SheetRow], path: str | os.PathLike[str], height: 
                 draw.text((x + 2, y + 1 + k * (SHEET_LABEL_HEIGHT // 2)), line, fill=(0, 0, 0), font=font)
             sheet.paste(Image.fromarray(thumb), (x + (w - thumb.shape[1]) // 2, y + SHEET_LABEL_HEIGHT))
             x += w + SHEET_GAP
-    with atomic_output(path) as tmp:
-        sheet.save(tmp, format="PNG")
+    save_image(sheet, path, "PNG")
     return sheet.size
 
 
@@ -564,8 +561,7 @@ class RealReport:
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
         """:meth:`to_dict` as JSON, written atomically."""
-        with atomic_output(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        write_atomic(path, json.dumps(self.to_dict(), indent=2))
 
 
 def _names(files: Sequence[Path]) -> list[str]:

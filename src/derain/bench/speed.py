@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,7 @@ from torch import nn
 
 from ..errors import InvalidArgument
 from ..inference.precision import autocast, input_layout, prepare_model, resolve_precision
-from ..io.atomic import atomic_output
+from ..io.atomic import write_atomic
 from .timing import machine_description, model_gflops, time_call
 
 __all__ = ["RELEASED_PATH", "DEFAULT_MODELS", "SpeedRow", "SpeedReport", "build_speed_model", "run_speed"]
@@ -144,16 +145,16 @@ class SpeedReport:
         return {"machine": self.machine, "device": self.device, "threads": self.threads, "rows": rows}
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        with atomic_output(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        write_atomic(path, json.dumps(self.to_dict(), indent=2))
 
     def write_csv(self, path: str | os.PathLike[str]) -> None:
         rows = self.to_dict()["rows"]
-        with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["model"])
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({**row, "size": f"{row['size'][1]}x{row['size'][0]}"})
+        fh = io.StringIO()
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["model"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "size": f"{row['size'][1]}x{row['size'][0]}"})
+        write_atomic(path, fh.getvalue())
 
 
 def _cells(sizes: Sequence[tuple[int, int]], batches: Sequence[int]) -> list[tuple[tuple[int, int], int]]:

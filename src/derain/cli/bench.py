@@ -1,4 +1,4 @@
-"""``derain bench speed|quality|noharm|real|ablation`` and ``derain explain``: the paper's tables and figures.
+"""``derain bench speed|quality|noharm|real|ablation|frontier`` and ``derain explain``: the paper's tables and figures.
 
 Each prints a markdown table and writes what it is asked to (``--json``/``--csv``, a PNG plot).
 """
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ..io.pixels import to_float
 from .common import device_option, model_for_cli, model_options, models_option, precision_option, printable, protocol_option, threads_option, user_errors
 
 __all__ = ["bench_group", "explain_cmd"]
@@ -183,6 +184,45 @@ def real_cmd(folders, models, peer, only, max_side, video, video_stride, sheet_p
         _echo_row(f"wrote {sheet_path} ({len(report.sheet_order)} rows)")
 
 
+@bench_group.command("video")
+@click.option("--data", "data_root", default=None, type=click.Path(file_okay=False),
+              help="The data folder with clean/ (and SIRR_val/, JORDER_heavy5/ for real rain layers) [default: ../shared/data "
+                   "next to the current folder].")
+@click.option("--model", "model_name", default="default", show_default=True, help="The single-image model of both modes.")
+@click.option("--clip", "clips", multiple=True, help="Only these clips (light, heavy, heavy+fog, real-light, real-heavy+fog, "
+              "heavy+jitter, light+jitter); repeatable.")
+@click.option("--size", default="384x256", show_default=True, help="WxH of the generated clips.")
+@click.option("--frames", type=click.IntRange(min=3), default=48, show_default=True, help="Frames per clip.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--yard", type=click.Path(), help="A real fixed-camera video (e.g. ../shared/data/RealRainVideo/yard.mp4) for the temporal-median check.")
+@click.option("--yard-stride", type=click.IntRange(min=1), default=20, show_default=True, help="Score every Nth frame of --yard.")
+@click.option("--strip", "strip_path", type=click.Path(dir_okay=False), help="Before/after PNG of a --yard frame: input | frame by frame | temporal.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+@precision_option("auto")
+@threads_option()
+@user_errors
+def video_bench_cmd(data_root, model_name, clips, size, frames, seed, yard, yard_stride, strip_path, json_path, precision, threads) -> None:
+    """Video with ground truth: generated fixed-camera clips (moving objects, rain per frame, fog, jitter), frame by
+    frame vs --temporal; PSNR/SSIM overall, static and moving pixels, ms per frame; and the yard.mp4 check.
+
+    \b
+    derain bench video --yard ../shared/data/RealRainVideo/yard.mp4 --strip docs/yard_temporal.png
+    """
+    from derain.bench.video import run_video_bench
+
+    if strip_path and not yard:
+        raise click.UsageError("--strip needs --yard")
+    _threads(threads)
+    root = Path(data_root) if data_root else Path("..") / "shared" / "data"
+    report = run_video_bench(model_name, root, clips=clips or None, size=_size(size), frames=frames, seed=seed,
+                             precision=precision, yard=yard, yard_stride=yard_stride, strip=strip_path, progress=_echo_row)
+    click.echo(report.table())
+    if json_path:
+        report.write_json(json_path)
+    if strip_path:
+        _echo_row(f"wrote {strip_path}")
+
+
 @bench_group.command("ablation")
 @click.option("--iterations", type=click.IntRange(min=1), default=1500, show_default=True,
               help="Training steps per variant (the budget; the paper-size run is 50000 on a GPU).")
@@ -212,6 +252,42 @@ def ablation_cmd(iterations, model, variants, tests, in_domain, holdout, out_dir
     click.echo(ablation_table(rows))
     if json_path:
         write_rows(rows, json_path)
+
+
+@bench_group.command("frontier")
+@click.option("--candidate", "candidates", multiple=True, help="A candidate network (derain.bench.frontier.CANDIDATES); repeatable (default: all).")
+@click.option("--minutes", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Training budget per candidate (wall-clock at this machine's speed, measured before training); "
+              "0: the memorisation test alone (both 0: speed alone).")
+@click.option("--memorise-minutes", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Also train each candidate this long on 10 pairs and score it on them (0: skip).")
+@click.option("--train-dir", type=click.Path(exists=True, file_okay=False),
+              help="The family's training pairs (default: the rain100l preset's, $DERAIN_DATA/RainTrainL); the last 20 select.")
+@click.option("--test", "tests", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Test folders scored for reporting only (never used to choose anything); repeatable.")
+@click.option("--prenet", "prenet_weights", type=click.Path(exists=True, dir_okay=False),
+              help="PReNet weights (e.g. ../shared/data/peers/prenet/Rain100L.pth): scored and timed in the same run.")
+@click.option("--out-dir", default="runs/frontier", show_default=True, type=click.Path(file_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write quality vs milliseconds as a PNG here.")
+@click.argument("overrides", nargs=-1)
+@user_errors
+def frontier_cmd(candidates, minutes, memorise_minutes, train_dir, tests, prenet_weights, out_dir, json_path, plot_path, overrides) -> None:
+    """The CPU frontier: candidate networks trained with one in-domain protocol for the same time, then timed.
+
+    OVERRIDES are training config key=value pairs applied to every candidate (threads=2 ...).
+    """
+    from derain.bench.frontier import CANDIDATES, frontier_plot, frontier_table, run_frontier, write_report
+
+    report = run_frontier(
+        candidates or tuple(CANDIDATES), minutes, memorise_minutes, train_dir or "", out_dir, tests, prenet_weights,
+        overrides=overrides, log=lambda line: click.echo(line, err=True),
+    )
+    click.echo(frontier_table(report))
+    if json_path:
+        write_report(report, json_path)
+    if plot_path:
+        frontier_plot(report, plot_path)
 
 
 @click.command("explain")
@@ -245,7 +321,7 @@ def explain_cmd(image, output, model_name, weights, points, n_points, max_side) 
         rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
         click.echo(f"downscaled to {size[0]}x{size[1]} (--max-side {max_side}); points refer to that size", err=True)
     model = model_for_cli(model_name, weights)
-    e = explain_image(model, rgb.astype(np.float32) / 255, parsed or None, n_points)
+    e = explain_image(model, to_float(rgb), parsed or None, n_points)
     plot_explanation(e, output)
     for n, (y, x, kind) in enumerate(e.points, start=1):
         click.echo(f"{n}: {kind} y={y} x={x} centre weight {e.centre_weight[y, x]:.3f} entropy {e.entropy[y, x]:.3f}")

@@ -13,7 +13,8 @@ import click
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..io.atomic import atomic_output
+from ..io.images import save_image
+from ..io.pixels import to_float
 from .common import model_options
 
 __all__ = ["demo_cmd", "synthetic_scene", "first_free"]
@@ -90,14 +91,13 @@ def demo_cmd(ctx: click.Context, output: str, rain: str, model_name: str | None,
     from derain.metrics import calculate_psnr, quantize
 
     clean = synthetic_scene(seed=seed)
-    rainy = quantize(RainRenderer(rain).render(clean.astype(np.float32) / 255, np.random.default_rng(seed)))
+    rainy = quantize(RainRenderer(rain).render(to_float(clean), np.random.default_rng(seed)))
     derainer = runner_for_cli(model_name, weights)
     t0 = time.perf_counter()
-    derained = quantize(derainer(rainy.astype(np.float32) / 255))
+    derained = quantize(derainer(to_float(rainy)))
     seconds = time.perf_counter() - t0
     strip = np.concatenate([rainy, derained, clean], axis=1)
-    with atomic_output(path) as tmp:
-        Image.fromarray(strip).save(tmp, format="PNG")
+    save_image(Image.fromarray(strip), path, "PNG")
     before = calculate_psnr(rainy, clean, test_y_channel=True)
     after = calculate_psnr(derained, clean, test_y_channel=True)
     click.echo(

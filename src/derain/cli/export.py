@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from ..inference.onnx_export import DEFAULT_OPSET
+from ..io.atomic import WriteError
 from .common import model_for_cli, model_options
 
 __all__ = ["export_cmd", "VERIFY_TOLERANCE"]
@@ -68,6 +69,8 @@ def export_cmd(model_name, weights, fmt, output, opset, dynamo, verify, overwrit
     _, multiple = exportable_core(model)
     try:
         export_onnx(model, out, opset=opset, dynamo=dynamo)
+    except WriteError as err:  # a full disk or an I/O error: nothing was left at OUT
+        raise click.ClickException(str(err)) from None
     except Exception as err:  # noqa: BLE001 - exporter failures: one line
         raise click.ClickException(f"export failed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
     size_mb = os.path.getsize(out) / 1e6

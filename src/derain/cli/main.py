@@ -14,6 +14,8 @@ import traceback
 
 import click
 
+from ..errors import UserError
+
 __all__ = ["main", "cli"]
 
 from .bench import bench_group, explain_cmd  # noqa: E402
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         cli.main(args=argv, prog_name="derain")
+    except UserError as err:  # a command without its own one_line_errors (a full disk while writing, say)
+        click.echo(f"Error: {printable(str(err).strip())}", err=True)
+        sys.exit(1)
     except Exception as err:  # noqa: BLE001 - what is left is not the user's input
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             traceback.print_exc()

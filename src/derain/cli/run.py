@@ -7,7 +7,11 @@ the files a glob matches (relative to the glob's fixed leading folders). ``--suf
 stdout in the input's format (or ``--format``).
 
 * An input is never overwritten (that file fails with a clear error); an existing output is
-  skipped unless ``--overwrite``; every file is written atomically.
+  skipped unless ``--overwrite``; every file is written atomically (:func:`~derain.io.atomic.write_atomic`).
+* A full disk or an I/O error fails only the files it hits (``error: PATH: cannot write OUT: reason``),
+  leaving nothing partial; so the same command run again, once there is space, writes just the
+  missing outputs. With ``-``, a failed write to stdout cuts a redirected file back to what was there before
+  (empty for ``>``, its earlier content for ``>>``).
 * The model is loaded once; a thread decodes the next image while the current one runs.
 * Each failure prints one ``error: PATH: reason`` line and the others still run; a summary
   ``N ok, N failed, N skipped in S s (X images/s)`` ends the run (stderr). The exit code is 0 only
@@ -29,6 +33,7 @@ from typing import Any
 import click
 
 from ..inference.tiling import DEFAULT_OVERLAP
+from ..io.atomic import DISK_FULL, WriteError, write_fd
 from ..io.images import DEFAULT_MAX_PIXELS, ImageReadError
 from .common import (
     compile_option, device_option, model_options, one_line_errors, precision_option, printable, runner_for_cli, strength_option,
@@ -127,10 +132,31 @@ def _stdin_to_stdout(derainer: Any, args: dict[str, Any]) -> int:
         click.echo(f"error: <stdin>: {printable(_reason(err))}", err=True)
         _summary(0, 1, 0, time.perf_counter() - start)
         return 1
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    try:
+        try:
+            sys.stdout.buffer.flush()
+        except OSError as err:  # a closed pipe (BrokenPipeError), a full disk: what Python had buffered
+            raise WriteError("<stdout>", err) from None
+        write_fd(sys.stdout.buffer.fileno(), data, "<stdout>")
+    except WriteError as err:  # a full disk, an I/O error, a closed pipe: what was written of it was cut back
+        log.debug("stdout failed", exc_info=True)
+        click.echo(f"error: <stdin>: {printable(err)}", err=True)
+        _summary(0, 1, 0, time.perf_counter() - start)
+        _quiet_stdout()
+        return 1
     _summary(1, 0, 0, time.perf_counter() - start)
     return 0
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at the null device after a failed write, so that Python's flush at exit cannot fail again
+    (a second message, or exit code 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _summary(ok: int, failed: int, skipped: int, seconds: float, hint: str = "") -> None:
@@ -207,7 +233,8 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
     if plan.jobs:
         derainer = runner_for_cli(model_name, weights, onnx_path=onnx_path, device=device, precision=precision, threads=threads,
                                   backend=backend, compile_=compile_, strength=strength)
-        ok, run_failed = _run_jobs(derainer, plan.jobs, out_path, tile, tile_overlap, fmt, quality, side_by_side, max_pixels)
+        ok, run_failed = _run_jobs(derainer, plan.jobs, out_path, tile, tile_overlap, fmt, quality, side_by_side, max_pixels,
+                                   overwrite=overwrite)
         failed += run_failed
     hint = "; existing outputs were kept (--overwrite replaces them)" if plan.skipped else ""
     _summary(ok, failed, len(plan.skipped), time.perf_counter() - start, hint)
@@ -216,7 +243,7 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
 
 
 def _run_jobs(derainer: Any, jobs: list[Job], out_dir: Path, tile: int | None, overlap: int, fmt: str | None,
-              quality: int, side_by_side: bool, max_pixels: int) -> tuple[int, int]:
+              quality: int, side_by_side: bool, max_pixels: int, *, overwrite: bool = False) -> tuple[int, int]:
     from ..io.images import save_photo
     from ..io.progress import progress_bar
 
@@ -226,6 +253,7 @@ def _run_jobs(derainer: Any, jobs: list[Job], out_dir: Path, tile: int | None, o
     reader = threading.Thread(target=_prefetch, args=(jobs, max_pixels, slots, decoded, stop), name="derain-prefetch", daemon=True)
     reader.start()
     ok = failed = 0
+    disk_full: list[Job] = []
     bar = progress_bar(len(jobs), desc="derain", unit="img", file=sys.stderr, disable=len(jobs) < 2)  # a bar on a terminal, lines in a log
 
     def one(job: Job, photo: Any) -> str | None:
@@ -241,8 +269,12 @@ def _run_jobs(derainer: Any, jobs: list[Job], out_dir: Path, tile: int | None, o
             log.debug("%s failed", job.shown, exc_info=True)
             return f"derain failed: {_reason(err)}"
         try:
-            job.dst.parent.mkdir(parents=True, exist_ok=True)
             save_photo(photo, result, job.dst, format=fmt, quality=quality)
+        except WriteError as err:  # nothing of job.dst was left: a rerun writes it
+            log.debug("%s failed", job.shown, exc_info=True)
+            if err.errno in DISK_FULL:
+                disk_full.append(job)
+            return str(err)
         except Exception as err:  # noqa: BLE001
             log.debug("%s failed", job.shown, exc_info=True)
             return f"cannot write {job.dst}: {_reason(err)}"
@@ -266,4 +298,10 @@ def _run_jobs(derainer: Any, jobs: list[Job], out_dir: Path, tile: int | None, o
         stop.set()
         slots.release()
         bar.close()
+    if disk_full:
+        rerun = ("run the same command again; with --overwrite it writes the outputs already written again too "
+                 "(without it, only the missing ones)" if overwrite else
+                 "run the same command again; the outputs already written are skipped")
+        click.echo(f"note: {len(disk_full)} output{'s' if len(disk_full) > 1 else ''} not written for lack of space "
+                   f"(no partial files were left): free some space and {rerun}", err=True)
     return ok, failed

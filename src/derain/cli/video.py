@@ -6,6 +6,11 @@ re-encoding (see :mod:`derain.inference.video` for odd frame sizes and container
 to a hidden temporary file in its folder and renamed when complete: an error or Ctrl-C removes the
 temporary file and leaves no (broken) OUT. The input is never overwritten; an existing OUT needs
 ``--overwrite``. Exit codes: 0 done, 1 error, 2 bad usage, 130 interrupted.
+
+``--temporal`` (a fixed camera: traffic, security and weather cameras) combines a sliding window of
+``--window`` frames per output frame (:mod:`derain.inference.temporal`): the rain-free background of
+the static scene, the model where the scene moves, frame by frame where the camera moves (a note
+says so). Not for a moving camera (a phone, a car).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def _compile_if_it_pays(derainer: Any, info: Any) -> None:
     if not isinstance(derainer, Derainer) or not compile_pays(frames, info.width, info.height):
         return
     try:
-        compile_model(derainer.model)  # the Derainer's own copy, prepared
+        derainer.model = compile_model(derainer.model)  # the Derainer's own copy, prepared
     except CompileError:  # another architecture: eager
         return
     click.echo(f"compiling the network for {info.width}x{info.height} frames first ({frames} frames; --no-compile skips it)", err=True)
@@ -62,6 +67,11 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True,
               help="Derain frames in tiles of this side (bounded memory for 4K); 0 = whole frames.")
 @click.option("--no-audio", is_flag=True, help="Leave the audio out (default: copy every audio stream as is).")
+@click.option("--temporal", is_flag=True,
+              help="Fixed camera: combine a sliding window of frames per output frame (the model only where the scene "
+                   "moves; frame by frame where the camera moves).")
+@click.option("--window", type=click.IntRange(min=3), default=15, show_default=True,
+              help="With --temporal: frames combined per output frame (odd; the output lags by half of it).")
 @device_option
 @precision_option("auto")
 @threads_option("Torch and codec threads (default: all cores).")
@@ -72,21 +82,27 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Run this file from `derain export` with onnxruntime.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output (the input is never overwritten).")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs.")
-def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_fmt, tile, no_audio, device, precision,
-              threads, compile_, strength, backend, onnx_path, overwrite, verbose) -> None:
+def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_fmt, tile, no_audio, temporal, window, device,
+              precision, threads, compile_, strength, backend, onnx_path, overwrite, verbose) -> None:
     """Derain a video: every frame, same size, frame rate and timing; audio copied.
 
     \b
     derain video rainy.mp4 -o clean.mp4
     derain video clip.mkv -o clean.mkv --weights my.safetensors --crf 20 --batch 8
+    derain video yard.mp4 -o yard_dry.mp4 --temporal      # a fixed camera
     """
     from ..inference.tiling import DEFAULT_OVERLAP, check_tile
     from ..inference.video import VideoError, derain_video, parse_bitrate, probe_video
 
     if verbose:
         logging.getLogger().setLevel(logging.DEBUG)
+    from ..inference.temporal import TemporalOptions
+
     with one_line_errors():
         check_tile(tile, DEFAULT_OVERLAP)
+        options = TemporalOptions(window=window) if temporal else None
+    if window != 15 and not temporal:
+        raise click.UsageError("--window applies to --temporal only")
     if bitrate is not None and crf is not None:
         raise click.UsageError("give --bitrate or --crf, not both")
     if bitrate is not None:
@@ -119,7 +135,7 @@ def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_
     try:
         result = derain_video(
             derainer, src_path, out, batch=batch, codec=codec, bitrate=bitrate, crf=crf, pix_fmt=pix_fmt,
-            threads=threads, tile=tile, audio=not no_audio,
+            threads=threads, tile=tile, audio=not no_audio, temporal=options or False,
         )
     except VideoError as err:
         raise click.ClickException(str(err)) from None
@@ -132,6 +148,8 @@ def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_
         raise click.ClickException(f"{src}: derain failed: {reason}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if result.note:
+        click.echo(result.note, err=True)
     audio = f", {result.audio_streams} audio stream{'s' if result.audio_streams != 1 else ''} copied" if result.audio_streams else ""
     pad = " (padded to even sides)" if result.padded else ""
     click.echo(

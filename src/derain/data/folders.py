@@ -35,7 +35,8 @@ from pydantic import AfterValidator, ValidationInfo
 from ..io.images import is_image_file
 from .pairs import DatasetError, Pair, find_pairs
 
-__all__ = ["DATA_ROOT_VARIABLE", "DataPath", "HoldOut", "default_data_root", "expand_in_context", "expand_path"]
+__all__ = ["DATA_ROOT_VARIABLE", "DataPath", "HoldOut", "SELECT", "default_data_root", "expand_in_context", "expand_path",
+           "numbered"]
 
 #: The variable that names the data root; presets name their data ``${DERAIN_DATA}/<set>``.
 DATA_ROOT_VARIABLE = "DERAIN_DATA"
@@ -84,6 +85,26 @@ def _expand_data_path(path: str, info: ValidationInfo) -> str:
 #: A data folder or file in a pydantic model: expanded by :func:`expand_path` while the model is validated with
 #: ``context={"base": ..., "data_root": ...}``, left as written without that context.
 DataPath = Annotated[str, AfterValidator(_expand_data_path)]
+
+
+#: Which files of a folder of numbered photos are read: every file, or those whose stem is an odd / even number.
+SELECT = ("all", "odd", "even")
+
+
+def numbered(path: str | os.PathLike[str], select: str) -> bool:
+    """Whether ``select`` (:data:`SELECT`) keeps the file ``path``: ``"all"`` keeps every file, ``"odd"``/``"even"``
+    the files whose stem is an odd/even number, and no other file. The one rule that splits a folder of numbered
+    photos in halves (InternetData147: the even half may train, the odd half is the real-rain report's).
+
+    >>> [numbered(p, "even") for p in ("2.jpg", "7.jpg", "a.jpg")], numbered("a.jpg", "all")
+    ([True, False, False], True)
+    """
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
+    if select == "all":
+        return True
+    stem = Path(path).stem
+    return stem.isdigit() and int(stem) % 2 == (1 if select == "odd" else 0)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from ..io.images import is_image_file, read_image
+from ..io.pixels import to_float, to_u8
 
 __all__ = ["RainLayerBank", "composite"]
 
@@ -67,9 +68,7 @@ def _read_u8(path: PathLike) -> np.ndarray:
 
 def _to_u8(img: np.ndarray) -> np.ndarray:
     a = np.asarray(img)
-    if a.dtype == np.uint8:
-        return a
-    return np.clip(np.round(a.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return a if a.dtype == np.uint8 else to_u8(a.astype(np.float64))  # rounded half to even, in float64
 
 
 def _fill_lower_bound(values: np.ndarray, unknown: np.ndarray, step: int = 4, max_shift: int = 512) -> np.ndarray:
@@ -182,7 +181,7 @@ class RainLayerBank:
 
     def layer(self, i: int) -> np.ndarray:
         """Layer ``i`` as float32 in [0, 1] (``H×W×3``, or ``H×W`` if grey)."""
-        return self._layers[i].astype(np.float32) * np.float32(1.0 / 255.0)
+        return to_float(self._layers[i], "reciprocal")
 
     def __repr__(self) -> str:
         return f"RainLayerBank(n={len(self)}, grey={self.grey})"

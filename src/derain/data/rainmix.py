@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 from ..io.images import IMAGE_EXTENSIONS, is_image_file, read_image
+from ..io.pixels import to_float
 
 __all__ = [
     "OPS",
@@ -147,7 +148,7 @@ class StreakBank:
     def __getitem__(self, i: int) -> np.ndarray:
         m = self.raw(i)
         if m.dtype == np.uint8:
-            return m.astype(np.float32) * np.float32(1.0 / 255.0)
+            return to_float(m, "reciprocal")
         return m.astype(np.float32, copy=True)
 
     def __repr__(self) -> str:

@@ -18,6 +18,13 @@ Gaussian blur. All layers are convolved at once with FFTs (circular convolution 
 plus a few degrees of spread per layer. Overlapping streaks add up; the summed streak map is
 clipped to [0, 1]. Optionally the result is re-encoded as JPEG (4:2:0, random quality).
 
+**Depth** (``RainParams.depth``, ``depth_blur``; off in the Rain100-style presets). Real rain is seen at many
+distances at once: drops near the camera make thick, long, faint and defocused streaks, far ones thin dense
+lines. With ``depth > 0`` the layers are ordered from far to near, layer ``l`` of ``n`` at depth
+``d_l = l / (n − 1)`` (one layer: ``d`` drawn U(0, 1)); its drawn length and thickness are multiplied by
+``k_l = 1 + depth · d_l``, its intensity divided by ``k_l``, its density by ``k_l²`` (fewer, bigger drops), and
+its streaks blurred by ``depth_blur · d_l`` px (σ) more than the image's blur. The ``real`` preset uses it.
+
 Angles everywhere in this module are in degrees, counter-clockwise from the image's x axis
 as the image is displayed (y pointing up): 90° is a vertical streak, 70° leans to the right
 ("/"), 110° to the left ("\\").
@@ -47,15 +54,19 @@ import numpy as np
 from PIL import Image
 
 from ..metrics import calculate_psnr, quantize
+from ..io.pixels import to_float, to_u8
 
 __all__ = [
+    "MIXED",
     "PRESETS",
     "RainParams",
     "RainRenderer",
     "dominant_orientation",
+    "jpeg_round_trip",
     "line_kernel",
     "rain_statistics",
     "render_rain",
+    "streak_width",
     "render_streaks",
     "y_psnr",
 ]
@@ -86,6 +97,9 @@ class RainParams:
         atmospheric_light: grey level A of the veil.
         jpeg_prob: probability of re-encoding the result as JPEG.
         jpeg_quality: JPEG quality range (integers, inclusive).
+        depth: how much bigger and fainter the nearest layer is than the farthest (module docstring,
+            "Depth"); 0: the layers are drawn independently.
+        depth_blur: extra Gaussian blur σ in pixels of the nearest layer (0 for the farthest).
         description: free text (what a preset imitates); not compared.
     """
 
@@ -103,6 +117,8 @@ class RainParams:
     atmospheric_light: Range = (0.8, 1.0)
     jpeg_prob: float = 0.0
     jpeg_quality: tuple[int, int] = (70, 95)
+    depth: float = 0.0
+    depth_blur: float = 0.0
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -125,6 +141,8 @@ class RainParams:
                 raise ValueError(f"RainParams.{name} must be a probability, got {p!r}")
         if not (1 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100):
             raise ValueError(f"RainParams.jpeg_quality must lie in [1, 100], got {self.jpeg_quality!r}")
+        if self.depth < 0 or self.depth_blur < 0:
+            raise ValueError(f"RainParams.depth and depth_blur must be >= 0, got {self.depth!r} and {self.depth_blur!r}")
 
 
 #: Named presets (see each preset's ``description`` for what it imitates; BENCHMARKS.md, "Rendered rain
@@ -184,16 +202,41 @@ PRESETS: dict[str, RainParams] = {
             "apart), sometimes a haze veil."
         ),
     ),
+    "real": RainParams(
+        layers=(2, 4),
+        density=(0.0015, 0.006),
+        length=(20.0, 60.0),
+        thickness=(1.0, 2.0),
+        angle=(65.0, 115.0),
+        angle_spread=10.0,
+        intensity=(0.15, 0.4),
+        blur_prob=0.7,
+        blur_sigma=(0.5, 1.2),
+        haze_prob=0.8,
+        alpha=(0.75, 0.95),
+        atmospheric_light=(0.75, 1.0),
+        jpeg_prob=0.7,
+        jpeg_quality=(60, 95),
+        depth=2.0,
+        depth_blur=2.5,
+        description=(
+            "Photographed rain (InternetData147 look; rendered as Rain100H and RainCityscapes were, "
+            "I = T(B + R) + (1 - T)A): 2-4 layers at several depths, the near ones wide, long, faint and "
+            "defocused, the far ones thin and dense, usually over a fog veil, usually JPEG-compressed."
+        ),
+    ),
 }
+
+#: The presets ``preset: mixed`` draws from (a training source): the Rain100-style three, as the shipped training
+#: presets were trained with; ``real`` is named on its own.
+MIXED: tuple[str, ...] = ("heavy", "light", "medium")
 
 
 # --------------------------------------------------------------------------- measurement
 
 
 def _as_float01(img: np.ndarray) -> np.ndarray:
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) / 255.0
-    return np.asarray(img, dtype=np.float32)
+    return to_float(img) if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32)
 
 
 def y_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -245,6 +288,8 @@ def rain_statistics(rainy: np.ndarray, clean: np.ndarray) -> dict[str, float]:
         how strongly oriented the layer is (0–1).
     ``y_psnr``
         PSNR of rainy vs clean on MATLAB's Y channel, dB (:func:`y_psnr`).
+    ``width``
+        the streaks' width in pixels across their direction (:func:`streak_width`; NaN without streaks).
     """
     r, c = _as_float01(rainy), _as_float01(clean)
     if r.shape != c.shape or r.ndim != 3 or r.shape[2] != 3:
@@ -257,7 +302,59 @@ def rain_statistics(rainy: np.ndarray, clean: np.ndarray) -> dict[str, float]:
         "orientation": angle,
         "coherence": coherence,
         "y_psnr": y_psnr(rainy, clean),
+        "width": streak_width(layer, angle),
     }
+
+
+#: The veil and the scene's slow changes are taken out of a rain layer before its streaks' width is measured:
+#: a Gaussian high-pass of this σ (px), wider than any streak.
+WIDTH_HIGHPASS_SIGMA = 16.0
+
+
+def streak_width(layer: np.ndarray, angle: float, max_width: float = 40.0) -> float:
+    """The width (px) of the streaks of a grey rain layer ``layer`` running at ``angle`` degrees (:func:`dominant_orientation`).
+
+    The layer is high-passed (:data:`WIDTH_HIGHPASS_SIGMA`: a uniform veil is not a streak), and its
+    autocorrelation is read across the streaks' direction: twice the distance where it falls to half its peak
+    (its full width at half maximum). For streaks of constant brightness across that is their width (a little
+    less for streaks several pixels wide, which the high-pass narrows); blur widens it. It does not depend on
+    how many streaks there are or how bright they are, so it compares rendered and real rain layers. A veil
+    that follows the scene (haze over a textured photo) adds the scene's own structure: compare layers alike.
+    NaN when the layer has no structure or ``angle`` is NaN; ``max_width`` when it does not fall to half by then.
+
+    >>> layer = np.zeros((64, 64), np.float32); layer[:, 30:32] = 1.0  # one vertical streak 2 px wide
+    >>> round(streak_width(layer, 90.0))
+    2
+    """
+    g = np.asarray(layer, dtype=np.float64)
+    if not math.isfinite(angle):
+        return float("nan")
+    h, w = g.shape
+    ph, pw = _next_fast_len(2 * h), _next_fast_len(2 * w)  # zero padding: a linear, not circular, correlation
+    spec = np.fft.rfft2(g - g.mean(), s=(ph, pw))
+    fy = np.fft.fftfreq(ph)[:, None]
+    fx = np.fft.rfftfreq(pw)[None, :]
+    spec *= 1.0 - np.exp(-2.0 * (math.pi * WIDTH_HIGHPASS_SIGMA) ** 2 * (fx * fx + fy * fy))
+    ac = np.fft.irfft2(np.abs(spec) ** 2, s=(ph, pw))
+    if not ac[0, 0] > 1e-12:
+        return float("nan")
+    ac /= ac[0, 0]
+    th = math.radians(angle)
+    across = (-math.sin(th), -math.cos(th))  # (column, row) steps perpendicular to the streaks (rows grow downward)
+    previous = 1.0
+    for step in np.arange(0.25, max_width / 2 + 0.25, 0.25):
+        x, y = step * across[0], step * across[1]
+        x0, y0 = math.floor(x), math.floor(y)
+        fx_, fy_ = x - x0, y - y0
+        value = sum(  # bilinear, wrapped (the autocorrelation's negative lags sit at the far end)
+            wgt * ac[(y0 + dy) % ph, (x0 + dx) % pw]
+            for dy, dx, wgt in ((0, 0, (1 - fy_) * (1 - fx_)), (0, 1, (1 - fy_) * fx_), (1, 0, fy_ * (1 - fx_)), (1, 1, fy_ * fx_))
+        )
+        if value <= 0.5:
+            r = step - 0.25 + 0.25 * (previous - 0.5) / max(previous - value, 1e-12)
+            return float(2.0 * r)
+        previous = value
+    return float(max_width)
 
 
 # --------------------------------------------------------------------------- streaks
@@ -336,37 +433,57 @@ def render_streaks(
     blur = params.blur_prob > 0 and rng.random() < params.blur_prob
     sigma = _uniform(rng, params.blur_sigma) if blur else 0.0
 
+    depths = _layer_depths(n, params, rng)
+
     stack = np.empty((2 * n, ph, pw), dtype=np.float32)
     gains = np.empty(n, dtype=np.float32)
     for i in range(n):
-        density = _uniform(rng, params.density)
+        near = 1.0 + params.depth * depths[i]  # 1 without depth: the draws as they were
+        density = _uniform(rng, params.density) / near**2
         seeds = np.flatnonzero(rng.random(ph * pw, dtype=np.float32) < density)
         layer = stack[2 * i].reshape(-1)
         layer[:] = 0.0
         layer[seeds] = rng.uniform(0.5, 1.0, size=seeds.size)
         angle = dominant + (_uniform(rng, (-params.angle_spread, params.angle_spread)) if params.angle_spread else 0.0)
-        length = _uniform(rng, params.length)
-        thickness = _uniform(rng, params.thickness)
+        length = _uniform(rng, params.length) * near
+        thickness = _uniform(rng, params.thickness) * near
         stack[2 * i + 1] = _embed_wrapped(line_kernel(angle, length, thickness), (ph, pw))
-        gains[i] = _uniform(rng, params.intensity)
+        gains[i] = _uniform(rng, params.intensity) / near
 
     spec = np.fft.rfft2(stack)  # float32 in -> complex64
-    total = np.einsum("l,lij->ij", gains.astype(np.complex64), spec[0::2] * spec[1::2])
-    if sigma > 0:
-        fy = np.fft.fftfreq(ph).astype(np.float32)[:, None]
-        fx = np.fft.rfftfreq(pw).astype(np.float32)[None, :]
-        total *= np.exp(-2.0 * (math.pi * sigma) ** 2 * (fx * fx + fy * fy))
+    fy = np.fft.fftfreq(ph).astype(np.float32)[:, None]
+    fx = np.fft.rfftfreq(pw).astype(np.float32)[None, :]
+    if params.depth_blur > 0:  # each layer its own blur: the near ones are defocused
+        sigmas = (sigma + params.depth_blur * depths).astype(np.float32)
+        blurs = np.exp(-2.0 * (math.pi * sigmas[:, None, None]) ** 2 * (fx * fx + fy * fy)[None])
+        total = np.einsum("l,lij->ij", gains.astype(np.complex64), spec[0::2] * spec[1::2] * blurs)
+    else:
+        total = np.einsum("l,lij->ij", gains.astype(np.complex64), spec[0::2] * spec[1::2])
+        if sigma > 0:
+            total *= np.exp(-2.0 * (math.pi * sigma) ** 2 * (fx * fx + fy * fy))
     streaks = np.fft.irfft2(total, s=(ph, pw))[:h, :w]
     return np.clip(streaks, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    u8 = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+def _layer_depths(n: int, params: RainParams, rng: np.random.Generator) -> np.ndarray:
+    """Each layer's depth in [0, 1], far to near (module docstring, "Depth"): all 0 without depth (no draw, so the
+    presets without depth render as they always did), else evenly spaced, or U(0, 1) for a single layer."""
+    if params.depth == 0 and params.depth_blur == 0:
+        return np.zeros(n, dtype=np.float64)
+    if n == 1:
+        return np.array([rng.random()])
+    return np.linspace(0.0, 1.0, n)
+
+
+def jpeg_round_trip(img: np.ndarray, quality: int) -> np.ndarray:
+    """``img`` (float in [0, 1] or uint8, ``H×W×3``) encoded as JPEG at ``quality`` (Pillow, 4:2:0) and decoded:
+    float32 in [0, 1]. The one JPEG re-encoding of training data (rendered rain, the image gate's judgement views)."""
+    u8 = to_u8(img)
     buf = io.BytesIO()
     Image.fromarray(u8).save(buf, format="JPEG", quality=int(quality))
     buf.seek(0)
     with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        return to_float(np.asarray(im.convert("RGB")))
 
 
 def render_rain(clean: np.ndarray, params: RainParams, rng: np.random.Generator) -> np.ndarray:
@@ -383,7 +500,7 @@ def render_rain(clean: np.ndarray, params: RainParams, rng: np.random.Generator)
     out = np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
     if params.jpeg_prob > 0 and rng.random() < params.jpeg_prob:
         q = int(rng.integers(params.jpeg_quality[0], params.jpeg_quality[1] + 1))
-        out = _jpeg(out, q)
+        out = jpeg_round_trip(out, q)
     return out
 
 

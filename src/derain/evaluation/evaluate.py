@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import statistics
@@ -27,7 +28,8 @@ import torch
 from PIL import Image
 
 from ..inference.loading import ModelSource, load_derainer
-from ..io.atomic import atomic_output
+from ..io.atomic import write_atomic
+from ..io.images import save_image
 from ..io.images import read_image
 from ..io.progress import track
 from ..metrics import get_protocol, quantize
@@ -119,13 +121,14 @@ class EvalResult:
     def write_csv(self, path: str | os.PathLike[str]) -> None:
         """One row per image: name, seconds, then PSNR/SSIM/input PSNR/input SSIM per protocol."""
         cols = [f"{p}_{k}" for p in self.protocols for k in ("psnr", "ssim", "input_psnr", "input_ssim")]
-        with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["name", "seconds", *cols])
-            for im in self.images:
-                writer.writerow(
-                    [im.name, f"{im.seconds:.6f}", *(f"{im.scores[p][k]:.6f}" for p in self.protocols for k in ("psnr", "ssim", "input_psnr", "input_ssim"))]
-                )
+        f = io.StringIO()
+        writer = csv.writer(f)
+        writer.writerow(["name", "seconds", *cols])
+        for im in self.images:
+            writer.writerow(
+                [im.name, f"{im.seconds:.6f}", *(f"{im.scores[p][k]:.6f}" for p in self.protocols for k in ("psnr", "ssim", "input_psnr", "input_ssim"))]
+            )
+        write_atomic(path, f.getvalue())
 
 
 def evaluate(
@@ -186,7 +189,6 @@ def evaluate(
             in_psnr, in_ssim = protocol.score(model_input, clean)
             scores[name] = {"psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim}
             if out_dir and n == 0:
-                with atomic_output(out_dir / f"{pair.name}.png") as tmp:
-                    Image.fromarray(quantize(pred, protocol.quantize_mode)).save(tmp, format="PNG")
+                save_image(Image.fromarray(quantize(pred, protocol.quantize_mode)), out_dir / f"{pair.name}.png", "PNG")
         result.images.append(ImageResult(pair.name, seconds, scores))
     return result

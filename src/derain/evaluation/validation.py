@@ -27,6 +27,7 @@ from ..data.pairs import Pair, find_pairs
 from ..data.render import RainRenderer
 from ..inference.derainer import Derainer
 from ..io.images import read_image
+from ..io.pixels import to_float
 from ..metrics import quantize, score
 from .evaluate import evaluate
 
@@ -63,7 +64,7 @@ class ValidationSets:
         presets = ("light", "medium", "heavy")
         for n, path in enumerate(held_photos):
             rng = np.random.default_rng([seed, 10**9 + n])
-            clean = read_image(path).astype(np.float32) / 255
+            clean = to_float(read_image(path))
             if config.max_side:
                 clean = clean[: config.max_side, : config.max_side]
             rainy = RainRenderer(presets[n % 3]).render(clean, rng)
@@ -86,12 +87,12 @@ class ValidationSets:
             scores[f"{name}_psnr"] = result.metrics["y"]["psnr"]
             scores[f"{name}_ssim"] = result.metrics["y"]["ssim"]
         if self.synthetic:
-            psnrs = [score("y", derainer(rainy.astype(np.float32) / 255), clean)[0] for _, rainy, clean in self.synthetic]
+            psnrs = [score("y", derainer(to_float(rainy)), clean)[0] for _, rainy, clean in self.synthetic]
             scores["synthetic_psnr"] = float(np.mean(psnrs))
         psnr_keys = [k for k in scores if k.endswith("_psnr")]
         scores["mean_psnr"] = float(np.mean([scores[k] for k in psnr_keys]))
         if self.rain_free:
-            psnrs = [min(score("y", derainer(img.astype(np.float32) / 255), img)[0], 100.0) for img in self.rain_free]
+            psnrs = [min(score("y", derainer(to_float(img)), img)[0], 100.0) for img in self.rain_free]
             scores["noharm_psnr"] = float(np.mean(psnrs))  # reported beside the mean, not part of it
         return scores
 

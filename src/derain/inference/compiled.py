@@ -1,8 +1,9 @@
 """Compiled inference: the KPN's low-resolution stage through ``torch.compile`` (inductor, with freezing).
 
-:func:`compile_model` makes an EfDeRain model run its
-:meth:`~derain.models.efderain.EfDeRain.features` (the encoder-decoder that predicts the kernels:
-every convolution of the network but the fusion) compiled, on that model instance only. Inductor's
+:func:`compile_model` wraps a model that declares the staged interface (:mod:`derain.models.interface`:
+EfDeRain and its variants) in a runner, :class:`CompiledModel`, whose calls run the model's own ``forward`` with
+its low-resolution stage ``features`` (the encoder-decoder that predicts the kernels: every convolution of the
+network but the fusion) compiled: ``model(x, features=compiled_stage)``. The model itself is not changed. Inductor's
 ``freezing`` (switched on around each call: a global setting of inductor's, so compiled models are
 for one thread at a time) treats the weights as constants: they are cast once to the compute dtype
 and folded into one generated graph with the ReLUs,
@@ -16,7 +17,7 @@ Costs and limits (``BENCHMARKS.md``, "Compiled path"):
   under the system temp folder) holds that graph. It pays for long videos and folders of one image size, not for a single photo: opt-in
   (``Derainer(compile=True)``, ``--compile``), except ``derain video``, which compiles where
   :func:`compile_pays` says so;
-* after ``torch._dynamo.config.recompile_limit`` graphs (8, counted over every compiled EfDeRain
+* after ``torch._dynamo.config.recompile_limit`` graphs (8, counted over every compiled
   model of the process: one per model and input size) further ones run eager (torch logs a warning);
 * the weights are frozen at the first call of each size: a compiled model must not be trained,
   moved or changed after (copies, ``copy.deepcopy``, compile their own; pickling is refused);
@@ -30,6 +31,7 @@ Results equal eager's to bf16 rounding (tests: every bundled model, two sizes).
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import pickle
 from typing import Any
@@ -38,8 +40,9 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.interface import is_staged
 
-__all__ = ["CompileError", "compile_model", "compile_pays", "is_compiled"]
+__all__ = ["CompileError", "CompiledModel", "compile_model", "compile_pays", "is_compiled"]
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +64,23 @@ def compile_pays(images: int, width: int, height: int) -> bool:
 
 
 class CompileError(UserError, ValueError):
-    """The model cannot run compiled (not an EfDeRain model)."""
+    """The model cannot run compiled (it does not declare the staged interface, as EfDeRain does)."""
 
 
 def is_compiled(model: nn.Module) -> bool:
-    """Whether ``model`` runs its low-resolution stage compiled: :func:`compile_model` applied and no
-    fallback to eager since (sizes beyond the recompile limit still run eager)."""
-    stage = model.__dict__.get("features")
-    return isinstance(stage, _CompiledStage) and not stage.failed
+    """Whether ``model`` is a :class:`CompiledModel` still running compiled (no fallback to eager since; sizes beyond
+    the recompile limit still run eager)."""
+    return isinstance(model, CompiledModel) and not model.stage.failed
 
 
 class _CompiledStage:
-    """``features`` of ``model``, compiled, called with freezing on; the eager method where compilation fails."""
+    """``model``'s ``features``, compiled, called with freezing on; the eager method where compilation fails."""
 
     def __init__(self, model: nn.Module, compiled: Any, failed: bool = False) -> None:
         self.model, self.compiled, self.failed = model, compiled, failed
 
     def eager(self, x: torch.Tensor) -> Any:
-        return type(self.model).features(self.model, x)
+        return self.model.features(x)
 
     def __call__(self, x: torch.Tensor) -> Any:
         if self.failed or torch.is_grad_enabled():  # frozen weights: inference only; training runs eager
@@ -100,16 +102,67 @@ class _CompiledStage:
             log.debug("compilation failed", exc_info=True)
             return self.eager(x)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "_CompiledStage":
-        # the copy's own model: its own graphs (the compiler guards on the instance), never the original's weights
-        return _CompiledStage(copy.deepcopy(self.model, memo), self.compiled, self.failed)
 
-    def __reduce__(self) -> Any:
+class CompiledModel(nn.Module):
+    """A staged model run with its low-resolution stage compiled: ``runner(x, return_gate=, whole=)`` is
+    ``model(x, return_gate=, whole=, features=<compiled features>)``. Every other attribute is the model's
+    (``runner.conv1``, ``runner.image_gate``, ``runner.config``...), read and set (``runner.filter_implementation =
+    "reference"`` sets the model's); its one submodule is ``model``. The runner's own: ``model``, ``stage``, its
+    methods, ``training`` (which ``train()``/``eval()`` set on both) and names starting with ``_``."""
+
+    _OWN = frozenset({"model", "stage", "training"})
+
+    def __init__(self, model: nn.Module, backend: str = "inductor") -> None:
+        super().__init__()
+        self.model = model
+        # one graph per input size and instance (the compiler guards on the instance passed in)
+        self.stage = _CompiledStage(model, torch.compile(type(model).features, backend=backend, dynamic=False))
+
+    def features(self, x: torch.Tensor) -> Any:
+        """The model's low-resolution stage, compiled."""
+        return self.stage(x)
+
+    def forward(self, x: torch.Tensor, return_gate: bool = False, whole: torch.Tensor | None = None) -> Any:
+        return self.model(x, return_gate=return_gate, whole=whole, features=self.stage)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("model"), name)
+
+    def _is_own(self, name: str) -> bool:
+        return name.startswith("_") or name in self._OWN or hasattr(type(self), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self._is_own(name):
+            super().__setattr__(name, value)
+        else:  # the model's: set on the runner it would change nothing that runs
+            setattr(self.model, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self._is_own(name):
+            super().__delattr__(name)
+        else:
+            delattr(self.model, name)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "CompiledModel":
+        # the copy's own model: its own graphs, never the original's weights
+        runner = CompiledModel.__new__(CompiledModel)
+        nn.Module.__init__(runner)
+        memo[id(self)] = runner  # a structure holding this runner twice holds its one copy twice
+        twin = copy.deepcopy(self.model, memo)
+        runner.model = twin
+        runner.stage = _CompiledStage(twin, self.stage.compiled, self.stage.failed)
+        return runner
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
         raise pickle.PicklingError("a compiled model cannot be pickled: save its state_dict, or compile after loading")
 
 
-def compile_model(model: nn.Module, *, backend: str = "inductor") -> nn.Module:
-    """Run ``model``'s low-resolution stage compiled (in place; the model is returned); see the module docs.
+def compile_model(model: nn.Module, *, backend: str = "inductor") -> CompiledModel:
+    """``model`` as a :class:`CompiledModel` (see the module docs; the model is not changed, a runner already compiled
+    is returned as it is).
 
     ``model`` is one the caller owns, prepared (device, precision layout) before: a
     :class:`~derain.inference.derainer.Derainer` copies a module it was given. Compilation happens at
@@ -121,11 +174,8 @@ def compile_model(model: nn.Module, *, backend: str = "inductor") -> nn.Module:
     >>> is_compiled(m)
     True
     """
-    from ..models.efderain import EfDeRain
-
-    if not isinstance(model, EfDeRain):
-        raise CompileError(f"compiled inference supports EfDeRain models, not {type(model).__name__}")
-    if not isinstance(model.__dict__.get("features"), _CompiledStage):
-        compiled = torch.compile(EfDeRain.features, backend=backend, dynamic=False)  # one graph per input size and instance
-        model.features = _CompiledStage(model, compiled)  # type: ignore[method-assign]  # this instance only
-    return model
+    if isinstance(model, CompiledModel):
+        return model
+    if not is_staged(model) or "features" not in inspect.signature(model.forward).parameters:
+        raise CompileError(f"compiled inference supports EfDeRain-like models (derain.models.interface), not {type(model).__name__}")
+    return CompiledModel(model, backend)

@@ -14,7 +14,8 @@ from torch import nn
 
 from ..errors import InvalidArgument
 from ..io.images import Photo
-from .compiled import compile_model
+from ..models.interface import inference_form
+from .compiled import CompiledModel, compile_model
 from .precision import autocast, input_layout, prepare_model, resolve_precision
 from .tiling import DEFAULT_OVERLAP, JUDGE_PIXELS, derain_array, derain_tiled, judgement_view, resolve_tile
 
@@ -148,8 +149,8 @@ class Derainer(DerainerBase):
     ``owned=True`` says the module was made for this Derainer (just loaded), which then prepares it
     in place like a named model. ``compile=True`` runs the model's low-resolution stage compiled
     (:mod:`derain.inference.compiled`: faster per image after a compilation at each new input size;
-    EfDeRain models only, else :class:`~derain.inference.compiled.CompileError`; a module it was
-    given is copied first).
+    EfDeRain-like models only, else :class:`~derain.inference.compiled.CompileError`; a module it was
+    given is copied first; ``derainer.model`` is then a :class:`~derain.inference.compiled.CompiledModel`).
 
     Example:
         >>> import derain
@@ -181,17 +182,21 @@ class Derainer(DerainerBase):
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.strength = resolve_strength(strength)
+        form = inference_form(model)  # a re-parameterised network runs folded (a new module)
+        if form is not model:
+            model, owned = form, True
         if not owned and (compile or not _is_on(model, self.device)):
             model, owned = copy.deepcopy(model), True
         self._owned = owned
         self.model = prepare_model(model, self.precision, self.device) if owned else model
-        if compile:
-            compile_model(self.model)
+        if compile:  # a runner around the model (derain.models.interface: the model is not changed)
+            self.model = compile_model(self.model)
 
     @property
     def name(self) -> str:
-        """The model's registered name, else its class."""
-        return str(getattr(self.model, "registry_name", None) or type(self.model).__name__)
+        """The model's registered name, else its class (the compiled model's own, not the runner's)."""
+        model = self.model.model if isinstance(self.model, CompiledModel) else self.model
+        return str(getattr(model, "registry_name", None) or type(model).__name__)
 
     @property
     def params(self) -> int:

@@ -5,7 +5,7 @@
 replicate padding with an ``if``), which a graph with dynamic height and width cannot hold. So the
 exported graph is the model's *core* — kernel prediction, pixel-wise dilation filtering and fusion —
 on inputs whose sides are already multiples of ``config.multiple``; the runtime wrapper
-(:class:`OnnxDerainer`) pads with the very same :func:`~derain.models.efderain.pad_to_multiple` before
+(:class:`OnnxDerainer`) pads with the very same :func:`~derain.ops.padding.pad_to_multiple` before
 the session and crops after it, so both backends compute the same function. Models without a
 ``multiple`` (PReNet: 3×3 convolutions only) are exported whole, with ``multiple = 1``. Batch,
 height and width are dynamic: one file serves every image size. The output is unclamped, as the
@@ -45,8 +45,9 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgument, UserError
-from ..models.efderain import pad_border, pad_to_multiple
-from ..io.atomic import atomic_output
+from ..models.interface import inference_form, is_staged
+from ..ops.padding import pad_border, pad_to_multiple
+from ..io.atomic import write_atomic
 from .derainer import DerainerBase, Strength, resolve_strength
 
 __all__ = [
@@ -67,8 +68,8 @@ META_BORDER = "derain.border"
 
 
 class _PaddedCore(nn.Module):
-    """EfDeRain's forward without the pad/crop (inputs must have sides that are multiples of ``config.multiple``),
-    its filtering as a few large ops (the ``onehot`` path of :mod:`derain.ops.full_resolution`)."""
+    """A staged model's ``padded_forward`` (:mod:`derain.models.interface`: no pad/crop, inputs' sides multiples of
+    ``config.multiple``), its filtering as a few large ops (the ``onehot`` path of :mod:`derain.ops.full_resolution`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -81,12 +82,11 @@ class _PaddedCore(nn.Module):
 def exportable_core(model: nn.Module) -> tuple[nn.Module, int]:
     """The module to export for ``model`` and the multiple its inputs' sides must have.
 
-    EfDeRain-like models (``padded_forward`` and ``config.multiple``) → their padded core; anything
-    else is exported as it is, with multiple 1.
+    Staged models (:class:`~derain.models.interface.StagedModel`, e.g. EfDeRain) with a ``config.multiple`` above 1
+    → their padded core; anything else is exported as it is, with multiple 1.
     """
-    multiple = int(getattr(getattr(model, "config", None), "multiple", 1) or 1)
-    if multiple > 1 and hasattr(model, "padded_forward"):
-        return _PaddedCore(model), multiple
+    if is_staged(model) and int(model.config.multiple) > 1:
+        return _PaddedCore(model), int(model.config.multiple)
     return model, 1
 
 
@@ -124,6 +124,7 @@ def export_onnx(
     import onnx
 
     path = Path(path)
+    model = inference_form(model)  # a re-parameterised network exports folded
     device_or_dtype_differs = any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters())
     if device_or_dtype_differs:
         import copy
@@ -168,15 +169,14 @@ def export_onnx(
     finally:
         model.train(was_training)
 
-    meta = {META_MULTIPLE: str(multiple), META_BORDER: str(int(getattr(model, "border", 0) or 0)), **_architecture_metadata(model)}
+    meta = {META_MULTIPLE: str(multiple), META_BORDER: str(int(model.border) if is_staged(model) else 0), **_architecture_metadata(model)}
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "derain"
-    with atomic_output(path) as tmp:  # a complete file or none
-        onnx.save(proto, str(tmp))
-    return path
+    write_atomic(path, proto.SerializeToString())  # a complete file or none (WriteError naming path)
+    return Path(path)
 
 
 def _forward_arg_names(module: nn.Module) -> list[str]:

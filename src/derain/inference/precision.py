@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgument
+from ..models.interface import is_staged
 
 __all__ = ["Precision", "PRECISIONS", "resolve_precision", "autocast", "prepare_model", "input_layout", "cpu_has_fast_bf16"]
 
@@ -85,11 +86,11 @@ def autocast(precision: str, device: str | torch.device = "cpu") -> Iterator[Non
 def input_layout(x: torch.Tensor, model: nn.Module, precision: str) -> torch.Tensor:
     """``x`` in the memory layout ``model`` takes fastest under ``precision`` (a model :func:`prepare_model` prepared).
 
-    Reduced precision: channels_last, the layout of the prepared weights, unless the model's class says
-    ``channels_last_input = False`` (its first operations are faster on the plain layout; its first
-    convolution switches to channels_last with the same results). fp32: ``x`` as it is.
+    Reduced precision: channels_last, the layout of the prepared weights, unless the model declares
+    ``channels_last_input = False`` (:mod:`derain.models.interface`: its first operations are faster on the plain
+    layout; its first convolution switches to channels_last with the same results). fp32: ``x`` as it is.
     """
-    if precision == "fp32" or not getattr(model, "channels_last_input", True):
+    if precision == "fp32" or (is_staged(model) and not model.channels_last_input):
         return x
     return x.contiguous(memory_format=torch.channels_last)
 
@@ -97,8 +98,8 @@ def input_layout(x: torch.Tensor, model: nn.Module, precision: str) -> torch.Ten
 def prepare_model(model: nn.Module, precision: str, device: str | torch.device = "cpu") -> nn.Module:
     """Move ``model`` (in place) to ``device`` in eval mode, for inference under :func:`autocast`.
 
-    Reduced precision: channels_last memory format, and the weights of the layers the model lists in
-    ``autocast_modules()`` (if it has that method) stored in the compute dtype, which autocast would
+    Reduced precision: channels_last memory format, and the weights of the layers a staged model
+    (:mod:`derain.models.interface`) lists in ``autocast_modules()`` stored in the compute dtype, which autocast would
     otherwise cast them to at every call (faster; the same bf16 products, though oneDNN may sum a few in
     another order on CPUs without AMX: tests/test_io.py states the tolerance). Such a model then runs only
     under :func:`autocast` of that precision.
@@ -106,6 +107,6 @@ def prepare_model(model: nn.Module, precision: str, device: str | torch.device =
     model = model.to(device).eval()
     if precision != "fp32":
         model = model.to(memory_format=torch.channels_last)
-        for layer in getattr(model, "autocast_modules", list)():
+        for layer in model.autocast_modules() if is_staged(model) else ():
             layer.to(_DTYPES[precision])
     return model

@@ -24,6 +24,12 @@ as :class:`~derain.inference.derainer.Derainer` or the ONNX Runtime backend), an
   extension) and moved over ``dst`` only when complete; on any error or ``KeyboardInterrupt`` the
   temporary file is deleted and ``dst`` is left as it was.
 
+* **Temporal mode** (``temporal=True``, ``derain video --temporal``): for a fixed camera, each output frame
+  combines a sliding window of frames (:mod:`derain.inference.temporal`); the model derains only where the
+  scene moves, and every frame where the camera moves. The output is the same frames at the same
+  timestamps; memory holds the window, not the video.
+* **Metadata.** The input's ``creation_time`` (container and video stream) is kept where it has one.
+
 Colour: frames are converted to RGB and back with FFmpeg's default (BT.601) matrices both ways, so
 the round trip is consistent; colour tags of the input are not copied. Rotation metadata of phone
 videos is not carried over.
@@ -31,6 +37,7 @@ videos is not carried over.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
@@ -111,6 +118,7 @@ class VideoResult:
     audio_streams: int
     padded: bool = False
     dropped_audio: list[str] = field(default_factory=list)
+    note: str = ""  # what the temporal mode did (empty frame by frame)
 
     @property
     def fps(self) -> float:
@@ -324,6 +332,14 @@ def _display_rotation(src: Path) -> int:
     return 0
 
 
+def _keep_creation_time(inp: Any, vs: Any, out: Any, ovs: Any) -> None:
+    """The input's ``creation_time`` (container and video stream) onto the output, where the input has one."""
+    for source, target in ((inp, out), (vs, ovs)):
+        stamp = (getattr(source, "metadata", None) or {}).get("creation_time")
+        if stamp:
+            target.metadata["creation_time"] = stamp
+
+
 def _frame_total(vs: Any, rate: Fraction | None) -> int:
     """The video stream's frame count as declared, else estimated from its duration (0: unknown)."""
     total = int(vs.frames or 0)
@@ -332,41 +348,107 @@ def _frame_total(vs: Any, rate: Fraction | None) -> int:
     return total
 
 
-def _derain_frames(derainer: Any, frames: list[Any], *, tile: int | None, tile_overlap: int, pad: tuple[int, int]) -> np.ndarray:
-    """Decoded frames → derained ``(N, H, W, 3)`` uint8 RGB, edge-padded by ``pad`` (rows, columns) for the encoder."""
-    rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
+def _derain_arrays(derainer: Any, rgb: np.ndarray, *, tile: int | None, tile_overlap: int) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 RGB frames → the derainer's ``(N, H, W, 3)`` uint8 RGB."""
     x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0)
     if hasattr(derainer, "run_tiled"):  # tile 0: whole frames, each judged as Derainer judges a photo
         y = derainer.run_tiled(x, tile, tile_overlap)
     else:
         y = derainer.run_tensor(x)
-    arr = y.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-    if any(pad):
-        arr = np.pad(arr, ((0, 0), (0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
-    return arr
+    return y.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def _transcode(inp: Any, vs: Any, out: Any, ovs: Any, audio_map: dict[int, Any], derain_frames: Any, batch: int,
+def _pad(arr: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
+    """Frames edge-padded by ``pad`` (rows, columns) for an encoder that needs even sides."""
+    return np.pad(arr, ((0, 0), (0, pad[0]), (0, pad[1]), (0, 0)), mode="edge") if any(pad) else arr
+
+
+def _derain_frames(derainer: Any, frames: list[Any], *, tile: int | None, tile_overlap: int, pad: tuple[int, int]) -> np.ndarray:
+    """Decoded frames → derained ``(N, H, W, 3)`` uint8 RGB, edge-padded by ``pad`` (rows, columns) for the encoder."""
+    rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
+    return _pad(_derain_arrays(derainer, rgb, tile=tile, tile_overlap=tile_overlap), pad)
+
+
+class _FrameByFrame:
+    """Every frame through the model, a batch at a time: outputs as soon as their batch is derained."""
+
+    def __init__(self, derain_frames: Any) -> None:
+        self._derain_frames = derain_frames
+
+    def push(self, frames: list[Any]) -> list[np.ndarray]:
+        return list(self._derain_frames(frames))
+
+    def finish(self) -> list[np.ndarray]:
+        return []
+
+
+class _Temporal:
+    """The temporal engine over decoded frames: outputs come ``window // 2`` frames late, in order."""
+
+    def __init__(self, derainer: Any, options: Any, *, tile: int | None, tile_overlap: int, pad: tuple[int, int]) -> None:
+        from .temporal import ModelOnCrops, TemporalEngine
+
+        self.engine = TemporalEngine(options)
+        self._run = functools.partial(_derain_arrays, derainer, tile=tile, tile_overlap=tile_overlap)
+        self._crops = ModelOnCrops(derainer, refresh=self.engine.options.window, tile=tile, tile_overlap=tile_overlap)
+        self._pad = pad
+
+    def _outputs(self, decisions: list[Any]) -> list[np.ndarray]:
+        from .temporal import compose
+
+        whole = [d for d in decisions if d.needs_model and d.whole_frame]
+        derained = list(self._run(np.stack([d.frame for d in whole]))) if whole else []
+        by_index: dict[int, Any] = {d.index: out for d, out in zip(whole, derained)}
+        for d in decisions:
+            if d.needs_model and d.index not in by_index:  # the model on the crops where the scene moves
+                by_index[d.index] = self._crops(d.frame, d.boxes)
+        return [_pad(compose(d, by_index.get(d.index))[None], self._pad)[0] for d in decisions]
+
+    def push(self, frames: list[Any]) -> list[np.ndarray]:
+        decisions = []
+        for f in frames:
+            decisions += self.engine.push(f.to_ndarray(format="rgb24"))
+        return self._outputs(decisions)
+
+    def finish(self) -> list[np.ndarray]:
+        return self._outputs(self.engine.finish())
+
+    def note(self, frames: int) -> str:
+        e = self.engine
+        h, w = e.frame_size or (0, 0)
+        text = f"temporal: the model ran on {e.model_frames} of {frames} frames ({100 * e.model_pixels / max(1, frames * h * w):.0f} % of the pixels)"
+        if e.moved_frames:
+            text += f"; the camera moved in {e.moved_frames} frames (derained frame by frame there)"
+        return text
+
+
+def _transcode(inp: Any, vs: Any, out: Any, ovs: Any, audio_map: dict[int, Any], processor: Any, batch: int,
                time_base: Fraction, rate: Fraction | None, bar: Any) -> int:
-    """Demux ``inp``: video frames derained in batches and encoded into ``ovs``, audio packets copied; frames written."""
+    """Demux ``inp``: video frames derained in batches by ``processor`` (``push``/``finish``: outputs in order,
+    possibly later than their input) and encoded into ``ovs``, audio packets copied; frames written."""
     import av
 
     pending: list[Any] = []
+    timestamps: collections.deque[int] = collections.deque()  # of the frames pushed but not yet written
     written = 0
     last_pts: int | None = None
     step = max(1, int(round(1 / (rate * time_base)))) if rate else 1
 
-    def flush() -> None:
+    def emit(images: list[np.ndarray]) -> None:
         nonlocal written
-        if not pending:
-            return
-        for src_frame, img in zip(pending, derain_frames(pending)):
+        for img in images:
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = src_frame.pts
+            frame.pts = timestamps.popleft()
             frame.time_base = time_base
             for packet in ovs.encode(frame):
                 out.mux(packet)
-        written += len(pending)
+        written += len(images)
+
+    def flush() -> None:
+        if not pending:
+            return
+        timestamps.extend(f.pts for f in pending)
+        emit(processor.push(pending))
         bar.update(len(pending))
         pending.clear()
 
@@ -385,6 +467,7 @@ def _transcode(inp: Any, vs: Any, out: Any, ovs: Any, audio_map: dict[int, Any],
             packet.stream = audio_map[packet.stream.index]
             out.mux(packet)
     flush()
+    emit(processor.finish())
     for packet in ovs.encode(None):
         out.mux(packet)
     return written
@@ -405,6 +488,7 @@ def derain_video(
     tile_overlap: int = DEFAULT_OVERLAP,
     audio: bool = True,
     progress: bool | None = None,
+    temporal: bool | Any = False,
 ) -> VideoResult:
     """Derain the first video stream of ``src`` into ``dst`` (atomically); copy its audio as is.
 
@@ -420,6 +504,9 @@ def derain_video(
         audio: copy the audio streams.
         progress: progress on stderr, a bar on a terminal and a plain line every few seconds
             otherwise (:func:`derain.io.progress.progress_bar`); False = none (None = True).
+        temporal: for a fixed camera, combine a sliding window of frames (:mod:`derain.inference.temporal`;
+            True or a :class:`~derain.inference.temporal.TemporalOptions`); the result's ``note`` says
+            where the model ran and where the camera moved.
 
     Raises:
         VideoError: unreadable input, no video stream, refused codec/options, decoding/encoding failure.
@@ -428,7 +515,10 @@ def derain_video(
     import av
 
     from ..io.progress import progress_bar
+    from .temporal import TemporalOptions
 
+    if temporal is not False and temporal is not None and temporal is not True and not isinstance(temporal, TemporalOptions):
+        raise InvalidArgument(f"temporal must be True, False or a TemporalOptions, got {temporal!r}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if crf is not None and bitrate is not None:
@@ -468,11 +558,16 @@ def derain_video(
                     log.warning("codec %s needs even frame sides: %dx%d is padded to %dx%d", codec, width, height, ovs.width, ovs.height)
                 bar = progress_bar(_frame_total(vs, rate) or None, desc=dst_path.name, unit="frame", file=sys.stderr,
                                    disable=progress is False)
-                derain_frames = functools.partial(
-                    _derain_frames, derainer, tile=tile, tile_overlap=tile_overlap, pad=(ovs.height - height, ovs.width - width)
-                )
+                _keep_creation_time(inp, vs, out, ovs)
+                pad_by = (ovs.height - height, ovs.width - width)
+                processor: Any
+                if temporal:
+                    options = temporal if isinstance(temporal, TemporalOptions) else None
+                    processor = _Temporal(derainer, options, tile=tile, tile_overlap=tile_overlap, pad=pad_by)
+                else:
+                    processor = _FrameByFrame(functools.partial(_derain_frames, derainer, tile=tile, tile_overlap=tile_overlap, pad=pad_by))
                 try:
-                    written = _transcode(inp, vs, out, ovs, audio_map, derain_frames, batch, time_base, rate, bar)
+                    written = _transcode(inp, vs, out, ovs, audio_map, processor, batch, time_base, rate, bar)
                 finally:
                     bar.close()
                 if written == 0:
@@ -480,9 +575,12 @@ def derain_video(
                 result = VideoResult(
                     frames=written, seconds=0.0, width=ovs.width, height=ovs.height, pix_fmt=ovs.pix_fmt, codec=codec,
                     audio_streams=len(audio_map), padded=pad, dropped_audio=dropped,
+                    note=processor.note(written) if isinstance(processor, _Temporal) else "",
                 )
     except av.error.FFmpegError as err:
         raise VideoError(f"{src}: video processing failed: {err.strerror or err}") from None
+    except OSError as err:  # a full disk or a failing device while the output is written
+        raise VideoError(f"{dst}: writing failed: {err.strerror or err}; nothing was written") from None
     result.seconds = time.perf_counter() - start
     return result
 

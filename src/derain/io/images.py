@@ -53,7 +53,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import UserError
-from .atomic import atomic_output
+from .atomic import write_atomic
+from .pixels import PIXEL_TOP, to_float, to_pixels
 from .sixteen import low_byte_rawmode, low_byte_tiles, rawmode_of_tile, write_png16, write_tiff16
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "FORMAT_EXTENSIONS",
     "ReadErrorKind",
     "resolve_format",
+    "save_image",
     "save_photo",
 ]
 
@@ -328,18 +330,9 @@ def _metadata(img: Image.Image) -> tuple[bytes | None, bytes | None, tuple[float
     return icc if isinstance(icc, bytes) else None, exif_bytes, dpi
 
 
-#: Full scale of the integer pixel types (uint8, uint16) that photos hold.
-PIXEL_TOP = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-
 def unit_float(pixels: np.ndarray) -> np.ndarray:
     """uint8 / uint16 pixels → float32 in [0, 1]; float pixels as float32."""
-    top = PIXEL_TOP.get(pixels.dtype)
-    if top is None:
-        return np.asarray(pixels, dtype=np.float32)
-    out = pixels.astype(np.float32)
-    out *= np.float32(1.0 / top)
-    return out
+    return to_float(pixels, "reciprocal")  # derain.io.pixels
 
 
 def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
@@ -566,16 +559,12 @@ def quantize_pixels(x: np.ndarray, bits: int) -> np.ndarray:
     if x.dtype == dtype:
         return x
     out = np.empty(x.shape, dtype)
-    top = np.float32(65535.0 if bits == 16 else 255.0)
     for r0 in range(0, x.shape[0], 256):
         src = x[r0 : r0 + 256]
         if src.dtype in PIXEL_TOP:  # the other integer depth
             out[r0 : r0 + 256] = src.astype(np.uint16) * np.uint16(257) if bits == 16 else (src.astype(np.uint32) + 128) // 257
             continue
-        block = np.nan_to_num(np.clip(np.asarray(src, dtype=np.float32), 0.0, 1.0), copy=False)
-        block *= top
-        block += np.float32(0.5)
-        out[r0 : r0 + 256] = block
+        out[r0 : r0 + 256] = to_pixels(src, bits, "half-up")  # derain.io.pixels
     return out
 
 
@@ -681,9 +670,18 @@ def save_photo(
     """
     path = Path(path)
     fmt = resolve_format(path, format, photo.format)
-    with atomic_output(path) as tmp, open(tmp, "xb") as fp:
-        _write(photo, derained, fp, fmt, quality)
-    return path
+    buf = io.BytesIO()  # encoded in memory: Pillow's encoders ignore a short write to a file, leaving it cut
+    _write(photo, derained, buf, fmt, quality)
+    return write_atomic(path, buf.getbuffer())
+
+
+def save_image(image: Image.Image, path: str | os.PathLike[str], format: str = "PNG", **options: Any) -> Path:
+    """Write a Pillow image to ``path`` atomically (:func:`~derain.io.atomic.write_atomic`): encoded in memory
+    first, because Pillow's encoders writing to a file ignore a short write (a disk filling up) and leave a
+    cut file that looks written. Pictures derain makes (contact sheets, samples, predictions) go through here."""
+    buf = io.BytesIO()
+    image.save(buf, format=format, **options)
+    return write_atomic(path, buf.getbuffer())
 
 
 def photo_to_pil(photo: Photo, derained: np.ndarray) -> Image.Image:

@@ -1,4 +1,6 @@
-"""The architectures a model file can name: ``"efderain"`` and ``"prenet"``, each a model class and its config class.
+"""The architectures a model file can name, each a model class and its config class: ``"efderain"`` and its
+variants (``"efderain-rep"``: trained with re-parameterisable convolutions; ``"efderain-refine"``: plus a
+low-resolution refinement; ``"efderain-naf"``: NAFNet blocks in the KPN) and ``"prenet"``.
 
 The bottom of the models layer: model files (:mod:`.checkpoint`) record and rebuild architectures
 through it, and the registry of named configurations (:mod:`.registry`) builds on both.
@@ -16,6 +18,9 @@ from typing import Any
 from torch import nn
 
 from .efderain import EfDeRain, EfDeRainConfig
+from .efderain_naf import NAFEfDeRain
+from .efderain_refine import RefineEfDeRain, RefineEfDeRainConfig
+from .efderain_rep import RepEfDeRain, RepEfDeRainConfig
 from .prenet import PReNet, PReNetConfig
 
 __all__ = ["ARCHITECTURES", "architecture_of", "build_architecture"]
@@ -23,6 +28,9 @@ __all__ = ["ARCHITECTURES", "architecture_of", "build_architecture"]
 #: architecture name -> (model class, config class); every model class has ``.config.to_dict()``
 ARCHITECTURES: dict[str, tuple[type[nn.Module], Any]] = {
     "efderain": (EfDeRain, EfDeRainConfig),
+    "efderain-rep": (RepEfDeRain, RepEfDeRainConfig),
+    "efderain-refine": (RefineEfDeRain, RefineEfDeRainConfig),
+    "efderain-naf": (NAFEfDeRain, EfDeRainConfig),
     "prenet": (PReNet, PReNetConfig),
 }
 

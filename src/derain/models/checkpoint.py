@@ -38,7 +38,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..io.atomic import atomic_output
+from ..io.atomic import write_atomic
 from .architectures import architecture_of, build_architecture
 
 __all__ = [
@@ -94,9 +94,7 @@ def save_model(
             value = value.to(dtype)
         tensors[key] = value.contiguous()
     blob = _with_digest(save_safetensors_bytes(tensors, metadata=meta))
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(blob)
-    return path
+    return write_atomic(path, blob)
 
 
 def _digest(header: Mapping[str, Any], data: bytes | memoryview) -> str:
@@ -213,9 +211,7 @@ def write_digest(path: str | os.PathLike[str]) -> Path:
     load_safetensors_bytes(stamped)  # safetensors itself must read the result
     if meta.get(DIGEST_KEY) is not None and stamped == blob:
         return path
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(stamped)
-    return path
+    return write_atomic(path, stamped)
 
 
 def _is_safetensors(head: bytes, size: int) -> bool:

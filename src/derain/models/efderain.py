@@ -1,4 +1,4 @@
-"""EfficientDeRain (Guo et al., AAAI 2021) in one file.
+"""EfficientDeRain (Guo et al., AAAI 2021): the architecture.
 
 A UNet-like kernel prediction network (KPN) predicts one k×k kernel per pixel and colour
 channel; the rainy image is filtered with those kernels at several dilations (pixel-wise
@@ -15,8 +15,10 @@ the decoder stops (kernels predicted at ``1/2**kernel_level`` resolution and ups
 kernel size, dilation set, and whether ``outc`` runs before or after the upsampling (it is
 1×1 and linear, and bilinear weights sum to one, so both orders give the same result).
 
-CPU inference runs the full-resolution stage (kernel upsampling, filtering, fusion) in one fused C
-kernel (:mod:`derain.ops.fused_filter`) where it is built; training and other devices run it eagerly.
+This file is the architecture only. The no-harm constraints are :mod:`.constraints`, the rain gate's heads
+:mod:`.gate`, the starting weights :mod:`.init`; how the model runs (its two stages, padding, compiled and
+exported paths, precision) is the interface of :mod:`.interface`; the full-resolution stage's op is
+:func:`derain.ops.full_resolution.dilation_filter_fuse` (the fused C kernel on the CPU where it is built).
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .arch_config import ArchConfig
-
 from ..ops.full_resolution import bilinear_up, dilation_filter_fuse, filtering_layout, fused_path_applies, gate_map
+from ..ops.padding import pad_border, pad_to_multiple
+from .arch_config import ArchConfig
+from .constraints import channel_preserving_params, conv_fp32, unit_kernel_params
+from .gate import GATE_GAIN, GATE_INIT_BIAS, gate_head, gate_parts, image_factor, open_gate_, open_image_gate_
+from .init import identity_init_, released_init_
+from .interface import FeatureStage, staged_forward
 
-__all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "GATE_INIT_BIAS", "pad_to_multiple", "pad_border"]
+__all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "GATE_GAIN", "GATE_INIT_BIAS", "pad_to_multiple", "pad_border"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +63,9 @@ class EfDeRainConfig(ArchConfig):
         unit_kernels: every predicted kernel sums to one, so each filtered pixel is an affine
             combination of its neighbours: flat areas come back exactly and rain can only be replaced
             from its surroundings (it cannot be dimmed in place). Enforced by projecting ``outc``'s
-            parameters in the forward pass (:meth:`EfDeRain.outc_params`).
+            parameters in the forward pass (:func:`.constraints.unit_kernel_params`).
         channel_fusion: the fusion maps each colour channel onto itself with weights summing to one
-            (cross-channel weights summing to zero) and no bias (:meth:`EfDeRain.fusion_params`): it
+            (cross-channel weights summing to zero) and no bias (:func:`.constraints.channel_preserving_params`): it
             cannot shift brightness or colour globally. With either option the image is reflect-padded
             by the filters' reach so borders are not darkened by zero padding. State-dict keys are
             unchanged; both ``False`` = as released.
@@ -125,12 +131,6 @@ class EfDeRainConfig(ArchConfig):
 
 
 PAPER = EfDeRainConfig()
-GATE_INIT_BIAS = 3.0
-# The kernel features the gate reads are small (about 0.05-0.2 after ReLU), so the head's logits are
-# scaled: with Adam each parameter moves about ``lr`` per step whatever its gradient's size, and the
-# gain makes that a useful rate of change of the gate.
-GATE_GAIN = 10.0
-GATE_GLOBAL_INIT_BIAS = 4.6  # sigmoid(4.6) = 0.99: the global gate starts open
 
 
 class Basic(nn.Sequential):
@@ -148,57 +148,26 @@ class Basic(nn.Sequential):
         return self.conv1(x)
 
 
-def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
-    """Pad ``x`` (…, H, W) at the bottom/right to multiples of ``multiple``; return it and (H, W).
-
-    Reflect padding where the side is long enough, edge replication otherwise (tiny inputs).
-    """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, (h, w)
-
-
-def pad_border(x: Tensor, border: int) -> Tensor:
-    """Reflect-pad ``x`` (…, H, W) by ``border`` on every side (edge replication for tiny inputs)."""
-    if not border:
-        return x
-    h, w = x.shape[-2:]
-    return F.pad(x, (border,) * 4, mode="reflect" if border < min(h, w) else "replicate")
-
-
 class EfDeRain(nn.Module):
-    """Kernel prediction network + pixel-wise dilation filtering + fusion.
+    """Kernel prediction network + pixel-wise dilation filtering + fusion (a :class:`~.interface.StagedModel`): ``(B, C,
+    H, W)`` images in [0, 1] of any size → the output, unclamped.
 
-    ``forward`` takes ``(B, C, H, W)`` images in [0, 1] of any size (reflect-padded to a
-    multiple of ``config.multiple`` and cropped back) and returns the fused output, unclamped.
-
-    Example:
-        >>> model = EfDeRain(EfDeRainConfig(widths=(8, 8, 8), depth=1))
-        >>> model(torch.rand(1, 3, 17, 33)).shape
-        torch.Size([1, 3, 17, 33])
+    >>> EfDeRain(EfDeRainConfig(widths=(8, 8, 8), depth=1))(torch.rand(1, 3, 17, 33)).shape
+    torch.Size([1, 3, 17, 33])
     """
 
-    # Reduced-precision inference keeps the input in the plain layout
-    # (:func:`~derain.inference.precision.input_layout`): the padding, the pixel-unshuffle and the fused
-    # kernel's copy of the image are faster on it, and the first convolution switches to channels_last.
-    channels_last_input = False
+    channels_last_input = False  # padding, pixel-unshuffle and the fused kernel's image copy are faster on NCHW
 
     def __init__(self, config: EfDeRainConfig = PAPER) -> None:
         super().__init__()
         self.config = config
-        # The path the full-resolution stage asks for (derain.ops.full_resolution.FILTER_PATHS; the same
-        # function each way): "auto" picks the fused C kernel where it can run; "reference" is the released code's.
-        self.filter_implementation = "auto"
+        self.filter_implementation = "auto"  # the full-resolution stage's path (ops.full_resolution.FILTER_PATHS)
         w, d, kl = config.widths, config.depth, config.kernel_level
         levels = len(w)
-        # Encoder: conv1..conv{levels}
-        for lv in range(levels):
+        for lv in range(levels):  # encoder: conv1..conv{levels}
             first = config.in_channels * config.stem**2
             self.add_module(f"conv{lv + 1}", Basic(first if lv == 0 else w[lv - 1], w[lv], d))
-        # Decoder: one block per level from levels-2 down to kernel_level, named on from conv{levels+1}
+        # decoder: one block per level from levels-2 down to kernel_level, named on from conv{levels+1}
         self.decoder_levels = list(range(levels - 2, kl - 1, -1))
         below = w[-1]
         for n, lv in enumerate(self.decoder_levels):
@@ -209,90 +178,52 @@ class EfDeRain(nn.Module):
         if config.fusion:
             self.conv_final = nn.Conv2d(config.in_channels * len(config.dilations), config.in_channels, 3, padding=1)
         if config.gate:
-            c, g = config.kernel_channels, config.gate_width
-            self.gate = nn.Conv2d(c, 1, 1) if not g else nn.Sequential(nn.Conv2d(c, g, 3, padding=1), nn.ReLU(True), nn.Conv2d(g, 1, 1))
+            self.gate = gate_head(config.kernel_channels, config.gate_width)
         if config.gate_global:
             self.gate_global = nn.Linear(config.widths[-1], 1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Released init: ``xavier_normal_(gain=0.02)`` on conv weights, default bias init.
-
-        With ``identity_init`` the kernels start as the centre tap (outc bias) and the fusion as the
-        mean over dilations, so the network starts as the identity instead of near zero. The ``gate``
-        starts open (bias :data:`GATE_INIT_BIAS`, ``m`` ≈ 0.95), so a gated network initialised from an
-        ungated one's weights starts close to it; a ``gate_width`` head's hidden convolution has PyTorch's
-        default init (with the released gain its activations vanish and it does not learn).
-        """
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_normal_(m.weight, gain=0.02)
+        """Released init (:func:`.init.released_init_`), gates open, and with ``identity_init`` the identity."""
         cfg = self.config
+        released_init_(self)
         if cfg.gate:
-            out = self.gate[-1] if isinstance(self.gate, nn.Sequential) else self.gate
-            with torch.no_grad():
-                out.bias.fill_(GATE_INIT_BIAS / GATE_GAIN)
-            if isinstance(self.gate, nn.Sequential):
-                self.gate[0].reset_parameters()
-        if cfg.gate_global:  # starts fully open (0.99) and input-independent
-            with torch.no_grad():
-                self.gate_global.weight.zero_()
-                self.gate_global.bias.fill_(GATE_GLOBAL_INIT_BIAS / GATE_GAIN)
+            open_gate_(self.gate)
+        if cfg.gate_global:
+            open_image_gate_(self.gate_global)
         if cfg.identity_init:
-            k2 = cfg.kernel_size**2
-            with torch.no_grad():
-                self.outc.bias.zero_()
-                self.outc.bias[k2 // 2 :: k2] = 1.0
-                if cfg.fusion:
-                    self.conv_final.weight.mul_(0.01)
-                    self.conv_final.bias.zero_()
-                    n = len(cfg.dilations)
-                    for c in range(cfg.in_channels):
-                        for r in range(n):
-                            self.conv_final.weight[c, r * cfg.in_channels + c, 1, 1] += 1.0 / n
+            identity_init_(self.outc, getattr(self, "conv_final", None), cfg.kernel_size, cfg.in_channels, len(cfg.dilations))
 
     def autocast_modules(self) -> list[nn.Module]:
-        """The layers that inference runs only under autocast: the KPN's blocks, ``outc`` (unless ``unit_kernels``
-        computes it in fp32), the gate heads. Not ``conv_final`` (the fusion runs in fp32).
-
-        Under reduced precision a prepared model keeps their weights in the compute dtype
-        (:func:`derain.inference.precision.prepare_model`): autocast would cast them to it at every call, so
-        the results are the same, without the casts.
-        """
+        """The KPN's blocks, ``outc`` (unless ``unit_kernels`` runs it in fp32) and the gate heads; not the fusion."""
         layers: list[nn.Module] = [m for m in self.children() if isinstance(m, Basic)]
         if not self.config.unit_kernels:
             layers.append(self.outc)
-        layers += [getattr(self, name) for name in ("gate", "gate_global") if hasattr(self, name)]
-        return layers
+        return layers + [getattr(self, name) for name in ("gate", "gate_global") if hasattr(self, name)]
 
     def block(self, index: int) -> Basic:
         return getattr(self, f"conv{index}")
 
-    def kernel_features(self, x: Tensor) -> Tensor:
-        """The KPN's output at the kernel level (``1/scale`` resolution, ``C·k²`` channels), before ``outc``."""
-        return self.features(x)[0]
-
     def encoder(self, x: Tensor) -> list[Tensor]:
         """The encoder's features at every level (``1/(stem·2**l)`` resolution), shallowest first."""
         cfg = self.config
-        skips = []
-        feat = F.pixel_unshuffle(x, cfg.stem) if cfg.stem > 1 else x
+        skips, feat = [], F.pixel_unshuffle(x, cfg.stem) if cfg.stem > 1 else x
         for lv in range(len(cfg.widths)):
-            if lv > 0:
-                feat = F.avg_pool2d(feat, 2, 2)
-            feat = self.block(lv + 1)(feat)
+            feat = self.block(lv + 1)(F.avg_pool2d(feat, 2, 2) if lv > 0 else feat)
             skips.append(feat)
         return skips
 
     def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`kernel_features` and the deepest encoder features (what the global gate reads)."""
-        levels = len(self.config.widths)
-        skips = self.encoder(x)
+        """The low-resolution stage: the kernel features (before ``outc``) and the deepest encoder features."""
+        levels, skips = len(self.config.widths), self.encoder(x)
         feat = skips[-1]
         for n, lv in enumerate(self.decoder_levels):
             up = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
             feat = self.block(levels + 1 + n)(torch.cat([skips[lv], up], dim=1))
         return feat, skips[-1]
+
+    def kernel_features(self, x: Tensor) -> Tensor:
+        return self.features(x)[0]
 
     @property
     def kernel_scale(self) -> int:
@@ -300,136 +231,76 @@ class EfDeRain(nn.Module):
         return self.config.stem * 2**self.config.kernel_level
 
     def predict_kernels(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-        """Per-pixel kernels ``(B, C·k², H, W)`` for an input whose sides are multiples of ``config.multiple``.
-
-        With ``size = (h, w)`` only the kernels of the top-left ``h×w`` pixels are computed at full
-        resolution (same values: the upsampling keeps its scale, only fewer rows and columns).
-        """
+        """Per-pixel kernels ``(B, C·k², H, W)`` of a padded input (``size``: only its top-left ``h×w``)."""
         return self._kernels_from_features(self.kernel_features(x), size)
 
     def _kernels_from_features(self, feat: Tensor, size: tuple[int, int] | None) -> Tensor:
         if self.config.outc_at_full_resolution:
             return filtering_layout(self.apply_outc(bilinear_up(feat, self.kernel_scale, size)))
-        # convert at low resolution: 4x less to copy
-        return bilinear_up(filtering_layout(self.apply_outc(feat)), self.kernel_scale, size)
+        return bilinear_up(filtering_layout(self.apply_outc(feat)), self.kernel_scale, size)  # 4x less to copy
 
     def outc_params(self) -> tuple[Tensor, Tensor]:
-        """``outc``'s (weight, bias) as applied: with ``config.unit_kernels`` projected so each pixel's kernel sums to one.
-
-        Kernel channels are grouped per colour (``c·k² + tap``); within a group the weights are centred
-        (the kernel's sum no longer depends on the features) and the bias is centred plus ``1/k²``.
-        Bilinear upsampling keeps the sum (its weights sum to one).
-        """
+        """``outc``'s (weight, bias) as applied (projected with ``unit_kernels``)."""
         w, b = self.outc.weight, self.outc.bias
-        if not self.config.unit_kernels:
-            return w, b
-        k2 = self.config.kernel_size**2
-        wg = w.view(-1, k2, *w.shape[1:])
-        bg = b.view(-1, k2)
-        w = (wg - wg.mean(1, keepdim=True)).reshape(w.shape)
-        b = (bg - bg.mean(1, keepdim=True) + 1.0 / k2).reshape(b.shape)
-        return w, b
+        return unit_kernel_params(w, b, self.config.kernel_size) if self.config.unit_kernels else (w, b)
 
     def apply_outc(self, feat: Tensor) -> Tensor:
-        """The 1×1 ``outc`` with :meth:`outc_params` (the raw layer without ``unit_kernels``).
-
-        With ``unit_kernels`` it runs in fp32 whatever the precision (autocast off), so the kernels sum
-        to one to fp32 accuracy: in bf16 a sum is only good to about 0.4 %, a visible brightness error.
-        """
-        if not self.config.unit_kernels:
-            return self.outc(feat)
-        w, b = self.outc_params()
-        with torch.autocast(feat.device.type, enabled=False):
-            return F.conv2d(feat.float(), w.float(), b.float())
+        """``outc``; with ``unit_kernels`` in fp32 whatever the autocast (:func:`.constraints.conv_fp32`)."""
+        return conv_fp32(feat, *self.outc_params()) if self.config.unit_kernels else self.outc(feat)
 
     def fusion_params(self) -> tuple[Tensor, Tensor]:
-        """``conv_final``'s (weight, bias) as applied: with ``config.channel_fusion`` each channel preserved.
-
-        Input channel ``d·C + c'`` is dilation ``d`` of colour ``c'``. For output colour ``c`` the
-        weights over its own colour (all dilations and taps) are shifted to sum to one, those over
-        the other colours to sum to zero, and the bias is zero.
-        """
-        conv = self.conv_final
-        w, b = conv.weight, conv.bias
-        if not self.config.channel_fusion:
-            return w, b
-        c, n = self.config.in_channels, len(self.config.dilations)
-        k = w.shape[-1] * w.shape[-2]
-        g = w.view(c, n, c, -1)  # out, dilation, in-colour, tap
-        eye = torch.eye(c, dtype=w.dtype, device=w.device).view(c, 1, c, 1)
-        g = g - g.mean((1, 3), keepdim=True) + eye / (n * k)
-        return g.reshape(w.shape), b * 0  # zero, but in the graph: DDP expects every parameter to get a gradient
-
-    def gate_map(self, feat: Tensor, size: tuple[int, int] | None = None, deep: Tensor | None = None) -> Tensor:
-        """The rain gate ``(B, 1, H, W)`` in (0, 1), fp32, from the kernel features (``config.gate`` only).
-
-        The logits (the head's output times :data:`GATE_GAIN`) are upsampled like the kernels (``size`` as
-        in :meth:`predict_kernels`), then squashed; with ``config.gate_global`` the map is multiplied by
-        the image's global gate, from the deepest features ``deep``.
-        """
-        return self._gate_from_parts(*self.gate_parts(feat, deep), size)
-
-    def _gate_from_parts(self, logits: Tensor, whole: Tensor | None, size: tuple[int, int] | None) -> Tensor:
-        return gate_map(logits, whole, self.kernel_scale, size)
+        """``conv_final``'s (weight, bias) as applied (projected with ``channel_fusion``)."""
+        w, b, cfg = self.conv_final.weight, self.conv_final.bias, self.config
+        return channel_preserving_params(w, b, cfg.in_channels, len(cfg.dilations)) if cfg.channel_fusion else (w, b)
 
     def gate_parts(self, feat: Tensor, deep: Tensor | None = None, whole: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """The gate before upsampling: its logits ``(B, 1, h, w)`` at the kernels' resolution (the head's output
-        times :data:`GATE_GAIN`, fp32) and, with ``config.gate_global``, each image's factor ``(B, 1)`` in (0, 1):
-        ``whole`` where given (a judgement made elsewhere, :meth:`image_gate`), else from ``deep``."""
-        logits = self.gate(feat).float() * GATE_GAIN
-        if not self.config.gate_global:
-            return logits, None
-        if whole is not None:
-            return logits, whole.float().reshape(-1, 1)
-        if deep is None:
-            raise ValueError("gate_global needs the deepest features (EfDeRain.features)")
-        return logits, self._image_gate_from(deep)
+        """The gate's logits and each image's factor (:func:`.gate.gate_parts`)."""
+        return gate_parts(self.gate, getattr(self, "gate_global", None), feat, deep, whole)
 
-    def _image_gate_from(self, deep: Tensor) -> Tensor:
-        return torch.sigmoid(self.gate_global(deep.float().mean((2, 3))) * GATE_GAIN)
+    def gate_map(self, feat: Tensor, size: tuple[int, int] | None = None, deep: Tensor | None = None) -> Tensor:
+        """The rain gate ``(B, 1, H, W)`` in (0, 1), fp32, from the kernel features (``size`` as in ``predict_kernels``)."""
+        return gate_map(*self.gate_parts(feat, deep), self.kernel_scale, size)
 
     @property
     def judges_images(self) -> bool:
-        """Whether the model judges each image as a whole (``config.gate_global``): then :meth:`image_gate` gives
-        that judgement and ``forward(x, whole=...)`` takes one made elsewhere (for every tile of an image)."""
         return self.config.gate_global
 
     def image_gate(self, x: Tensor) -> Tensor:
-        """Each image's factor ``(B, 1)`` in (0, 1) on the gate, as :meth:`forward` computes it from all of ``x``
-        (the encoder only: padded the same way, the mean of its deepest features through ``gate_global``)."""
+        """Each image's factor ``(B, 1)`` on the gate as ``forward`` judges it from all of ``x`` (the encoder only)."""
         if not self.config.gate_global:
             raise ValueError("this model does not judge images as a whole (gate_global is off)")
         padded, _ = pad_to_multiple(pad_border(x, self.border), self.config.multiple)
-        return self._image_gate_from(self.encoder(padded)[-1])
+        return image_factor(self.gate_global, self.encoder(padded)[-1])
 
-    def padded_forward(self, x: Tensor, path: str | None = None) -> Tensor:
-        """The network on ``x`` whose sides are multiples of ``config.multiple``, without padding or cropping; the
-        full-resolution stage run by ``path`` (default: ``filter_implementation``; ONNX export traces ``onehot``)."""
-        return self._full_resolution(x, *self.features(x), None, None, path or self.filter_implementation)[0]
+    @property
+    def filter_reach(self) -> int:
+        """Pixels beyond an output pixel that the filtering and the fusion read."""
+        cfg = self.config
+        return max(cfg.dilations) * (cfg.kernel_size // 2) + (1 if cfg.fusion else 0)
+
+    @property
+    def reach(self) -> int:
+        """Pixels beyond an output pixel that the full-resolution stage reads (here the filtering's)."""
+        return self.filter_reach
 
     @property
     def border(self) -> int:
-        """Pixels of reflect padding on every side before the network (:func:`pad_border`): the taps' reach
-        with ``unit_kernels`` or ``channel_fusion``, else 0 (as released)."""
-        cfg = self.config
-        if not (cfg.unit_kernels or cfg.channel_fusion):
-            return 0
-        return max(cfg.dilations) * (cfg.kernel_size // 2) + (1 if cfg.fusion else 0)
+        """Reflect padding on every side: the filtering's reach with ``unit_kernels`` or ``channel_fusion``, else 0
+        (as released)."""
+        return self.filter_reach if self.config.unit_kernels or self.config.channel_fusion else 0
 
     def uses_fused_kernel(self, x: Tensor) -> bool:
-        """Whether ``forward(x)`` runs the full-resolution stage in the fused C kernel
-        (:func:`~derain.ops.full_resolution.fused_path_applies`; never with ``outc_at_full_resolution``, whose
-        kernels are made at full resolution anyway)."""
-        weight = self.conv_final.weight if self.config.fusion else None
-        return (self.filter_implementation == "auto" and not self.config.outc_at_full_resolution
-                and fused_path_applies(x, self.config.dilations, weight, *self.parameters()))
+        """Whether ``forward(x)`` runs the fused C kernel (never with ``outc_at_full_resolution``)."""
+        cfg, weight = self.config, self.conv_final.weight if self.config.fusion else None
+        return self.filter_implementation == "auto" and not cfg.outc_at_full_resolution and fused_path_applies(x, cfg.dilations, weight, *self.parameters())
 
-    def _full_resolution(
-        self, image: Tensor, feat: Tensor, deep: Tensor, out_size: tuple[int, int] | None, whole: Tensor | None,
-        path: str, return_gate: bool = False,
+    def full_resolution(
+        self, image: Tensor, features: tuple[Tensor, ...], out_size: tuple[int, int] | None = None, *,
+        whole: Tensor | None = None, path: str | None = None, return_gate: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """Kernels, fusion and gate from the features, through :func:`~derain.ops.full_resolution.dilation_filter_fuse`."""
-        cfg = self.config
+        """Kernels, filtering, fusion and gate from ``features`` (:func:`~derain.ops.full_resolution.dilation_filter_fuse`)."""
+        cfg, (feat, deep) = self.config, features
+        path = path or self.filter_implementation
         if cfg.outc_at_full_resolution:  # the released order: 1×1 outc on the upsampled features
             low, scale = self._kernels_from_features(feat, tuple(image.shape[-2:])), 1
             path = "fast" if path == "auto" else path
@@ -442,34 +313,12 @@ class EfDeRain(nn.Module):
         return dilation_filter_fuse(image, low, scale, cfg.dilations, weight, bias, out_size, gate=logits, whole=whole,
                                     fusion_fp32=cfg.channel_fusion, path=path, return_gate=return_gate)
 
-    def forward(self, x: Tensor, return_gate: bool = False, whole: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor | None]:
-        """The derained ``x``; with ``return_gate`` also the rain gate ``(B, 1, H, W)`` (``None`` without
-        ``config.gate``), which training supervises with the rain mask (``gate_weight``). ``whole`` ``(B, 1)``:
-        each image's factor on the gate, instead of the one judged from ``x`` (``judges_images`` models only:
-        the tiles of one image share the image's judgement; a strength the user chose)."""
-        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"expected input of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}"
-            )
-        cfg = self.config
-        if whole is not None and (not cfg.gate_global or whole.numel() != x.shape[0]):
-            raise ValueError(f"whole takes one factor per image ({x.shape[0]}) of a model with gate_global")
-        # The output's pixels need the filtering (and kernels) of the reach of the widest tap and of the
-        # fusion conv around them; the rest of the padding to the multiple is cut off before full
-        # resolution. With `unit_kernels` or `channel_fusion` the image is first reflect-padded by the reach on every side, so no
-        # tap of a kept pixel falls on the filter's zero padding (which darkens the borders); without
-        # it, as released, the reach comes from the bottom/right padding to the multiple, where there is.
-        reach = max(cfg.dilations) * (cfg.kernel_size // 2) + (1 if cfg.fusion else 0)
-        lead = self.border
-        h, w = x.shape[-2:]
-        x = pad_border(x, lead)
-        padded, (ph, pw) = pad_to_multiple(x, cfg.multiple)
-        size = (min(padded.shape[-2], ph + reach - lead), min(padded.shape[-1], pw + reach - lead))
-        feat, deep = self.features(padded)
-        image = padded[..., : size[0], : size[1]]
-        out, gate = self._full_resolution(image, feat, deep, (ph, pw), whole, self.filter_implementation, return_gate)
-        out = out[..., lead : lead + h, lead : lead + w]
-        if not return_gate:
-            return out
-        return out, None if gate is None else gate[..., lead : lead + h, lead : lead + w]
+    def padded_forward(self, x: Tensor, path: str | None = None) -> Tensor:
+        """The network on ``x`` already padded (sides multiples of ``config.multiple``), without crop."""
+        return self.full_resolution(x, self.features(x), path=path)[0]
 
+    def forward(
+        self, x: Tensor, return_gate: bool = False, whole: Tensor | None = None, *, features: FeatureStage | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor | None]:
+        """The derained ``x`` (:func:`~.interface.staged_forward`: ``return_gate``, ``whole``; ``features``: a compiled stage)."""
+        return staged_forward(self, x, features, return_gate=return_gate, whole=whole)

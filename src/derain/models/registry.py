@@ -208,6 +208,34 @@ _bundled(
     "fast-cpu-v7: the rain gate); faster, less accurate; see MODEL_CARD.md.",
 )
 
+# Candidates of the CPU frontier (derain bench frontier; BENCHMARKS.md "The CPU frontier"): no bundled weights.
+_CPU = _REGISTRY["efderain-cpu"].config
+_FAST = _REGISTRY["efderain-cpu-fast"].config
+_efderain(
+    "efderain-cpu-w32",
+    "efderain-cpu with widths and levels chosen for the CPU: the KPN starts at H/4 (pixel-unshuffle x4), 3 levels "
+    "of widths 32-128 (wide enough to keep the vector and matrix units busy), kernels predicted at H/4.",
+    **{**_CPU, "stem": 4, "widths": (32, 64, 128)},
+)
+register_model(ModelSpec(
+    "efderain-cpu-rep", "efderain-rep", {**_CPU, "expand": 2},
+    "efderain-cpu trained with re-parameterisable 3x3 convolutions (3x3 + 1x1 + 1x1->3x3 + identity), folded into "
+    "plain efderain-cpu for inference (RepEfDeRain.fold): the same inference cost.",
+))
+register_model(ModelSpec(
+    "efderain-cpu-refine", "efderain-refine", {**_CPU, "refine_width": 32, "refine_depth": 4, "refine_scale": 4},
+    "efderain-cpu plus a gated residual CNN at H/4 (4 convolutions of width 32) after the filtering: it reaches "
+    "16 px around each pixel, past the filtering's 5.",
+))
+register_model(ModelSpec(
+    "efderain-fast-refine", "efderain-refine", {**_FAST, "refine_width": 32, "refine_depth": 4, "refine_scale": 4},
+    "efderain-cpu-fast plus the gated H/4 refinement of efderain-cpu-refine.",
+))
+register_model(ModelSpec(
+    "efderain-cpu-naf", "efderain-naf", {**_CPU, "depth": 1},
+    "efderain-cpu's layout with NAFNet's gated blocks in the KPN (a 3x3 convolution, then one NAF block per level).",
+))
+
 register_model(
     ModelSpec(
         "prenet",

@@ -11,14 +11,17 @@ Endpoints:
   (queue, decode, derain, encode, total).
 * ``GET /healthz``: ``{"status": "ok", "model": {...}, "queue": {...}}``.
 * ``GET /v1/models``: ``{"models": [{"name", "params", "precision"}]}``.
-* ``GET /``: the web page (``static/``: plain HTML/JS/CSS, nothing from elsewhere).
+* ``GET /``: the web page (``pages/index.html`` after the shared ``pages/head.html``, with its scripts and
+  stylesheets in ``static/``: plain HTML/JS/CSS, nothing from elsewhere).
 * ``GET /openapi.json``: the OpenAPI description; ``GET /docs``: a page listing its endpoints
-  (``static/docs.html``: plain JS that reads ``/openapi.json``, nothing from elsewhere, where
+  (``pages/docs.html``: plain JS that reads ``/openapi.json``, nothing from elsewhere, where
   FastAPI's Swagger UI and ReDoc pages would load their code from a CDN).
+* ``GET /static/*``: the pages' scripts and stylesheets, as they are (the page fragments in ``pages/``
+  are not served by themselves).
 
 Access: with ``token`` set (``derain serve --token``/``DERAIN_TOKEN``), every request must send
 ``Authorization: Bearer TOKEN`` except the public ones, :func:`is_public`: ``GET``/``HEAD`` of ``/``,
-``/docs``, ``/static/*`` (the pages' own HTML/JS/CSS, the same for everyone and shipped with derain:
+``/docs``, ``/static/*`` (the pages' own JS/CSS, the same for everyone and shipped with derain:
 a browser's navigation cannot send the header, so the page loads, asks for the token and sends it
 on its own requests) and ``/healthz`` (a load balancer's liveness probe has no token; it tells the
 model's name and the queue's counts, nothing that derains an image). Everything else (the API,
@@ -59,12 +62,13 @@ import functools
 import hashlib
 import hmac
 import re
+import string
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
@@ -105,9 +109,25 @@ __all__ = [
     "model_info",
 ]
 
+#: Served as they are under ``/static/``: the pages' scripts and stylesheets.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: The pages' HTML, assembled by :func:`_page_html` (fragments: not served by themselves).
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
 #: The page loads nothing from anywhere else (results are shown as blob: URLs).
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' blob:; object-src 'none'; base-uri 'none'"
+
+
+@functools.cache
+def _page_html(name: str, title: str) -> str:
+    """A page of the service, read and assembled once: the shared head (``pages/head.html``: charset, viewport,
+    ``title``, icon, app.css) then the rest of ``pages/<name>`` (its own stylesheets and script, the body)."""
+    head = string.Template((PAGES_DIR / "head.html").read_text(encoding="utf-8")).substitute(title=title)
+    return head + (PAGES_DIR / name).read_text(encoding="utf-8")
+
+
+def _html_page(name: str, title: str) -> Response:
+    return Response(_page_html(name, title), media_type="text/html", headers={"Content-Security-Policy": PAGE_CSP})
+
 
 #: Shortest access token taken: 16 random characters of the token alphabet are over 96 bits, out of reach of guessing over HTTP.
 MIN_TOKEN_LENGTH = 16
@@ -408,12 +428,12 @@ def create_app(
         return ModelList(models=[info])
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Content-Security-Policy": PAGE_CSP})
+    async def page() -> Response:
+        return _html_page("index.html", "derain")
 
     @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
-    async def docs_page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "docs.html", media_type="text/html", headers={"Content-Security-Policy": PAGE_CSP})
+    async def docs_page() -> Response:
+        return _html_page("docs.html", "derain API")
 
     return app
 

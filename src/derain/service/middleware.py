@@ -11,6 +11,10 @@
   the log instead;
 * a client that disconnected during its upload is answered (to no one) and logged with status
   ``499`` by the upload reader (:class:`~derain.service.uploads.ClientAborted`): no traceback, not a 500;
+* a send that fails (the client's socket reset or broken while the answer goes out: ``OSError``, or
+  anyio's ``BrokenResourceError``/``ClosedResourceError`` from a stream the server closed) ends
+  the answer there: logged with status ``499`` and ``send_error``, no traceback, no 500 sent after it;
+  the request's upload slot and inference place are given back as after any answer;
 * when the response is done, one JSON line goes to the ``derain.service`` logger (INFO):
   ``{"event": "request", "request_id", "method", "path", "status", "duration_ms", "bytes_in",
   "bytes_out", "client", ...}``.
@@ -29,7 +33,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, MutableMapping
 
+from anyio import BrokenResourceError, ClosedResourceError  # starlette's own dependency
+
 from .errors import error_response
+
+#: What a send raises when the client's connection is gone: the socket's error, or anyio's for its closed stream.
+_SEND_FAILURES = (OSError, BrokenResourceError, ClosedResourceError)
 
 __all__ = ["RequestContextMiddleware", "LOGGER_NAME", "valid_request_id"]
 
@@ -87,7 +96,7 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["log_fields"] = {}
-        seen = {"status": 0, "bytes_in": 0, "bytes_out": 0, "started": False}
+        seen = {"status": 0, "bytes_in": 0, "bytes_out": 0, "started": False, "send_error": None}
 
         async def counting_receive() -> Message:
             message = await receive()
@@ -108,9 +117,15 @@ class RequestContextMiddleware:
                     (b"server-timing", ", ".join(timing).encode("latin-1")),
                 ]
                 message["headers"] = headers
-            elif message["type"] == "http.response.body":
+            if seen["send_error"]:
+                return  # the connection is gone: the rest of the answer has nowhere to go
+            try:
+                await send(message)
+            except _SEND_FAILURES as err:  # the client's connection failed while the answer was sent: its problem, not a 500
+                seen["send_error"] = getattr(err, "strerror", None) or type(err).__name__
+                return
+            if message["type"] == "http.response.body":
                 seen["bytes_out"] += len(message.get("body", b""))
-            await send(message)
 
         try:
             await self.app(scope, counting_receive, send_with_headers)
@@ -133,11 +148,12 @@ class RequestContextMiddleware:
             "method": scope.get("method"),
             "path": scope.get("path"),
             "query": _redacted(scope.get("query_string", b"").decode("latin-1")) or None,
-            "status": seen["status"] or 500,
+            "status": 499 if seen["send_error"] else seen["status"] or 500,
             "duration_ms": round((time.perf_counter() - start) * 1000.0, 1),
             "bytes_in": seen["bytes_in"],
             "bytes_out": seen["bytes_out"],
             "client": client[0] if client else None,
+            **({"send_error": seen["send_error"], "status_meant": seen["status"]} if seen["send_error"] else {}),
             **fields,
         }
         self.log.info(json.dumps(line, default=str))

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.render import RainRenderer
+from ..io.pixels import to_u8
 
 __all__ = ["RunningServer", "ServerStartError", "encode_image", "rainy_photo", "running_server"]
 
@@ -44,7 +45,7 @@ def rainy_photo(width: int = 96, height: int = 64, seed: int = 0, rain: str = "h
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     clean = np.stack([x / width, y / height, 0.5 + 0.3 * np.sin(x / 9.0)], axis=2) * 0.8
     rainy = RainRenderer(rain).render(clean.astype(np.float32), np.random.default_rng(seed))
-    return Image.fromarray((np.clip(rainy, 0, 1) * 255 + 0.5).astype(np.uint8))
+    return Image.fromarray(to_u8(rainy, "half-up"))
 
 
 def encode_image(img: Image.Image, fmt: str = "PNG", **params: Any) -> bytes:

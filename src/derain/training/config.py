@@ -13,6 +13,9 @@ The data a run reads is described once, in three keys: ``sources`` (what trains)
 (:class:`~derain.evaluation.validation.ValidationConfig`: folders used only for validation, and when).
 The hold-out's other spellings (a source's ``holdout``, ``validation.held_out`` ...) are read as ``holdout``
 (:func:`upgrade_spellings`).
+
+``judgement`` (:class:`JudgementConfig`, optional) adds labels for a model's image gate: whole photos from
+folders of real rainy photos and of dry ones (:mod:`derain.training.judgement`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from ..evaluation.validation import ValidationConfig
 from ..models.registry import model_spec
 
 __all__ = [
-    "SourceConfig", "ValidationConfig", "TrainConfig", "load_config", "apply_overrides", "build_config", "ConfigError",
+    "SourceConfig", "JudgementConfig", "ValidationConfig", "TrainConfig", "load_config", "apply_overrides", "build_config", "ConfigError",
     "DATA_ROOT_VARIABLE", "default_data_root", "upgrade_spellings", "config_changes", "RUNTIME_KEYS", "SCHEDULE_KEYS",
 ]
 
@@ -40,9 +43,10 @@ class ConfigError(UserError, ValueError):
 
 
 class _Config(BaseModel):
-    """Unknown keys are errors; values are converted (YAML strings from overrides) and checked by pydantic; frozen."""
+    """Unknown keys are errors; values are converted (YAML strings from overrides) and checked by pydantic; frozen.
+    Numbers must be finite: ``.inf`` or ``.nan`` (``lr=.inf``) would only surface as a diverged run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -85,6 +89,57 @@ class SourceConfig(_Config):
 
 SOURCE_KINDS = ("paired", "synthetic", "rain_layers")
 
+#: Folders whose odd-numbered photos are a report's held-out half: training reads them only with ``select: even``.
+EVEN_ONLY_FOLDERS = ("InternetData147",)
+
+
+class JudgementConfig(_Config):
+    """Image-level labels for a model's image gate (``gate_global``): each step adds ``weight`` × the binary
+    cross-entropy of ``image_gate`` on ``batch`` whole photos, half from ``rainy`` (label 1) and half from ``dry``
+    (label 0) (:mod:`derain.training.judgement`).
+
+    rainy:
+        folders of real rainy photos (no ground truth needed); ``select`` picks their files by the number in the
+        stem: ``all``, ``even`` or ``odd`` (:func:`~derain.data.folders.numbered`; a file without a number is
+        left out by ``even``/``odd``). InternetData147 trains only with ``select: even``: its odd half is the
+        real-rain report's (``derain bench real --only odd``).
+    dry:
+        folders of rain-free photos; what the config's ``holdout`` leaves of them (held-out photos never train).
+    size, zoom:
+        each photo is resized so that its short side is ``size`` × U(``zoom``) px, then a random ``size``² crop
+        is taken (zoom 1: the crop spans the short side): most of the photo, as the gate judges whole photos.
+    jpeg_p, jpeg_quality:
+        each view, rainy or dry alike, is re-encoded as JPEG with probability ``jpeg_p`` at a quality drawn from
+        ``jpeg_quality``: real rainy photos are mostly JPEGs, so compression must not tell the labels apart.
+    """
+
+    rainy: list[DataPath] = Field(default_factory=list)
+    dry: list[DataPath] = Field(default_factory=list)
+    select: Literal["all", "odd", "even"] = "all"
+    batch: int = Field(4, ge=2)
+    weight: float = Field(0.1, gt=0)
+    size: int = Field(256, ge=32)
+    zoom: tuple[float, float] = (1.0, 1.5)
+    jpeg_p: float = Field(0.75, ge=0, le=1)
+    jpeg_quality: tuple[int, int] = (50, 95)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JudgementConfig:
+        if not self.rainy or not self.dry:
+            raise ValueError("judgement needs `rainy` and `dry`: folders of real rainy photos and of rain-free ones")
+        if self.batch % 2:
+            raise ValueError(f"judgement.batch must be even (half rainy, half dry), got {self.batch}")
+        if not 1 <= self.zoom[0] <= self.zoom[1]:
+            raise ValueError(f"judgement.zoom must be [low, high] with 1 <= low <= high, got {list(self.zoom)}")
+        if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
+            raise ValueError(f"judgement.jpeg_quality must be [low, high] within [1, 100], got {list(self.jpeg_quality)}")
+        for folder in self.rainy:
+            if self.select != "even" and any(part in EVEN_ONLY_FOLDERS for part in Path(folder).parts):
+                raise ValueError(f"judgement.rainy {folder}: its odd-numbered photos are held out for the real-rain "
+                                 "report; train on its even half only (judgement.select: even)")
+        return self
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: the optimizer's step sizes are float32 numbers
+
 
 class TrainConfig(_Config):
     """A training run, as ``derain train`` reads it: model, data (``sources``, ``holdout``, ``validation``), loss,
@@ -124,6 +179,7 @@ class TrainConfig(_Config):
     ema: float = Field(0.0, ge=0, lt=1)  # >0: validate and save an exponential moving average of the weights with this decay
     # a step whose loss or gradient norm is not finite is skipped; this many in a row stop the run (TrainingDiverged)
     max_bad_steps: int = Field(5, ge=1)
+    judgement: JudgementConfig | None = None  # labels for the image gate from real rainy and dry photos (None: none)
 
     @field_validator("betas", mode="before")
     @classmethod
@@ -149,6 +205,9 @@ class TrainConfig(_Config):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        if self.lr / (1 - self.betas[0]) > FLOAT32_MAX:  # torch refuses such a step (an overflow error, not a diverged run)
+            raise ValueError(f"lr must be at most {FLOAT32_MAX * (1 - self.betas[0]):.3g} (Adam's first step, lr / (1 - betas[0]), "
+                             f"must fit a float32), got {self.lr:g}")
         if not 0 <= self.decay_start <= self.iterations:
             raise ValueError(f"decay_start must be in [0, iterations={self.iterations}], got {self.decay_start}")
         if not self.sources:
@@ -157,22 +216,33 @@ class TrainConfig(_Config):
             raise ValueError("rainmix needs `streaks`: a folder of rain-streak images")
         if self.gate_weight and not _has_gate(self.model, self.model_overrides):
             raise ValueError(f"gate_weight needs a model with a rain gate; {self.model} has none (model_overrides: {{gate: true}})")
+        if self.judgement is not None:
+            if not _has_gate(self.model, self.model_overrides, "gate_global"):
+                raise ValueError(f"judgement needs a model that judges whole images (an image gate); {self.model} has none "
+                                 "(model_overrides: {gate: true, gate_global: true})")
+            held = [folder for folder in self.judgement.rainy if folder in self.holdout]
+            if held:
+                raise ValueError(f"holdout names {held[0]}, a judgement.rainy folder: real rainy photos have no clean "
+                                 "image to validate on; keep photos out of training with judgement.select")
         return self
 
     def hold_out(self) -> HoldOut:
         """The hold-out as training and validation both read it: ``holdout``, with the sources telling which folders
-        hold clean photos (a synthetic or rain-layer source's ``path``) and which layout a paired folder has."""
-        photos = frozenset(s.path for s in self.sources if s.kind != "paired")
+        hold clean photos (a synthetic or rain-layer source's ``path``, ``judgement.dry``) and which layout a paired
+        folder has."""
+        photos = frozenset(s.path for s in self.sources if s.kind != "paired") | frozenset(self.judgement.dry if self.judgement else ())
         layouts = {s.path: s.layout for s in self.sources if s.kind == "paired" and s.layout != "auto"}
         return HoldOut(dict(self.holdout), photos, layouts)
 
 
-def _has_gate(model: str, overrides: dict[str, Any]) -> bool:
+def _has_gate(model: str, overrides: dict[str, Any], key: str = "gate") -> bool:
+    """Whether the model's config (with ``overrides``) turns ``key`` on: ``gate`` (a rain gate), ``gate_global``
+    (an image gate)."""
     try:
         config = model_spec(model).config
     except ValueError:
         return True  # an unknown model is reported when it is built
-    return bool({**config, **overrides}.get("gate", False))
+    return bool({**config, **overrides}.get(key, False))
 
 
 # Config keys that change how fast a run goes, what it prints or when it gives up, not what it learns: free to
@@ -231,6 +301,8 @@ def _message(error: dict[str, Any]) -> str:
         return f"{key} must be {op} {ctx[name]}, got {got!r}"
     if kind == "literal_error":
         return f"{key} must be {ctx['expected']}, got {got!r}"
+    if kind == "finite_number":
+        return f"{key} must be a finite number, got {got!r}"
     if kind in ("int_parsing", "float_parsing", "int_type", "float_type"):
         return f"{key} must be a number, got {got!r}"
     if kind == "int_from_float":

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Sampler
 from ..data.folders import HoldOut
 from ..data.rain_layers import RainLayerBank
 from ..data.rainmix import RainMix, StreakBank
-from ..data.render import PRESETS, RainRenderer
+from ..data.render import MIXED, RainRenderer
 from ..data.pairs import DatasetError
 from ..io.images import ImageReadError, image_size, read_image
 from .config import SourceConfig, TrainConfig
@@ -42,7 +42,8 @@ def _load(path: str) -> np.ndarray:
 
 
 def _to_float(img: np.ndarray) -> np.ndarray:
-    return img.astype(np.float32) / 255.0
+    from ..io.pixels import to_float
+    return to_float(img, "divide")
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -100,7 +101,7 @@ class SyntheticSource:
     def __init__(self, cfg: SourceConfig, crop: int, holdout: HoldOut) -> None:
         files, _ = holdout.split_photos(cfg.path)
         self.files = _usable(files, crop, cfg.path)
-        names = sorted(PRESETS) if cfg.preset == "mixed" else [cfg.preset]
+        names = list(MIXED) if cfg.preset == "mixed" else [cfg.preset]
         self.renderers = [RainRenderer(n) for n in names]
 
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:

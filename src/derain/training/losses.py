@@ -1,14 +1,13 @@
-"""Training losses: L1 and the paper's L1 − λ·SSIM (Eq. 5); the rain gate's supervision."""
+"""Training losses: L1 and the paper's L1 − λ·SSIM (Eq. 5); the rain gate's supervision, per pixel and per image."""
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..metrics import ssim_torch
 
-__all__ = ["RAIN_MASK_THRESHOLD", "L1SSIMLoss", "build_loss", "gate_loss", "rain_mask"]
+__all__ = ["RAIN_MASK_THRESHOLD", "L1SSIMLoss", "build_loss", "gate_loss", "judgement_loss", "rain_mask"]
 
 RAIN_MASK_THRESHOLD = 3 / 255
 
@@ -51,6 +50,7 @@ def rain_mask(rainy: Tensor, clean: Tensor, threshold: float = RAIN_MASK_THRESHO
     ``threshold`` in some channel (rain there), else 0. A rain-free sample's mask is all 0.
 
     Example:
+        >>> import torch
         >>> clean = torch.zeros(1, 3, 5, 5)
         >>> rainy = clean.clone(); rainy[0, 1, 2, 2] = 0.5
         >>> rain_mask(rainy, clean)[0, 0].sum().item(), rain_mask(clean, clean).sum().item()
@@ -78,3 +78,19 @@ def gate_loss(gate: Tensor, rainy: Tensor, clean: Tensor, between_streaks: bool 
     rainy_sample = mask.amax((1, 2, 3), keepdim=True)
     weight = mask + (1 - rainy_sample)  # rain pixels of rainy samples, every pixel of rain-free ones
     return (bce * weight).sum() / weight.sum().clamp(min=1)
+
+
+def judgement_loss(factor: Tensor, labels: Tensor) -> Tensor:
+    """Binary cross-entropy of each image's gate factor ``(B, 1)`` (``image_gate``, probabilities) against its label
+    (1: a rainy photo, 0: a dry one; :mod:`derain.training.judgement`), the mean over the batch.
+
+    Example:
+        >>> import torch
+        >>> right, wrong = torch.tensor([[0.9], [0.1]]), torch.tensor([[0.1], [0.9]])
+        >>> labels = torch.tensor([[1.0], [0.0]])
+        >>> bool(judgement_loss(right, labels) < judgement_loss(wrong, labels))
+        True
+    """
+    if factor.shape != labels.shape:
+        raise ValueError(f"expected one factor per label, got {tuple(factor.shape)} and {tuple(labels.shape)}")
+    return F.binary_cross_entropy(factor.float().clamp(1e-6, 1 - 1e-6), labels.float())

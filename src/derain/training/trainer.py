@@ -9,11 +9,13 @@ Results layout (``out_dir``)::
     .current/, .group-* the two above are links into .current, one folder per checkpoint swapped in
                         atomically: after a kill both are at the same step
     best.safetensors    model weights with the best mean validation Y-PSNR
-    train_log.csv       step, loss, lr, images/s
+    train_log.csv       step, loss, lr, images/s (with ``judgement``: also that step's judgement loss)
     val_log.csv         step, per validation set PSNR/SSIM (protocol y), mean PSNR
     samples/            rainy | output | clean strips of the first validation image
 
-Only rank 0 writes. Adam (lr, betas), constant lr until ``decay_start`` then linear decay to 0. With
+Only rank 0 writes. Adam (lr, betas), constant lr until ``decay_start`` then linear decay to 0. With ``judgement``
+each step's loss also has ``judgement.weight`` × :func:`~derain.training.losses.judgement_loss` of the model's
+image gate on that step's labelled photos (:class:`~derain.training.judgement.JudgementSamples`). With
 ``ema: d`` the run also keeps ``torch.optim.swa_utils.AveragedModel``'s exponential moving average of the
 weights (decay ``d`` per step): validation, ``best`` and ``last`` are that average, which is steadier than
 the last step's weights.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import math
 import os
@@ -54,13 +57,16 @@ from ..errors import UserError
 from ..evaluation.validation import ValidationSets
 from ..metrics import quantize
 from ..inference.derainer import Derainer
-from ..io.atomic import atomic_files, atomic_output
+from ..io.atomic import WriteError, append_file, atomic_files, write_atomic, write_new
+from ..io.images import save_image
+from ..io.pixels import to_float
 from ..io.progress import echo, progress_bar
 from ..models.checkpoint import CheckpointError, load_training_state, save_model
 from ..models.registry import create_model, load_model
 from .config import SCHEDULE_KEYS, ConfigError, TrainConfig, config_changes
 from .dataset import StepBatchSampler, TrainingSamples, build_sources
-from .losses import build_loss, gate_loss
+from .judgement import JudgementSamples
+from .losses import build_loss, gate_loss, judgement_loss
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "lr_factor"]
 
@@ -158,12 +164,13 @@ def _weights_step(path: Path) -> int | None:
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    """Append one row (a header first in a new file) whole or not at all (:func:`~derain.io.atomic.append_file`)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(row))
+    if not path.exists() or path.stat().st_size == 0:
+        writer.writeheader()
+    writer.writerow(row)
+    append_file(path, text.getvalue())
 
 
 def _truncate_csv(path: Path, step: int) -> None:
@@ -174,11 +181,11 @@ def _truncate_csv(path: Path, step: int) -> None:
         rows = list(csv.DictReader(f))
     if not rows:
         return
-    fields = list(rows[0])
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(r for r in rows if int(r["step"]) <= step)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(r for r in rows if int(r["step"]) <= step)
+    write_atomic(path, text.getvalue())
 
 
 def _distributed() -> tuple[int, int]:
@@ -238,6 +245,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     validation: ValidationSets | None
     ema: AveragedModel | None = None
+    judgement: JudgementSamples | None = None  # the image gate's labelled photos (``judgement``), else None
     step: int = 0
     best: float | None = None
     skipped: int = 0  # steps skipped for a non-finite loss or gradient, in all
@@ -253,6 +261,7 @@ class _Run:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._follow_config_schedule()
         if self.ema is not None:
             if "ema" not in state:
                 raise CheckpointError(f"{self.out / 'checkpoint.pt'} has no averaged weights for `ema`")
@@ -266,6 +275,18 @@ class _Run:
             if _weights_step(self.out / "last.safetensors") != self.step:  # written apart (no symlinks) or by hand
                 self.save_checkpoint()
             log.warning("resumed from %s at step %d", self.out / "checkpoint.pt", self.step)
+
+    def _follow_config_schedule(self) -> None:
+        """After a restore, the learning rate of this run's config (``lr``, ``decay_start``, ``iterations``; they differ
+        from the checkpoint's only with ``--allow-changes``), not the one saved with the optimizer and scheduler:
+        their states carry the old base rate. The step's rate is computed as the scheduler computes it, so an
+        unchanged config resumes bit for bit."""
+        sched = self.scheduler
+        sched.base_lrs = [self.cfg.lr for _ in self.optimizer.param_groups]
+        for group, base, factor in zip(self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["initial_lr"] = base
+            group["lr"] = base * factor(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # what get_last_lr() reports
 
     def save_checkpoint(self) -> None:
         """checkpoint.pt and last.safetensors as one unit (:func:`~derain.io.atomic.atomic_files`): after a
@@ -287,9 +308,11 @@ class _Run:
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        blob = io.BytesIO()
+        torch.save(state, blob)  # in memory, then written whole (write_new): a full disk fails the write, never cuts it
         with atomic_files(self.out, ["last.safetensors", "checkpoint.pt"]) as paths:
             save_model(self.weights, paths["last.safetensors"], metadata={"step": str(self.step)})
-            torch.save(state, paths["checkpoint.pt"])
+            write_new(paths["checkpoint.pt"], blob.getbuffer())
         self.saved_step = self.step
 
     def kept(self) -> str:
@@ -324,9 +347,11 @@ class _Run:
         if self.cfg.sample_every:
             _write_sample(weights, self.validation, self.out / "samples" / f"step{self.step:07d}.png")
 
-    def log_step(self, loss: float, images_per_s: float) -> None:
+    def log_step(self, loss: float, images_per_s: float, judgement: float | None = None) -> None:
         row = {"step": self.step, "loss": f"{loss:.8f}", "lr": f"{self.scheduler.get_last_lr()[0]:.6g}",
                "images_per_s": f"{images_per_s:.2f}"}
+        if self.judgement is not None:  # a run's config is fixed, so its log's columns are too
+            row["judgement_loss"] = f"{judgement:.6f}" if judgement is not None else ""
         _append_csv(self.out / "train_log.csv", row)
 
 
@@ -345,6 +370,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     out = Path(cfg.out_dir)
     samples = TrainingSamples(cfg, build_sources(cfg))  # dataset errors end here, before anything is written
+    judgement = JudgementSamples(cfg.judgement, cfg.hold_out(), cfg.seed) if cfg.judgement else None
     if cfg.init_weights and not Path(cfg.init_weights).is_file():
         raise ConfigError(
             f"init_weights {cfg.init_weights}: no such file (the weights this config starts from; "
@@ -353,7 +379,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed) if rank == 0 else None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **cfg.model_overrides)
@@ -364,13 +390,16 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.decay_start, cfg.iterations))
     # rank 0 alone validates and saves, so it alone keeps the average
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema and rank == 0 else None
-    run = _Run(cfg, out, rank, model, optimizer, scheduler, validation, ema)
-    if resumed is not None:
-        run.restore(resumed)
-    last_loss = _train_loop(run, samples, device, world, min(cfg.iterations, stop_after or cfg.iterations))
-    if run.step == cfg.iterations and (not cfg.validation.every or run.step % cfg.validation.every):
-        run.validate()
-        run.save_checkpoint()
+    run = _Run(cfg, out, rank, model, optimizer, scheduler, validation, ema, judgement)
+    try:
+        if resumed is not None:
+            run.restore(resumed)
+        last_loss = _train_loop(run, samples, device, world, min(cfg.iterations, stop_after or cfg.iterations))
+        if run.step == cfg.iterations and (not cfg.validation.every or run.step % cfg.validation.every):
+            run.validate()
+            run.save_checkpoint()
+    except WriteError as err:  # a full disk: the file is as it was; say what the run can go on from
+        raise err.with_hint(run.kept()) from None
     if world > 1:
         _record_rank_checksums(model, out, rank)
     return TrainResult(out, run.step, run.best, last_loss, run.skipped)
@@ -417,6 +446,14 @@ def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world
         loss = batch_loss(loss_fn, pred.float(), rainy, clean, cfg.identity_weight)
         if gate is not None:
             loss = loss + cfg.gate_weight * gate_loss(gate, rainy, clean, between_streaks=not global_gate)
+        judged = None
+        if run.judgement is not None and cfg.judgement is not None:  # this step's labelled photos, on this rank
+            views, labels = run.judgement.batch(run.step, run.rank, world)
+            with autocast:
+                factor = run.model.image_gate(views.to(device))
+            judged_loss = judgement_loss(factor, labels.to(device))
+            loss = loss + cfg.judgement.weight * judged_loss
+            judged = judged_loss.item()
         step_loss = loss.item()
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # also for a non-finite loss: under DDP every rank must take part in the gradients' all-reduce
@@ -446,7 +483,7 @@ def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world
         t_last = now
         bar.set_postfix(loss=f"{step_loss:.4f}", img_s=f"{ips:.1f}")
         if run.rank == 0 and (run.step % cfg.log_every == 0 or run.step == stop):
-            run.log_step(step_loss, ips)  # a skipped step's row shows its non-finite loss
+            run.log_step(step_loss, ips, judged)  # a skipped step's row shows its non-finite loss
         if bad_in_row >= cfg.max_bad_steps:
             bar.close()
             raise TrainingDiverged(
@@ -470,7 +507,7 @@ def _record_rank_checksums(model: nn.Module, out: Path, rank: int) -> None:
     checksums: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(checksums, digest.hexdigest())
     if rank == 0:
-        (out / "ranks.yaml").write_text(yaml.safe_dump({"parameter_checksums": checksums}))
+        write_atomic(out / "ranks.yaml", yaml.safe_dump({"parameter_checksums": checksums}))
         if len(set(checksums)) != 1:
             log.error("ranks ended with different parameters: %s", checksums)
     dist.barrier()
@@ -480,7 +517,6 @@ def _write_sample(model: nn.Module, validation: ValidationSets, path: Path) -> N
     rainy = validation.first_image()
     if rainy is None:
         return
-    pred = Derainer(model, device=next(model.parameters()).device, precision="fp32")(rainy.astype(np.float32) / 255)
+    pred = Derainer(model, device=next(model.parameters()).device, precision="fp32")(to_float(rainy, "divide"))
     strip = np.concatenate([rainy, quantize(pred)], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(strip).save(path)
+    save_image(Image.fromarray(strip), path)

@@ -1,0 +1,219 @@
+"""The CPU frontier's candidate networks (re-parameterised, refined, NAF-block KPNs) and ``derain bench frontier``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import derain
+from derain.bench.frontier import CANDIDATES, frontier_table, inference_form, run_frontier
+from derain.models.efderain import EfDeRain, EfDeRainConfig
+from derain.models.efderain_naf import NAFBlock, NAFEfDeRain
+from derain.models.efderain_refine import RefineEfDeRain, RefineEfDeRainConfig
+from derain.models.efderain_rep import RepConv, RepEfDeRain, RepEfDeRainConfig
+from derain.models.registry import model_spec
+
+SMALL = dict(widths=(8, 8, 8), depth=1, stem=2, kernel_level=0, outc_at_full_resolution=False, identity_init=True,
+             channel_fusion=True, gate=True, gate_global=True)
+
+
+def perturb(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return model
+
+
+class TestRepConv:
+    def test_branches_equal_the_folded_convolution_at_every_pixel(self) -> None:
+        """Training (branches) and inference (one 3×3) compute the same function, borders included."""
+        for cin, cout in [(4, 4), (3, 8)]:
+            conv = perturb(RepConv(cin, cout), 0.2)
+            x = torch.rand(2, cin, 9, 11)
+            conv.train()
+            branches = conv(x)
+            conv.eval()
+            torch.testing.assert_close(conv(x), branches, rtol=1e-5, atol=1e-5)
+            assert (branches - conv.conv3(x)).abs().max() > 0.05  # the other branches contribute
+
+    def test_identity_branch_only_where_widths_match(self) -> None:
+        assert RepConv(4, 4).identity and not RepConv(3, 4).identity
+
+
+class TestRepEfDeRain:
+    def test_fold_gives_the_plain_network_with_the_same_output(self) -> None:
+        model = perturb(RepEfDeRain(RepEfDeRainConfig(**SMALL)))
+        x = torch.rand(2, 3, 23, 37)
+        model.train()
+        with torch.no_grad():
+            trained_form = model(x)
+        plain = model.fold()
+        assert type(plain) is EfDeRain and plain.config == EfDeRainConfig(**SMALL) and not plain.training
+        with torch.no_grad():
+            torch.testing.assert_close(plain(x), trained_form, rtol=1e-4, atol=1e-5)
+        assert set(plain.state_dict()) == set(EfDeRain(EfDeRainConfig(**SMALL)).state_dict())
+
+    def test_fold_leaves_the_model_as_it_was(self) -> None:
+        model = perturb(RepEfDeRain(RepEfDeRainConfig(**SMALL))).train()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        model.fold()
+        assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    def test_inference_runs_it_folded(self, tmp_path) -> None:
+        """The loading seam and the ONNX export run the folded network: a saved re-parameterised model's file loads and runs
+        as plain EfDeRain, with the same output as the branches."""
+        model = perturb(RepEfDeRain(RepEfDeRainConfig(**SMALL)))
+        derain.save_model(model, tmp_path / "rep.safetensors")
+        runner = derain.load_derainer(tmp_path / "rep.safetensors", precision="fp32")
+        assert type(runner.model) is EfDeRain and type(model) is RepEfDeRain and model.training  # the caller's stays
+        x = torch.rand(1, 3, 21, 34)
+        with torch.no_grad():
+            expected = model.train()(x)
+        torch.testing.assert_close(runner.run_tensor(x), expected.clamp(0, 1), rtol=1e-4, atol=1e-5)  # the runner clamps
+
+    def test_registered_candidate_folds_into_efderain_cpu(self) -> None:
+        model = derain.create_model("efderain-cpu-rep")
+        plain = inference_form(model)
+        assert plain.config == derain.create_model("efderain-cpu").config
+        assert sum(p.numel() for p in plain.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def open_gate(model: RefineEfDeRain) -> RefineEfDeRain:
+    """Random weights close the per-pixel gate (logits far below 0); open it so the refinement shows."""
+    with torch.no_grad():
+        model.gate.weight.zero_()
+        model.gate.bias.fill_(2.0)  # times GATE_GAIN: logit 20
+    return model
+
+
+class TestRefineEfDeRain:
+    def test_starts_as_its_efderain(self) -> None:
+        """The refinement's last convolution starts at zero: the untrained network is its EfDeRain part."""
+        cfg = RefineEfDeRainConfig(**SMALL, refine_width=8)
+        model = open_gate(perturb(RefineEfDeRain(cfg))).eval()
+        plain = EfDeRain(EfDeRainConfig(**SMALL)).eval()
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("refine.")})
+        x = torch.rand(1, 3, 30, 41)
+        with torch.no_grad():
+            assert (model(x) - plain(x)).abs().max() > 1e-4  # perturbed: the refinement acts
+            model.refine.body[-1].weight.zero_()
+            model.refine.body[-1].bias.zero_()
+            torch.testing.assert_close(model(x), plain(x), rtol=1e-5, atol=1e-5)
+
+    def test_a_closed_gate_returns_the_input(self) -> None:
+        """The refinement is gated like the filtering: an image judged dry (whole = 0) comes back exactly."""
+        model = open_gate(perturb(RefineEfDeRain(RefineEfDeRainConfig(**SMALL, refine_width=8)), 0.2)).eval()
+        x = torch.rand(2, 3, 30, 41)
+        with torch.no_grad():
+            assert torch.equal(model(x, whole=torch.zeros(2, 1)), x)
+            assert (model(x, whole=torch.ones(2, 1)) - x).abs().max() > 1e-3  # and acts where it is open
+
+    def test_reaches_past_the_filtering(self) -> None:
+        """A change of one input pixel moves output pixels more than 5 px away (the filtering alone: at most 5)."""
+        model = open_gate(perturb(RefineEfDeRain(RefineEfDeRainConfig(**SMALL, refine_width=8)), 0.2)).eval()
+        x = torch.rand(1, 3, 64, 64)
+        y = x.clone()
+        y[..., 32, 32] += 0.5
+        with torch.no_grad():
+            diff = (model(y, whole=torch.ones(1, 1)) - model(x, whole=torch.ones(1, 1))).abs().amax(1)[0]
+        rows, cols = torch.nonzero(diff > 1e-6, as_tuple=True)
+        assert max((rows - 32).abs().max(), (cols - 32).abs().max()) > 8
+
+
+class TestNAFEfDeRain:
+    def test_blocks_start_as_identity(self) -> None:
+        block = NAFBlock(6)
+        x = torch.rand(1, 6, 5, 7)
+        assert torch.equal(block(x), x)
+
+    def test_kpn_blocks_are_naf(self) -> None:
+        model = NAFEfDeRain(EfDeRainConfig(**SMALL))
+        assert any(isinstance(m, NAFBlock) for m in model.modules())
+        assert model(torch.rand(1, 3, 17, 19)).shape == (1, 3, 17, 19)
+
+
+VARIANTS = [n for n in derain.list_models() if model_spec(n).architecture in ("efderain-rep", "efderain-refine", "efderain-naf")]
+
+
+@pytest.mark.precision
+@pytest.mark.parametrize("name", VARIANTS)
+class TestRegisteredVariants:
+    """Every registered variant exports to ONNX with the same output (the fused and cropped paths: tests/test_models.py)."""
+
+    def test_onnx_export_matches_torch(self, name: str, tmp_path) -> None:
+        pytest.importorskip("onnxruntime")
+        from derain.inference.onnx_export import OnnxDerainer, export_onnx
+
+        model = inference_form(perturb(derain.create_model(name), 0.02).eval())
+        runner = OnnxDerainer(export_onnx(model, tmp_path / "m.onnx"), threads=1)
+        x = torch.rand(1, 3, 37, 53)
+        reference = derain.load_derainer(model, precision="fp32").run_tensor(x)
+        assert (runner.run_tensor(x) - reference).abs().max().item() <= 1e-3
+
+
+def _pairs(folder, n: int, size: int = 40) -> None:
+    rng = np.random.default_rng(0)
+    for sub in ("rainy", "clean"):
+        (folder / sub).mkdir(parents=True)
+    for i in range(n):
+        clean = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        rainy = np.clip(clean.astype(int) + (rng.random((size, size, 1)) > 0.9) * 80, 0, 255).astype(np.uint8)
+        Image.fromarray(clean).save(folder / "clean" / f"{i:03d}.png")
+        Image.fromarray(rainy).save(folder / "rainy" / f"{i:03d}.png")
+
+
+class TestFrontierBench:
+    def test_trains_scores_and_times_with_one_budget(self, tmp_path) -> None:
+        train_dir = tmp_path / "family"
+        _pairs(train_dir, 32)
+        out = tmp_path / "runs"
+        kw = dict(candidates=["efderain-cpu-w32"], minutes=0.002, memorise_minutes=0.001, train_dir=train_dir, out_dir=out,
+                  sizes=[(24, 40)], precisions=["fp32"], overrides=["crop=32", "batch_size=2", "threads=1"])
+        report = run_frontier(**kw)
+        (row,) = report.rows
+        seconds = json.loads((out / "steps.json").read_text())["seconds"]["efderain-cpu-w32"]
+        assert row.steps == max(1, int(0.002 * 60 / seconds)) and row.memorise_steps >= 1
+        assert np.isfinite(row.holdout["psnr"]) and np.isfinite(row.memorise_psnr) and row.ms["24x40 fp32"] > 0
+        assert (out / "train" / "efderain-cpu-w32" / "best.safetensors").exists()
+        assert sorted(p.name for p in (out / "memorise-pairs" / "rainy").iterdir())[-1] == "009.png"  # the first 10
+        table = frontier_table(report)
+        assert "efderain-cpu-w32" in table and "KPN" in table
+        best = out / "train" / "efderain-cpu-w32" / "best.safetensors"
+        written, log_rows = best.stat().st_mtime_ns, (out / "train" / "efderain-cpu-w32" / "train_log.csv").read_text()
+        again = run_frontier(**kw)  # the same runs resume: nothing retrains, the same weights score the same
+        assert again.rows[0].holdout == row.holdout and again.rows[0].steps == row.steps
+        assert best.stat().st_mtime_ns == written
+        assert (out / "train" / "efderain-cpu-w32" / "train_log.csv").read_text() == log_rows
+
+    def test_memorisation_alone(self, tmp_path) -> None:
+        """``minutes=0``: each candidate trains on the first 10 pairs and is scored on them; no in-domain run."""
+        train_dir = tmp_path / "family"
+        _pairs(train_dir, 12)
+        report = run_frontier(candidates=["efderain-cpu-w32"], minutes=0, memorise_minutes=0.001, train_dir=train_dir,
+                              out_dir=tmp_path / "runs", sizes=[(24, 40)], precisions=["fp32"],
+                              overrides=["crop=32", "batch_size=2", "threads=1"])
+        (row,) = report.rows
+        assert np.isfinite(row.memorise_psnr) and not row.holdout and row.steps == 0 and row.ms["24x40 fp32"] > 0
+        assert not (tmp_path / "runs" / "train").exists()
+        assert "| — |" in frontier_table(report)  # the held-out column stays empty
+
+    def test_speed_alone(self, tmp_path) -> None:
+        """Both budgets 0: each untrained network is timed, nothing trains (a re-parameterised one timed folded)."""
+        report = run_frontier(candidates=["efderain-cpu-rep"], minutes=0, memorise_minutes=0, out_dir=tmp_path / "runs",
+                              sizes=[(24, 40)], precisions=["fp32"])
+        (row,) = report.rows
+        assert row.ms["24x40 fp32"] > 0 and not row.holdout and not (tmp_path / "runs").exists()
+        assert row.params == sum(p.numel() for p in derain.create_model("efderain-cpu").parameters())
+
+    def test_unknown_candidate_is_one_line(self) -> None:
+        with pytest.raises(derain.errors.InvalidArgument, match="unknown candidate"):
+            run_frontier(candidates=["nope"])
+
+    def test_every_candidate_is_registered(self) -> None:
+        assert set(CANDIDATES) <= set(derain.list_models())
+        assert len(set(CANDIDATES.values())) >= 4  # structurally different designs

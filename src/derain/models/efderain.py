@@ -33,8 +33,8 @@ from ..ops.full_resolution import bilinear_up, dilation_filter_fuse, filtering_l
 from ..ops.padding import pad_border, pad_to_multiple
 from .arch_config import ArchConfig
 from .constraints import channel_preserving_params, conv_fp32, unit_kernel_params
-from .gate import GATE_GAIN, GATE_INIT_BIAS, gate_head, gate_parts, image_factor, open_gate_, open_image_gate_
-from .init import identity_init_, released_init_
+from .gate import GATE_GAIN, GATE_INIT_BIAS, gate_head, gate_parts, image_factor
+from .init import kpn_init_
 from .interface import FeatureStage, staged_forward
 
 __all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "GATE_GAIN", "GATE_INIT_BIAS", "pad_to_multiple", "pad_border"]
@@ -184,15 +184,8 @@ class EfDeRain(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Released init (:func:`.init.released_init_`), gates open, and with ``identity_init`` the identity."""
-        cfg = self.config
-        released_init_(self)
-        if cfg.gate:
-            open_gate_(self.gate)
-        if cfg.gate_global:
-            open_image_gate_(self.gate_global)
-        if cfg.identity_init:
-            identity_init_(self.outc, getattr(self, "conv_final", None), cfg.kernel_size, cfg.in_channels, len(cfg.dilations))
+        """Released init, gates open, and with ``identity_init`` the identity (:func:`.init.kpn_init_`)."""
+        kpn_init_(self)
 
     def autocast_modules(self) -> list[nn.Module]:
         """The KPN's blocks, ``outc`` (unless ``unit_kernels`` runs it in fp32) and the gate heads; not the fusion."""
@@ -201,15 +194,12 @@ class EfDeRain(nn.Module):
             layers.append(self.outc)
         return layers + [getattr(self, name) for name in ("gate", "gate_global") if hasattr(self, name)]
 
-    def block(self, index: int) -> Basic:
-        return getattr(self, f"conv{index}")
-
     def encoder(self, x: Tensor) -> list[Tensor]:
         """The encoder's features at every level (``1/(stem·2**l)`` resolution), shallowest first."""
         cfg = self.config
         skips, feat = [], F.pixel_unshuffle(x, cfg.stem) if cfg.stem > 1 else x
         for lv in range(len(cfg.widths)):
-            feat = self.block(lv + 1)(F.avg_pool2d(feat, 2, 2) if lv > 0 else feat)
+            feat = getattr(self, f"conv{lv + 1}")(F.avg_pool2d(feat, 2, 2) if lv > 0 else feat)
             skips.append(feat)
         return skips
 
@@ -219,7 +209,7 @@ class EfDeRain(nn.Module):
         feat = skips[-1]
         for n, lv in enumerate(self.decoder_levels):
             up = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
-            feat = self.block(levels + 1 + n)(torch.cat([skips[lv], up], dim=1))
+            feat = getattr(self, f"conv{levels + 1 + n}")(torch.cat([skips[lv], up], dim=1))
         return feat, skips[-1]
 
     def kernel_features(self, x: Tensor) -> Tensor:
@@ -253,13 +243,9 @@ class EfDeRain(nn.Module):
         w, b, cfg = self.conv_final.weight, self.conv_final.bias, self.config
         return channel_preserving_params(w, b, cfg.in_channels, len(cfg.dilations)) if cfg.channel_fusion else (w, b)
 
-    def gate_parts(self, feat: Tensor, deep: Tensor | None = None, whole: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """The gate's logits and each image's factor (:func:`.gate.gate_parts`)."""
-        return gate_parts(self.gate, getattr(self, "gate_global", None), feat, deep, whole)
-
     def gate_map(self, feat: Tensor, size: tuple[int, int] | None = None, deep: Tensor | None = None) -> Tensor:
         """The rain gate ``(B, 1, H, W)`` in (0, 1), fp32, from the kernel features (``size`` as in ``predict_kernels``)."""
-        return gate_map(*self.gate_parts(feat, deep), self.kernel_scale, size)
+        return gate_map(*gate_parts(self.gate, getattr(self, "gate_global", None), feat, deep), self.kernel_scale, size)
 
     @property
     def judges_images(self) -> bool:
@@ -273,20 +259,16 @@ class EfDeRain(nn.Module):
         return image_factor(self.gate_global, self.encoder(padded)[-1])
 
     @property
-    def filter_reach(self) -> int:
-        """Pixels beyond an output pixel that the filtering and the fusion read."""
+    def filter_reach(self) -> int:  # pixels beyond an output pixel that the filtering and the fusion read
         cfg = self.config
         return max(cfg.dilations) * (cfg.kernel_size // 2) + (1 if cfg.fusion else 0)
 
     @property
-    def reach(self) -> int:
-        """Pixels beyond an output pixel that the full-resolution stage reads (here the filtering's)."""
+    def reach(self) -> int:  # ... that the full-resolution stage reads (interface): here the filtering's
         return self.filter_reach
 
     @property
-    def border(self) -> int:
-        """Reflect padding on every side: the filtering's reach with ``unit_kernels`` or ``channel_fusion``, else 0
-        (as released)."""
+    def border(self) -> int:  # reflect padding: the filtering's reach with unit_kernels or channel_fusion, else 0
         return self.filter_reach if self.config.unit_kernels or self.config.channel_fusion else 0
 
     def uses_fused_kernel(self, x: Tensor) -> bool:
@@ -307,7 +289,7 @@ class EfDeRain(nn.Module):
         else:
             low, scale = self.apply_outc(feat), self.kernel_scale
         weight, bias = self.fusion_params() if cfg.fusion else (None, None)
-        logits, whole = self.gate_parts(feat, deep, whole) if cfg.gate else (None, None)
+        logits, whole = gate_parts(self.gate, getattr(self, "gate_global", None), feat, deep, whole) if cfg.gate else (None, None)
         if logits is not None and scale == 1:  # the gate at the kernels' (full) resolution too
             logits = bilinear_up(logits, self.kernel_scale, tuple(image.shape[-2:]))
         return dilation_filter_fuse(image, low, scale, cfg.dilations, weight, bias, out_size, gate=logits, whole=whole,

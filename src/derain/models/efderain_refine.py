@@ -9,6 +9,7 @@ CVPR 2019) sees ``scale·depth`` pixels around each pixel and adds a correction 
 like the filtering (``unit_kernels``, ``channel_fusion``): where the gate is open, flat areas are returned
 exactly only as far as the refinement has learnt to leave them.
 
+>>> import torch
 >>> model = RefineEfDeRain(RefineEfDeRainConfig(widths=(8, 8, 8), depth=1, gate=True, refine_width=8))
 >>> model(torch.rand(1, 3, 17, 33)).shape
 torch.Size([1, 3, 17, 33])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["identity_init_", "released_init_"]
+from .gate import open_gate_, open_image_gate_
+
+__all__ = ["identity_init_", "kpn_init_", "released_init_"]
 
 
 def released_init_(model: nn.Module) -> None:
@@ -29,3 +31,16 @@ def identity_init_(outc: nn.Conv2d, fusion: nn.Conv2d | None, kernel_size: int, 
     for c in range(channels):
         for r in range(groups):
             fusion.weight[c, r * channels + c, 1, 1] += 1.0 / groups
+
+
+def kpn_init_(model: nn.Module) -> None:
+    """An :class:`~derain.models.efderain.EfDeRain`'s start: :func:`released_init_`, its gates open
+    (:mod:`.gate`), and with ``config.identity_init`` :func:`identity_init_`."""
+    cfg = model.config
+    released_init_(model)
+    if cfg.gate:
+        open_gate_(model.gate)
+    if cfg.gate_global:
+        open_image_gate_(model.gate_global)
+    if cfg.identity_init:
+        identity_init_(model.outc, getattr(model, "conv_final", None), cfg.kernel_size, cfg.in_channels, len(cfg.dilations))

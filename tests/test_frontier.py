@@ -125,6 +125,19 @@ class TestRefineEfDeRain:
         assert max((rows - 32).abs().max(), (cols - 32).abs().max()) > 8
 
 
+def test_a_refinement_starts_from_its_efderain_weights(tmp_path) -> None:
+    """Training a refined network from a plain one's weights (``init_weights``): the refinement starts as no change."""
+    from derain.training.trainer import _load_init_weights
+
+    plain = perturb(EfDeRain(EfDeRainConfig(**SMALL))).eval()
+    derain.save_model(plain, tmp_path / "plain.safetensors")
+    refined = RefineEfDeRain(RefineEfDeRainConfig(**SMALL, refine_width=8)).eval()
+    _load_init_weights(refined, str(tmp_path / "plain.safetensors"))
+    x = torch.rand(1, 3, 29, 37)
+    with torch.no_grad():
+        torch.testing.assert_close(refined(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
 class TestNAFEfDeRain:
     def test_blocks_start_as_identity(self) -> None:
         block = NAFBlock(6)

@@ -215,11 +215,12 @@ def batch_loss(loss_fn: nn.Module, pred: Tensor, rainy: Tensor, clean: Tensor, i
 
 
 def _load_init_weights(model: nn.Module, path: str) -> None:
-    """Start ``model`` from the weights at ``path``: every tensor must match, except that a ``gate`` head the
-    initial model lacks (or has in another shape) starts as :meth:`~derain.models.efderain.EfDeRain.reset_parameters` made it."""
+    """Start ``model`` from the weights at ``path``: every tensor must match, except that a head the initial model lacks
+    (a ``gate`` also when it has it in another shape; a ``refine``-ment, which starts as no change) starts as the model's
+    init made it."""
     state = load_model(path).state_dict()
     ours = model.state_dict()
-    heads = ("gate.", "gate_global.")
+    heads = ("gate.", "gate_global.", "refine.")
     if any(k.startswith(heads) for k in ours):  # a gate head of another shape: ours starts fresh
         for k in [k for k in state if k.startswith(heads) and (k not in ours or ours[k].shape != state[k].shape)]:
             del state[k]
@@ -230,7 +231,8 @@ def _load_init_weights(model: nn.Module, path: str) -> None:
             f"init_weights {path} do not fit model: missing {sorted(set(missing) - set(new_heads))}, unexpected {sorted(unexpected)}"
         )
     if new_heads:
-        log.warning("init_weights %s have no rain gate of this shape: it starts open", path)
+        log.warning("init_weights %s lack %s of this shape: it starts as initialised", path,
+                    ", ".join(sorted({k.split(".")[0] for k in new_heads})))
 
 
 @dataclass

@@ -374,6 +374,11 @@ class YardRow:
     ms_per_frame: float
 
 
+def _ms(ms: float) -> str:
+    """Milliseconds per frame for a table cell (empty where not timed: the input's row)."""
+    return "" if math.isnan(ms) else f"{ms:.0f}"
+
+
 @dataclass
 class VideoBenchReport:
     """What :func:`run_video_bench` measured."""
@@ -394,12 +399,11 @@ class VideoBenchReport:
             "| clip | mode | PSNR | SSIM | static PSNR | static SSIM | moving PSNR | moving SSIM | ms/frame | note |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in self.rows:
-            ms = "" if math.isnan(r.ms_per_frame) else f"{r.ms_per_frame:.0f}"
-            lines.append(
-                f"| {r.clip} | {r.mode} | {r.psnr:.2f} | {r.ssim:.4f} | {r.psnr_static:.2f} | {r.ssim_static:.4f} | "
-                f"{r.psnr_moving:.2f} | {r.ssim_moving:.4f} | {ms} | {r.note} |"
-            )
+        lines += [
+            f"| {r.clip} | {r.mode} | {r.psnr:.2f} | {r.ssim:.4f} | {r.psnr_static:.2f} | {r.ssim_static:.4f} | "
+            f"{r.psnr_moving:.2f} | {r.ssim_moving:.4f} | {_ms(r.ms_per_frame)} | {r.note} |"
+            for r in self.rows
+        ]
         if self.yard:
             lines += [
                 "",
@@ -409,9 +413,8 @@ class VideoBenchReport:
                 "| mode | static Y-PSNR | rain RMS (levels) | other static Y-PSNR | ms/frame |",
                 "|---|---|---|---|---|",
             ]
-            for y in self.yard:
-                ms = "" if math.isnan(y.ms_per_frame) else f"{y.ms_per_frame:.0f}"
-                lines.append(f"| {y.mode} | {y.static_psnr:.2f} | {y.rain_rms:.2f} | {y.other_psnr:.2f} | {ms} |")
+            lines += [f"| {y.mode} | {y.static_psnr:.2f} | {y.rain_rms:.2f} | {y.other_psnr:.2f} | {_ms(y.ms_per_frame)} |"
+                      for y in self.yard]
         return "\n".join(lines)
 
     def write_json(self, path: str | os.PathLike[str]) -> None:

@@ -25,12 +25,11 @@ from derain.bench.real import (
     SHEET_GAP,
     SHEET_LABEL_HEIGHT,
     RealBenchError,
-    photo_files,
-    read_photo,
     run_real,
     sample_video,
 )
 from derain.cli.main import cli
+from derain.data.photos import PhotoFolderError, photo_files, read_photo
 from derain.inference.video import VideoError
 from derain.metrics import calculate_psnr
 
@@ -174,7 +173,7 @@ class TestPhotos:
         with pytest.raises(FileNotFoundError, match="not a folder"):
             photo_files([tmp_path / "missing"])
         (tmp_path / "empty").mkdir()
-        with pytest.raises(RealBenchError, match="no image files"):
+        with pytest.raises(PhotoFolderError, match="no image files"):
             photo_files([tmp_path / "empty"])
 
     def test_photos_are_downscaled_to_max_side(self, tmp_path: Path) -> None:

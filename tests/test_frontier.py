@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 import derain
+from derain.bench import frontier
 from derain.bench.frontier import CANDIDATES, frontier_table, inference_form, run_frontier
 from derain.models.efderain import EfDeRain, EfDeRainConfig
 from derain.models.efderain_naf import NAFBlock, NAFEfDeRain
@@ -75,6 +77,19 @@ class TestRepEfDeRain:
         with torch.no_grad():
             expected = model.train()(x)
         torch.testing.assert_close(runner.run_tensor(x), expected.clamp(0, 1), rtol=1e-4, atol=1e-5)  # the runner clamps
+
+    @pytest.mark.parametrize("init", ["released", "he"])
+    def test_starts_as_the_plain_network(self, init: str) -> None:
+        """Each block's branches (identity included) start summing to the plain layer's init, so a re-parameterised
+        network starts as its plain twin would and He's init keeps its scale (with the identity on top it grew)."""
+        cfg = {**SMALL, "depth": 2, "init": init}
+        torch.manual_seed(0)
+        rep = RepEfDeRain(RepEfDeRainConfig(**cfg)).eval()
+        torch.manual_seed(0)
+        plain = EfDeRain(EfDeRainConfig(**cfg)).eval()
+        x = torch.rand(1, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(rep.fold()(x), plain(x), rtol=1e-4, atol=1e-5)
 
     def test_registered_candidate_folds_into_efderain_cpu(self) -> None:
         model = derain.create_model("efderain-cpu-rep")
@@ -180,8 +195,12 @@ def _pairs(folder, n: int, size: int = 40) -> None:
         Image.fromarray(rainy).save(folder / "rainy" / f"{i:03d}.png")
 
 
+def _fails(*args, **kwargs):
+    raise AssertionError("scored again")
+
+
 class TestFrontierBench:
-    def test_trains_scores_and_times_with_one_budget(self, tmp_path) -> None:
+    def test_trains_scores_and_times_with_one_budget(self, tmp_path, monkeypatch) -> None:
         train_dir = tmp_path / "family"
         _pairs(train_dir, 32)
         out = tmp_path / "runs"
@@ -198,10 +217,20 @@ class TestFrontierBench:
         assert "efderain-cpu-w32" in table and "KPN" in table
         best = out / "train" / "efderain-cpu-w32" / "best.safetensors"
         written, log_rows = best.stat().st_mtime_ns, (out / "train" / "efderain-cpu-w32" / "train_log.csv").read_text()
-        again = run_frontier(**kw)  # the same runs resume: nothing retrains, the same weights score the same
+        # the same runs resume: nothing retrains, and the same weights are not scored again (only timed)
+        with monkeypatch.context() as m:
+            m.setattr(frontier, "evaluate", _fails)
+            m.setattr(frontier.ValidationSets, "run", _fails)
+            again = run_frontier(**kw)
         assert again.rows[0].holdout == row.holdout and again.rows[0].steps == row.steps
+        assert again.rows[0].memorise_psnr == row.memorise_psnr and again.rows[0].ms["24x40 fp32"] > 0
         assert best.stat().st_mtime_ns == written
         assert (out / "train" / "efderain-cpu-w32" / "train_log.csv").read_text() == log_rows
+        os.utime(best, ns=(written + 10**9, written + 10**9))  # the weights written again: scored again
+        with pytest.raises(AssertionError, match="scored again"):
+            with monkeypatch.context() as m:
+                m.setattr(frontier.ValidationSets, "run", _fails)
+                run_frontier(**kw)
 
     def test_memorisation_alone(self, tmp_path) -> None:
         """``minutes=0``: each candidate trains on the first 10 pairs and is scored on them; no in-domain run."""

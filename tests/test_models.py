@@ -130,6 +130,7 @@ class TestEfDeRainConfig:
             ({"fusion": False}, "exactly one dilation"),
             ({"kernel_level": 4}, "kernel_level"),
             ({"depth": 0}, "depth"),
+            ({"init": "xavier"}, "init"),
         ],
     )
     def test_invalid(self, fields, match) -> None:
@@ -148,6 +149,38 @@ class TestEfDeRainConfig:
     def test_variants_run(self, kernel_level: int, kernel_size: int) -> None:
         model = EfDeRain(EfDeRainConfig(widths=(4, 4, 4, 4), depth=1, kernel_level=kernel_level, kernel_size=kernel_size))
         assert model(torch.rand(2, 3, 19, 21)).shape == (2, 3, 19, 21)
+
+
+class TestInit:
+    """``init="he"`` keeps a deep ReLU KPN's activations at scale from the first step (the released gain 0.02 shrinks
+    them layer by layer); either way the output heads start small and the identity init makes the untrained network
+    return about its input."""
+
+    CFG = dict(widths=(16, 32, 64, 128, 128), depth=2, stem=2, kernel_level=0, outc_at_full_resolution=False,
+               identity_init=True, channel_fusion=True)
+
+    def features_and_output(self, init: str) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = EfDeRain(EfDeRainConfig(**self.CFG, init=init))
+        x = torch.rand(1, 3, 64, 64)
+        with torch.no_grad():
+            feat, _ = model.features(x)
+            return feat.abs().mean().item(), (model(x) - x).abs().max().item()
+
+    def test_he_keeps_the_kernel_features_at_scale(self) -> None:
+        released, he = self.features_and_output("released")[0], self.features_and_output("he")[0]
+        assert released < 0.05 and he > 0.15  # measured 0.017 and 0.40 (9 ReLU convolutions deep)
+
+    @pytest.mark.parametrize("init", ["released", "he"])
+    def test_the_untrained_network_is_about_the_identity(self, init: str) -> None:
+        assert self.features_and_output(init)[1] < 0.15  # measured 0.003 and 0.06 (max over pixels)
+
+    def test_he_biases_zero_heads_small(self) -> None:
+        model = EfDeRain(EfDeRainConfig(**self.CFG, init="he", gate=True))
+        conv = model.conv1.conv1[0]
+        assert torch.count_nonzero(conv.bias) == 0
+        assert 0.5 < conv.weight.std().item() * (conv.weight[0].numel() / 2) ** 0.5 < 1.5  # He: std = sqrt(2 / fan_in)
+        assert model.outc.weight.std() < 0.01 and model.gate.weight.std() < 0.01  # the released init (gain 0.02)
 
 
 def perturbed_efderain(name: str) -> EfDeRain:

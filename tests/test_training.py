@@ -632,6 +632,17 @@ class TestGateLoss:
         _load_init_weights(model, str(tmp_path / "w.safetensors"))
         assert not model.gate_global.weight.any() and torch.sigmoid(model.gate_global.bias * 10).item() > 0.98
 
+    def test_init_weights_with_an_infinite_value_are_refused(self, tmp_path) -> None:
+        """Refused before any step, naming the tensor (not a training reported as diverged later)."""
+        from derain.training.trainer import _load_init_weights
+
+        model = derain.create_model("efderain-tiny", **TINY_MODEL)
+        with torch.no_grad():
+            model.outc.bias[0] = float("inf")
+        derain.save_model(model, tmp_path / "w.safetensors")
+        with pytest.raises(ConfigError, match=r"w.safetensors: outc.bias hold NaN or infinite"):
+            _load_init_weights(derain.create_model("efderain-tiny", **TINY_MODEL), str(tmp_path / "w.safetensors"))
+
     def test_gated_weights_do_not_load_into_a_model_without_a_gate(self, tmp_path) -> None:
         from derain.training.trainer import _load_init_weights
 

@@ -1,12 +1,13 @@
 """The CPU frontier (``derain bench frontier``): candidate networks, one training protocol, quality per millisecond.
 
 **Protocol.** Every candidate trains with the ``rain100l`` preset (the pairs of RainTrainL only, its last 20 held out
-for selection; loss, crops, schedule, seed the same for all) for the same wall-clock budget: before any training,
+for selection; loss, He's init, crops, schedule, seed the same for all) for the same wall-clock budget: before any training,
 each candidate's time per training step is measured back to back in this process (same threads, random batches
 of the preset's size), and ``minutes`` of it become its step count (so a cheaper network trains longer, as it
 would in the same time). The step counts are kept in ``OUT/steps.json``, so a rerun resumes the same runs. The
 checkpoint rule is the preset's: best mean Y-PSNR on the held-out pairs. Test folders (``tests``) are scored
-for reporting only.
+for reporting only. Scores are kept in ``OUT/scores.json`` beside the weights they were measured on (file, size,
+time written, the test folders), so a rerun re-times every network on a quiet machine without scoring again.
 
 **Memorisation test** (``memorise_minutes`` > 0): the same candidate trained on the first 10 pairs only and
 scored on those very pairs. A design that cannot fit 10 pairs lacks capacity (or trainability); no schedule
@@ -129,15 +130,47 @@ def memorise_folder(train_dir: str | os.PathLike[str], out: Path, n: int = MEMOR
     return out
 
 
-def _train_best(cfg: TrainConfig) -> tuple[nn.Module, float]:
-    """Train (or resume) ``cfg``; its best weights (else the last) in inference form, and the minutes it took."""
+def _train_best(cfg: TrainConfig) -> tuple[nn.Module, float, Path]:
+    """Train (or resume) ``cfg``; its best weights (else the last), the minutes it took, and the weights' file."""
     import derain
 
     start = time.perf_counter()
     train(cfg, resume=can_resume(cfg))
     run = Path(cfg.out_dir)
     weights = run / "best.safetensors" if (run / "best.safetensors").exists() else run / "last.safetensors"
-    return derain.load_model(weights).eval(), (time.perf_counter() - start) / 60
+    return derain.load_model(weights).eval(), (time.perf_counter() - start) / 60, weights
+
+
+class _Scores:
+    """``OUT/scores.json``: each score with the stamp of what it was measured on; a changed stamp measures again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key: str, stamp: str, measure: Callable[[], Any]) -> Any:
+        if self.saved.get(key, {}).get("stamp") == stamp:
+            return self.saved[key]["value"]
+        value = measure()
+        self.saved[key] = {"stamp": stamp, "value": value}
+        write_atomic(self.path, json.dumps(self.saved, indent=1))
+        return value
+
+
+def _stamp(weights: str | os.PathLike[str], *also: object) -> str:
+    info = Path(weights).stat()
+    return json.dumps([str(Path(weights).resolve()), info.st_size, info.st_mtime_ns, *map(str, also)])
+
+
+def _scores(net: nn.Module, cfg: TrainConfig, tests: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """Held-out Y PSNR / SSIM (the checkpoint rule's pairs) and each test folder's, fp32."""
+    scores = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed).run(net, "fp32")
+    test = {}
+    for folder in tests:
+        r = evaluate(net, folder, "y", precision="fp32", progress=False)
+        test[Path(folder).name] = {"psnr": r.metrics["y"]["psnr"], "ssim": r.metrics["y"]["ssim"]}
+    return {"holdout": {"psnr": scores["mean_psnr"], "ssim": float(np.mean([v for k, v in scores.items() if k.endswith("_ssim")]))},
+            "test": test}
 
 
 def _time_user_path(model: nn.Module | str, sizes: Sequence[tuple[int, int]], precisions: Sequence[str],
@@ -194,6 +227,7 @@ def run_frontier(
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(steps_file, json.dumps(saved, indent=2))
     report = FrontierReport(machine_description(), minutes, memorise_minutes)
+    cache = _Scores(out / "scores.json")
     train_folder = Path(base.sources[0].path)
     for name in candidates:
         row = FrontierRow(name, CANDIDATES[name])
@@ -214,8 +248,9 @@ def run_frontier(
                 f"validation.every={row.memorise_steps}", f"checkpoint_every={max(1, min(100, row.memorise_steps))}",
             ])
             log(f"{name}: memorisation, {row.memorise_steps} steps on {MEMORISE_PAIRS} pairs")
-            net, _ = _train_best(cfg)
-            row.memorise_psnr = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed).run(net, "fp32")["mean_psnr"]
+            net, _, weights = _train_best(cfg)
+            row.memorise_psnr = cache.get(f"memorise/{name}", _stamp(weights), lambda: ValidationSets(
+                cfg.validation, cfg.hold_out(), cfg.seed).run(net, "fp32")["mean_psnr"])
         if minutes == 0:  # the memorisation test alone
             net = inference_form(net)
             row.params = sum(p.numel() for p in net.parameters())
@@ -229,14 +264,11 @@ def run_frontier(
             f"checkpoint_every={max(1, min(100, row.steps))}",
         ])
         log(f"{name}: training {row.steps} steps ({seconds:.2f} s each when timed)")
-        net, row.train_minutes = _train_best(cfg)
-        scores = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed).run(net, "fp32")
-        row.holdout = {"psnr": scores["mean_psnr"], "ssim": float(np.mean([v for k, v in scores.items() if k.endswith("_ssim")]))}
+        net, row.train_minutes, weights = _train_best(cfg)
         net = inference_form(net)
+        scores = cache.get(f"train/{name}", _stamp(weights, *tests), lambda: _scores(net, cfg, tests))
+        row.holdout, row.test = scores["holdout"], scores["test"]
         row.params = sum(p.numel() for p in net.parameters())
-        for folder in tests:
-            r = evaluate(net, folder, "y", precision="fp32", progress=False)
-            row.test[Path(folder).name] = {"psnr": r.metrics["y"]["psnr"], "ssim": r.metrics["y"]["ssim"]}
         row.ms = _time_user_path(net, sizes, precisions)
         log(f"{name}: held-out {row.holdout['psnr']:.2f} dB, {row.ms}")
         report.rows.append(row)
@@ -244,11 +276,8 @@ def run_frontier(
         row = FrontierRow(PRENET, "recurrent CNN, full resolution")
         net = derain.load_model(prenet_weights, name="prenet").eval()
         row.params = sum(p.numel() for p in net.parameters())
-        scores = ValidationSets(base.validation, base.hold_out(), base.seed).run(net, "fp32")
-        row.holdout = {"psnr": scores["mean_psnr"], "ssim": float(np.mean([v for k, v in scores.items() if k.endswith("_ssim")]))}
-        for folder in tests:
-            r = evaluate(net, folder, "y", precision="fp32", progress=False)
-            row.test[Path(folder).name] = {"psnr": r.metrics["y"]["psnr"], "ssim": r.metrics["y"]["ssim"]}
+        scores = cache.get("prenet", _stamp(prenet_weights, *tests), lambda: _scores(net, base, tests))
+        row.holdout, row.test = scores["holdout"], scores["test"]
         row.ms = _time_user_path(net, sizes, precisions)
         report.rows.append(row)
     return report

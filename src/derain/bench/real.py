@@ -66,7 +66,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, Union
@@ -75,12 +74,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from ..data.folders import numbered
+from ..data.folders import SELECT
+from ..data.photos import downscale, photo_files, read_photo
 from ..errors import UserError
 from ..inference.derainer import DerainerBase
 from ..io.atomic import write_atomic
-from ..io.images import ImageReadError, is_image_file, load_photo, save_image, unit_float
-from ..io.pixels import to_u8
+from ..io.images import ImageReadError, save_image
 from ..metrics import calculate_psnr, rgb_to_y
 
 __all__ = [
@@ -101,9 +100,6 @@ __all__ = [
     "VideoRow",
     "VideoReport",
     "RealReport",
-    "photo_files",
-    "read_photo",
-    "downscale",
     "peer_spec",
     "measure_photos",
     "write_sheet",
@@ -114,7 +110,7 @@ __all__ = [
 ]
 
 #: ``only`` choices: every file, or the files whose numeric stem is odd / even.
-ONLY = ("all", "odd", "even")
+ONLY = SELECT
 #: Above this Y-PSNR (dB) a photo counts as unchanged.
 UNCHANGED_DB = 45.0
 #: Above this Y-PSNR (dB) a photo counts as nearly unchanged.
@@ -144,64 +140,6 @@ class RealBenchError(UserError, ValueError):
 
 
 # --------------------------------------------------------------------------------------------- photos
-
-
-def _natural_key(path: Path) -> list[Any]:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(path))]
-
-
-def _keep(path: Path, only: str) -> bool:
-    return numbered(path, only)  # the one odd/even rule, as training's ``select`` reads it
-
-
-def photo_files(folders: Sequence[str | os.PathLike[str]], only: str = "all") -> list[Path]:
-    """The image files of ``folders`` (recursively, natural order, folder by folder), filtered by ``only``.
-
-    ``only``: ``"all"``, or ``"odd"``/``"even"``: the files whose stem is an odd/even number (others are
-    left out). :class:`FileNotFoundError` for a missing folder, :class:`RealBenchError` for a folder with
-    no image (after the filter).
-    """
-    if only not in ONLY:
-        raise RealBenchError(f"only must be one of {', '.join(ONLY)}, got {only!r}")
-    if not folders:
-        raise RealBenchError("no folder given")
-    files: list[Path] = []
-    for folder in folders:
-        root = Path(folder)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{folder}: not a folder")
-        found = sorted((p for p in root.rglob("*") if p.is_file() and is_image_file(p)), key=_natural_key)
-        kept = [p for p in found if _keep(p, only)]
-        if not kept:
-            what = "no image files" if not found else f"no image file with an {only} number (of {len(found)})"
-            raise RealBenchError(f"{folder}: {what}")
-        files.extend(kept)
-    return files
-
-
-def downscale(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    """``rgb`` (uint8 ``H×W×3``) with its long side at most ``max_side`` px (Pillow LANCZOS); as is if it fits.
-
-    >>> downscale(np.zeros((300, 800, 3), np.uint8), 400).shape
-    (150, 400, 3)
-    """
-    h, w = rgb.shape[:2]
-    if max(h, w) <= max_side:
-        return rgb
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
-
-
-def read_photo(path: str | os.PathLike[str], max_side: int = 640) -> np.ndarray:
-    """A photo as uint8 RGB ``H×W×3`` (:func:`~derain.io.images.load_photo`, 8 bits), downscaled (:func:`downscale`).
-
-    Raises :class:`~derain.io.images.ImageReadError` for a file it cannot read.
-    """
-    pixels = load_photo(path).pixels
-    if pixels.dtype != np.uint8:
-        pixels = to_u8(unit_float(pixels), "half-even")  # derain.io.pixels: clip(round(255·x)), ties to even
-    return downscale(np.ascontiguousarray(pixels), max_side)
 
 
 def peer_spec(spec: str) -> str:

@@ -24,6 +24,7 @@ from .demo import demo_cmd  # noqa: E402
 from .export import export_cmd  # noqa: E402
 from .run import DefaultRunGroup, run_cmd  # noqa: E402  (`derain PHOTO...` = `derain run PHOTO...`)
 from .serve import serve_cmd  # noqa: E402
+from .teach import teach_cmd  # noqa: E402
 from .video import video_cmd  # noqa: E402
 
 
@@ -45,6 +46,7 @@ cli.add_command(export_cmd)
 cli.add_command(bench_group)
 cli.add_command(explain_cmd)
 cli.add_command(serve_cmd)
+cli.add_command(teach_cmd)
 
 
 @cli.command("models")

@@ -34,7 +34,7 @@ from ..ops.padding import pad_border, pad_to_multiple
 from .arch_config import ArchConfig
 from .constraints import channel_preserving_params, conv_fp32, unit_kernel_params
 from .gate import GATE_GAIN, GATE_INIT_BIAS, gate_head, gate_parts, image_factor
-from .init import kpn_init_
+from .init import INITS, kpn_init_
 from .interface import FeatureStage, staged_forward
 
 __all__ = ["EfDeRainConfig", "EfDeRain", "Basic", "PAPER", "GATE_GAIN", "GATE_INIT_BIAS", "pad_to_multiple", "pad_border"]
@@ -79,6 +79,8 @@ class EfDeRainConfig(ArchConfig):
         gate_global: the gate is also multiplied by one value per image in (0, 1) (``gate_global``: a
             linear head on the mean of the deepest features), so a photo judged dry as a whole comes back
             as it went in, whatever its texture looks like up close.
+        init: the starting weights of the KPN's blocks: ``"released"`` (the released code's xavier gain 0.02) or
+            ``"he"`` (He's init: trains from scratch much sooner; :mod:`.init`). The output heads start small either way.
     """
 
     widths: tuple[int, ...] = (64, 128, 256, 512, 512)
@@ -96,6 +98,7 @@ class EfDeRainConfig(ArchConfig):
     gate: bool = False
     gate_width: int = 0
     gate_global: bool = False
+    init: str = "released"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -116,6 +119,8 @@ class EfDeRainConfig(ArchConfig):
             raise ValueError(f"gate_width must be >= 0 and needs gate=True, got {self.gate_width}")
         if self.gate_global and not self.gate:
             raise ValueError("gate_global needs gate=True")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if not self.fusion and len(self.dilations) != 1:
             raise ValueError("without fusion there must be exactly one dilation")
 

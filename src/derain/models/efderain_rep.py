@@ -87,8 +87,8 @@ class RepEfDeRain(EfDeRain):
                 for i, layer in enumerate(block.conv1):
                     if isinstance(layer, nn.Conv2d):
                         rep = RepConv(layer.in_channels, layer.out_channels, config.expand)
-                        with torch.no_grad():
-                            rep.conv3.weight.copy_(layer.weight)
+                        with torch.no_grad():  # the folded sum starts as the plain layer's init
+                            rep.conv3.weight.copy_(layer.weight - rep.folded()[0] + rep.conv3.weight)
                             rep.conv3.bias.copy_(layer.bias)
                         block.conv1[i] = rep
 

@@ -1,4 +1,4 @@
-"""Starting weights of a kernel-prediction network: the released init and the identity start."""
+"""Starting weights of a kernel-prediction network: the released init or He's, and the identity start."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from torch import nn
 
 from .gate import open_gate_, open_image_gate_
 
-__all__ = ["identity_init_", "kpn_init_", "released_init_"]
+__all__ = ["INITS", "he_init_", "identity_init_", "kpn_init_", "released_init_"]
+
+#: ``EfDeRainConfig.init`` values
+INITS = ("released", "he")
+#: an EfDeRain's children that map features to outputs (kernels, fusion, gates): they start small whatever the init
+OUTPUT_HEADS = ("outc", "conv_final", "gate", "gate_global")
 
 
 def released_init_(model: nn.Module) -> None:
@@ -15,6 +20,22 @@ def released_init_(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.xavier_normal_(m.weight, gain=0.02)
+
+
+def he_init_(model: nn.Module) -> None:
+    """He's init (``kaiming_normal_``, fan-in, ReLU gain) on the convolutions of the KPN's blocks, zero biases; the output
+    heads (:data:`OUTPUT_HEADS`) keep :func:`released_init_`'s small weights. A chain of ReLU convolutions then keeps
+    its activations' scale from the first step; with the released gain (0.02) each layer shrinks them about fifty-fold,
+    so a deep KPN computes little more than its biases and learns slowly at first."""
+    released_init_(model)
+    for name, child in model.named_children():
+        if name in OUTPUT_HEADS:
+            continue
+        for m in child.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
 
 @torch.no_grad()
@@ -34,10 +55,10 @@ def identity_init_(outc: nn.Conv2d, fusion: nn.Conv2d | None, kernel_size: int, 
 
 
 def kpn_init_(model: nn.Module) -> None:
-    """An :class:`~derain.models.efderain.EfDeRain`'s start: :func:`released_init_`, its gates open
-    (:mod:`.gate`), and with ``config.identity_init`` :func:`identity_init_`."""
+    """An :class:`~derain.models.efderain.EfDeRain`'s start: ``config.init`` (:func:`released_init_` or :func:`he_init_`),
+    its gates open (:mod:`.gate`), and with ``config.identity_init`` :func:`identity_init_`."""
     cfg = model.config
-    released_init_(model)
+    (he_init_ if cfg.init == "he" else released_init_)(model)
     if cfg.gate:
         open_gate_(model.gate)
     if cfg.gate_global:

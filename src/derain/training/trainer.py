@@ -217,8 +217,11 @@ def batch_loss(loss_fn: nn.Module, pred: Tensor, rainy: Tensor, clean: Tensor, i
 def _load_init_weights(model: nn.Module, path: str) -> None:
     """Start ``model`` from the weights at ``path``: every tensor must match, except that a head the initial model lacks
     (a ``gate`` also when it has it in another shape; a ``refine``-ment, which starts as no change) starts as the model's
-    init made it."""
+    init made it. Weights holding NaN or infinite values are refused (:class:`ConfigError`) before any step."""
     state = load_model(path).state_dict()
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise ConfigError(f"init_weights {path}: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} hold NaN or infinite values")
     ours = model.state_dict()
     heads = ("gate.", "gate_global.", "refine.")
     if any(k.startswith(heads) for k in ours):  # a gate head of another shape: ours starts fresh

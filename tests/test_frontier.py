@@ -219,8 +219,8 @@ class TestFrontierBench:
         written, log_rows = best.stat().st_mtime_ns, (out / "train" / "efderain-cpu-w32" / "train_log.csv").read_text()
         # the same runs resume: nothing retrains, and the same weights are not scored again (only timed)
         with monkeypatch.context() as m:
-            m.setattr(frontier, "evaluate", _fails)
-            m.setattr(frontier.ValidationSets, "run", _fails)
+            m.setattr(frontier, "_scores", _fails)
+            m.setattr(frontier, "_memorised", _fails)
             again = run_frontier(**kw)
         assert again.rows[0].holdout == row.holdout and again.rows[0].steps == row.steps
         assert again.rows[0].memorise_psnr == row.memorise_psnr and again.rows[0].ms["24x40 fp32"] > 0
@@ -229,8 +229,24 @@ class TestFrontierBench:
         os.utime(best, ns=(written + 10**9, written + 10**9))  # the weights written again: scored again
         with pytest.raises(AssertionError, match="scored again"):
             with monkeypatch.context() as m:
-                m.setattr(frontier.ValidationSets, "run", _fails)
+                m.setattr(frontier, "_scores", _fails)
                 run_frontier(**kw)
+
+    def test_a_score_is_kept_with_what_it_was_measured_on(self, tmp_path) -> None:
+        """Another hold-out or test folder is another stamp (measured again); an unreadable cache is measured anew."""
+        from derain.training import load_config, resolve_preset
+
+        weights = tmp_path / "w.safetensors"
+        weights.write_bytes(b"weights")
+        cfg = load_config(resolve_preset("rain100l"), [f"holdout={{{tmp_path}: 20}}"])
+        other = load_config(resolve_preset("rain100l"), [f"holdout={{{tmp_path}: 10}}"])
+        stamp = frontier._stamp(weights, cfg, [tmp_path])
+        assert stamp == frontier._stamp(weights, cfg, [tmp_path])
+        assert stamp != frontier._stamp(weights, other, [tmp_path]) and stamp != frontier._stamp(weights, cfg, [])
+        (tmp_path / "scores.json").write_text("{not json")
+        scores = frontier._Scores(tmp_path / "scores.json")
+        assert scores.get("k", stamp, lambda: 1.5) == 1.5 and scores.get("k", stamp, _fails) == 1.5
+        assert frontier._Scores(tmp_path / "scores.json").get("k", stamp, _fails) == 1.5  # written back, readable
 
     def test_memorisation_alone(self, tmp_path) -> None:
         """``minutes=0``: each candidate trains on the first 10 pairs and is scored on them; no in-domain run."""

@@ -1,13 +1,14 @@
 """The CPU frontier (``derain bench frontier``): candidate networks, one training protocol, quality per millisecond.
 
 **Protocol.** Every candidate trains with the ``rain100l`` preset (the pairs of RainTrainL only, its last 20 held out
-for selection; loss, He's init, crops, schedule, seed the same for all) for the same wall-clock budget: before any training,
+for selection; loss, He's init of the blocks' convolutions (a NAF block's own convolutions keep theirs), crops,
+schedule, seed the same for all) for the same wall-clock budget: before any training,
 each candidate's time per training step is measured back to back in this process (same threads, random batches
 of the preset's size), and ``minutes`` of it become its step count (so a cheaper network trains longer, as it
 would in the same time). The step counts are kept in ``OUT/steps.json``, so a rerun resumes the same runs. The
 checkpoint rule is the preset's: best mean Y-PSNR on the held-out pairs. Test folders (``tests``) are scored
 for reporting only. Scores are kept in ``OUT/scores.json`` beside the weights they were measured on (file, size,
-time written, the test folders), so a rerun re-times every network on a quiet machine without scoring again.
+time written, the pairs and folders scored), so a rerun re-times every network on a quiet machine without scoring again.
 
 **Memorisation test** (``memorise_minutes`` > 0): the same candidate trained on the first 10 pairs only and
 scored on those very pairs. A design that cannot fit 10 pairs lacks capacity (or trainability); no schedule
@@ -146,7 +147,10 @@ class _Scores:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        try:
+            self.saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError):  # unreadable: measured again and written anew
+            self.saved = {}
 
     def get(self, key: str, stamp: str, measure: Callable[[], Any]) -> Any:
         if self.saved.get(key, {}).get("stamp") == stamp:
@@ -157,9 +161,17 @@ class _Scores:
         return value
 
 
-def _stamp(weights: str | os.PathLike[str], *also: object) -> str:
+def _stamp(weights: str | os.PathLike[str], cfg: TrainConfig, tests: Sequence[str | os.PathLike[str]] = ()) -> str:
+    """What a score depends on: the weights' file (path, size, time written), the pairs it is scored on, the test folders."""
     info = Path(weights).stat()
-    return json.dumps([str(Path(weights).resolve()), info.st_size, info.st_mtime_ns, *map(str, also)])
+    scored_on = [cfg.hold_out().counts, sorted(cfg.hold_out().photo_folders), cfg.validation.model_dump(), cfg.seed]
+    return json.dumps([str(Path(weights).resolve()), info.st_size, info.st_mtime_ns, scored_on, [str(Path(t).resolve()) for t in tests]],
+                      default=str, sort_keys=True)
+
+
+def _memorised(net: nn.Module, cfg: TrainConfig) -> float:
+    """Mean Y-PSNR on the pairs it trained on (the memorisation run validates on them), fp32."""
+    return ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed).run(net, "fp32")["mean_psnr"]
 
 
 def _scores(net: nn.Module, cfg: TrainConfig, tests: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
@@ -249,8 +261,7 @@ def run_frontier(
             ])
             log(f"{name}: memorisation, {row.memorise_steps} steps on {MEMORISE_PAIRS} pairs")
             net, _, weights = _train_best(cfg)
-            row.memorise_psnr = cache.get(f"memorise/{name}", _stamp(weights), lambda: ValidationSets(
-                cfg.validation, cfg.hold_out(), cfg.seed).run(net, "fp32")["mean_psnr"])
+            row.memorise_psnr = cache.get(f"memorise/{name}", _stamp(weights, cfg), lambda: _memorised(net, cfg))
         if minutes == 0:  # the memorisation test alone
             net = inference_form(net)
             row.params = sum(p.numel() for p in net.parameters())
@@ -266,7 +277,7 @@ def run_frontier(
         log(f"{name}: training {row.steps} steps ({seconds:.2f} s each when timed)")
         net, row.train_minutes, weights = _train_best(cfg)
         net = inference_form(net)
-        scores = cache.get(f"train/{name}", _stamp(weights, *tests), lambda: _scores(net, cfg, tests))
+        scores = cache.get(f"train/{name}", _stamp(weights, cfg, tests), lambda: _scores(net, cfg, tests))
         row.holdout, row.test = scores["holdout"], scores["test"]
         row.params = sum(p.numel() for p in net.parameters())
         row.ms = _time_user_path(net, sizes, precisions)
@@ -276,7 +287,7 @@ def run_frontier(
         row = FrontierRow(PRENET, "recurrent CNN, full resolution")
         net = derain.load_model(prenet_weights, name="prenet").eval()
         row.params = sum(p.numel() for p in net.parameters())
-        scores = cache.get("prenet", _stamp(prenet_weights, *tests), lambda: _scores(net, base, tests))
+        scores = cache.get("prenet", _stamp(prenet_weights, base, tests), lambda: _scores(net, base, tests))
         row.holdout, row.test = scores["holdout"], scores["test"]
         row.ms = _time_user_path(net, sizes, precisions)
         report.rows.append(row)

@@ -24,7 +24,6 @@ from .demo import demo_cmd  # noqa: E402
 from .export import export_cmd  # noqa: E402
 from .run import DefaultRunGroup, run_cmd  # noqa: E402  (`derain PHOTO...` = `derain run PHOTO...`)
 from .serve import serve_cmd  # noqa: E402
-from .teach import teach_cmd  # noqa: E402
 from .video import video_cmd  # noqa: E402
 
 
@@ -46,7 +45,6 @@ cli.add_command(export_cmd)
 cli.add_command(bench_group)
 cli.add_command(explain_cmd)
 cli.add_command(serve_cmd)
-cli.add_command(teach_cmd)
 
 
 @cli.command("models")

@@ -1,7 +1,7 @@
 """Folders of photos without ground truth (real rainy photos): which files, read how, at what size.
 
-The real-rain report (:mod:`derain.bench.real`) and the teacher's pairs (:mod:`.teacher`) read photos the same
-way: every image file of the folders, searched recursively in natural order (``2.jpg`` before ``10.jpg``), kept
+The real-rain report (:mod:`derain.bench.real`) reads photos this way, and so does anything else that reads real
+rainy photos: every image file of the folders, searched recursively in natural order (``2.jpg`` before ``10.jpg``), kept
 by :func:`~derain.data.folders.numbered` (``"odd"``/``"even"``: InternetData147's halves), read with
 :func:`~derain.io.images.load_photo` (EXIF orientation, grey as three channels, 16 bits rounded to 8, alpha
 dropped) and downscaled with Pillow's LANCZOS so the long side is at most ``max_side`` px (real photos come at

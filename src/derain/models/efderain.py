@@ -189,7 +189,7 @@ class EfDeRain(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Released init, gates open, and with ``identity_init`` the identity (:func:`.init.kpn_init_`)."""
+        """``config.init`` (released or He's), gates open, and with ``identity_init`` the identity (:func:`.init.kpn_init_`)."""
         kpn_init_(self)
 
     def autocast_modules(self) -> list[nn.Module]:

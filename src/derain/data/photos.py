@@ -11,9 +11,8 @@ any size; one cap keeps the models' receptive fields comparable and the run boun
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -22,16 +21,13 @@ from ..errors import UserError
 from ..io.images import is_image_file, load_photo, unit_float
 from ..io.pixels import to_u8
 from .folders import SELECT, numbered
+from .pairs import natural_key
 
 __all__ = ["PhotoFolderError", "downscale", "photo_files", "read_photo"]
 
 
 class PhotoFolderError(UserError, ValueError):
     """A folder of photos without an image (after the odd/even filter), or a bad filter."""
-
-
-def _natural_key(path: Path) -> list[Any]:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(path))]
 
 
 def photo_files(folders: Sequence[str | os.PathLike[str]], only: str = "all") -> list[Path]:
@@ -50,7 +46,7 @@ def photo_files(folders: Sequence[str | os.PathLike[str]], only: str = "all") ->
         root = Path(folder)
         if not root.is_dir():
             raise FileNotFoundError(f"{folder}: not a folder")
-        found = sorted((p for p in root.rglob("*") if p.is_file() and is_image_file(p)), key=_natural_key)
+        found = sorted((p for p in root.rglob("*") if p.is_file() and is_image_file(p)), key=lambda p: natural_key(str(p)))
         kept = [p for p in found if numbered(p, only)]
         if not kept:
             what = "no image files" if not found else f"no image file with an {only} number (of {len(found)})"

@@ -17,7 +17,7 @@ from PIL import Image
 
 import derain
 from derain.bench.ablation import ablation_config, ablation_table, in_domain_overrides, run_ablation
-from derain.bench.noharm import measure_noharm, noharm_table, rain_free_images, run_noharm
+from derain.bench.noharm import measure_noharm, noharm_table, rain_free_images, run_noharm, web_jpeg
 from derain.bench.explain import (
     centre_weight_map,
     dilated_footprint,
@@ -197,6 +197,19 @@ class TestNoHarm:
         assert json.loads((tmp_path / "n.json").read_text())[0]["n"] == 3
         out = CliRunner().invoke(cli, ["bench", "noharm", "--set", str(tmp_path / "missing")])
         assert out.exit_code != 0 and "not a folder" in out.output
+
+    def test_web_jpeg_copies(self, tmp_path: Path) -> None:
+        """``jpeg=Q``: each set again as web-size JPEGs, scored against the JPEG (what the user's file holds)."""
+        big = np.random.default_rng(1).integers(0, 256, (700, 900, 3), dtype=np.uint8)
+        web = web_jpeg(big, 60)
+        assert web.shape == (498, 640, 3) and web.dtype == np.uint8
+        assert 10 < np.abs(web.astype(int) - np.asarray(Image.fromarray(big).resize((640, 498), Image.LANCZOS), int)).mean() < 60
+        data = _pair_folder(tmp_path / "data", n=2)
+        rows = run_noharm(["fast"], [f"{data}@last1"], jpeg=80)
+        assert [(r.dataset, r.n) for r in rows] == [("data (last1)", 1), ("data (last1, JPEG q80 ≤640 px)", 1)]
+        assert rows[0].psnr_mean != rows[1].psnr_mean  # a different input
+        out = CliRunner().invoke(cli, ["bench", "noharm", "--model", "fast", "--set", str(data), "--jpeg", "0"])
+        assert out.exit_code != 0 and "--jpeg" in out.output and "Traceback" not in out.output
 
 
 class TestAblation:

@@ -200,13 +200,15 @@ def _fails(*args, **kwargs):
 
 
 class TestFrontierBench:
-    def test_trains_scores_and_times_with_one_budget(self, tmp_path, monkeypatch) -> None:
+    def test_trains_scores_and_times_with_one_budget(self, tmp_path, monkeypatch, capsys) -> None:
         train_dir = tmp_path / "family"
         _pairs(train_dir, 32)
         out = tmp_path / "runs"
         kw = dict(candidates=["efderain-cpu-w32"], minutes=0.002, memorise_minutes=0.001, train_dir=train_dir, out_dir=out,
                   sizes=[(24, 40)], precisions=["fp32"], overrides=["crop=32", "batch_size=2", "threads=1"])
         report = run_frontier(**kw)
+        captured = capsys.readouterr()
+        assert captured.out == "" and "validation" in captured.err  # the trainer's lines are progress (stderr)
         (row,) = report.rows
         seconds = json.loads((out / "steps.json").read_text())["seconds"]["efderain-cpu-w32"]
         assert row.steps == max(1, int(0.002 * 60 / seconds)) and row.memorise_steps >= 1

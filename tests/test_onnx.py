@@ -100,6 +100,15 @@ def test_from_model_and_prenet_exports_whole():
     assert (runner.run_tensor(x) - Derainer(model, precision="fp32").run_tensor(x)).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("name", derain.list_models(pretrained=True))
+def test_every_bundled_model_exports(name):
+    """Each bundled model (its real weights, gates or none) runs in ONNX Runtime as in torch, at an odd size."""
+    model = derain.create_model(name, pretrained=True)
+    runner = OnnxDerainer.from_model(model, threads=1)
+    x = torch.rand(1, 3, 37, 53, generator=torch.Generator().manual_seed(2))
+    assert (runner.run_tensor(x) - Derainer(model, precision="fp32").run_tensor(x)).abs().max().item() <= TOL
+
+
 def test_bad_files_raise_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         OnnxDerainer(tmp_path / "missing.onnx")

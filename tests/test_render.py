@@ -17,6 +17,7 @@ from derain.data.render import (
     RainParams,
     RainRenderer,
     dominant_orientation,
+    jpeg_round_trip,
     line_kernel,
     rain_statistics,
     y_psnr,
@@ -148,6 +149,24 @@ def test_haze_term() -> None:
         RainParams(density=(0.0, 0.0), haze_prob=1.0, alpha=(0.8, 0.8), atmospheric_light=(0.9, 0.9), jpeg_prob=0.0)
     )
     np.testing.assert_allclose(r.render(clean, np.random.default_rng(0)), 0.8 * clean + 0.2 * 0.9, atol=1e-6)
+
+
+def test_streaks_only_target_keeps_veil_and_compression() -> None:
+    """``render_pair``: the same rainy image as ``render``; the target is the clean image, or with ``streaks_only``
+    the clean image under the same veil and JPEG quality, so rainy − target is the streaks alone."""
+    clean = np.random.default_rng(3).uniform(0.1, 0.6, size=(48, 48, 3)).astype(np.float32)
+    foggy = RainRenderer("real", haze_prob=1.0, jpeg_prob=0.0, alpha=(0.8, 0.8), atmospheric_light=(0.9, 0.9))
+    rainy, target = foggy.render_pair(clean, np.random.default_rng(0), streaks_only=True)
+    np.testing.assert_array_equal(rainy, foggy.render(clean, np.random.default_rng(0)))
+    np.testing.assert_allclose(target, 0.8 * clean + 0.2 * 0.9, atol=1e-6)
+    streaks = rainy - target
+    assert streaks.min() > -1e-6 and streaks.max() > 0.05  # only added light: the streaks
+    rainy2, plain = foggy.render_pair(clean, np.random.default_rng(0))
+    np.testing.assert_array_equal(rainy2, rainy)
+    np.testing.assert_array_equal(plain, clean)  # the field's target: the clean image, veil and all removed
+    jpeg = RainRenderer("light", jpeg_prob=1.0, jpeg_quality=(60, 60))
+    rainy, target = jpeg.render_pair(clean, np.random.default_rng(1), streaks_only=True)
+    np.testing.assert_array_equal(target, jpeg_round_trip(clean, 60))  # compressed as the input was
 
 
 def test_render_odd_and_tiny_sizes() -> None:

@@ -115,8 +115,9 @@ class TestConfig:
             assert "threads" not in yaml.safe_load(resolve_preset(name).read_text())
         experiments = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
         assert experiments and not {p.stem for p in experiments} & set(list_presets())
-        for path in experiments:
-            assert load_config(resolve_preset(str(path))).init_weights
+        for path in experiments:  # each continues earlier weights, or is a first stage from scratch with He's init
+            cfg = load_config(resolve_preset(str(path)))
+            assert cfg.init_weights or cfg.model_overrides.get("init") == "he", path.name
 
 
 class TestLoss:
@@ -182,6 +183,37 @@ class TestSamples:
         assert np.std(np.log(ratios)) > 0.05  # brightness and colour really vary
         # without the new keys a preset's samples are what they were (no extra random draws)
         assert all(np.array_equal(plain.sample(i)[0], TrainingSamples(load_config(tmp_path / "a.yaml")).sample(i)[0]) for i in range(3))
+
+    def test_streaks_only_source(self, clean_folder, tmp_path) -> None:
+        """``streaks_only`` on a synthetic source: the same rainy crops, targets under their veil; other kinds refuse it."""
+        base = tiny_config(clean_folder, tmp_path / "o")
+        source = {"kind": "synthetic", "path": str(clean_folder), "preset": "real"}
+        plain = TrainingSamples(load_config(write_config(tmp_path / "a.yaml", {**base, "sources": [source]})))
+        kept = TrainingSamples(load_config(write_config(tmp_path / "b.yaml", {**base, "sources": [{**source, "streaks_only": True}]})))
+        differ = 0
+        for i in range(20):
+            (r0, c0), (r1, c1) = plain.sample(i), kept.sample(i)
+            np.testing.assert_array_equal(r0, r1)
+            differ += not np.array_equal(c0, c1)
+        assert differ >= 10  # the real preset veils or compresses most crops
+        with pytest.raises(ConfigError, match="streaks_only"):
+            load_config(write_config(tmp_path / "c.yaml", {**base, "sources": [{"kind": "paired", "path": str(clean_folder), "streaks_only": True}]}))
+
+    def test_grey_share(self, clean_folder, tmp_path) -> None:
+        """``grey_p`` turns that share of samples grey (R = G = B) in input and target alike; rain stays rain."""
+        base = tiny_config(clean_folder, tmp_path / "o")
+        half = TrainingSamples(load_config(write_config(tmp_path / "g.yaml", {**base, "grey_p": 0.5, "colour_jitter": 1.0})))
+        greys, rainy_greys = 0, 0
+        for i in range(100):
+            rainy, clean = half.sample(i)
+            grey = np.array_equal(clean[..., 0], clean[..., 1]) and np.array_equal(clean[..., 1], clean[..., 2])
+            if grey:
+                greys += 1
+                assert np.array_equal(rainy[..., 0], rainy[..., 2])  # the input is grey too
+                rainy_greys += not np.array_equal(rainy, clean)
+        assert 35 <= greys <= 65 and rainy_greys > 0  # about half; the grey ones still carry rain
+        plain = TrainingSamples(load_config(write_config(tmp_path / "p.yaml", {**base, "colour_jitter": 1.0})))
+        assert sum(np.array_equal(plain.sample(i)[1][..., 0], plain.sample(i)[1][..., 2]) for i in range(20)) == 0
 
     def test_paired_source_holds_out_its_last_pairs(self, tmp_path) -> None:
         pairs = tmp_path / "pairs"

@@ -24,9 +24,11 @@ re-parameterised network folded), ``derainer(uint8 image)`` at each size and pre
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -136,7 +138,8 @@ def _train_best(cfg: TrainConfig) -> tuple[nn.Module, float, Path]:
     import derain
 
     start = time.perf_counter()
-    train(cfg, resume=can_resume(cfg))
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer's lines are progress here; stdout carries the table
+        train(cfg, resume=can_resume(cfg))
     run = Path(cfg.out_dir)
     weights = run / "best.safetensors" if (run / "best.safetensors").exists() else run / "last.safetensors"
     return derain.load_model(weights).eval(), (time.perf_counter() - start) / 60, weights

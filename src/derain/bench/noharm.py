@@ -13,7 +13,9 @@ through the user-facing path (:func:`derain.derain` on uint8 RGB, the given prec
 
 Sets: a folder of images (all of them), a paired folder's ``clean/`` images (``FOLDER`` with
 ``rainy/`` + ``clean/``), or either restricted to its last ``N`` images in sorted order with
-``FOLDER@lastN`` (held-out validation images).
+``FOLDER@lastN`` (held-out validation images). With ``jpeg=Q`` every set is measured a second time as
+web-size JPEGs (:func:`web_jpeg`: long side at most 640 px, re-encoded at quality ``Q``; the identity is
+then against that JPEG): real rainy photos are mostly JPEGs, so a model must not take compression for rain.
 
 >>> import numpy as np
 >>> from derain.models.registry import create_model
@@ -33,15 +35,29 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..data.photos import downscale
+from ..data.render import jpeg_round_trip
 from ..errors import InvalidArgument
 from ..inference.loading import ModelSource
 from ..metrics import score
 from ..io.atomic import write_atomic
 from ..io.images import is_image_file, read_image
 
-__all__ = ["NoHarmRow", "GREY_LEVELS", "rain_free_images", "measure_noharm", "run_noharm", "noharm_table", "write_rows"]
+__all__ = ["NoHarmRow", "GREY_LEVELS", "WEB_SIDE", "rain_free_images", "web_jpeg", "measure_noharm", "run_noharm", "noharm_table",
+           "write_rows"]
 
 GREY_LEVELS = (16, 48, 80, 112, 144, 176, 208, 240)
+WEB_SIDE = 640  # long side of a web-size copy, px
+
+
+def web_jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """``img`` (uint8 RGB) as a web-size JPEG: long side at most :data:`WEB_SIDE` px, encoded at ``quality``, decoded.
+
+    >>> web_jpeg(np.full((800, 1000, 3), 128, np.uint8), 75).shape
+    (512, 640, 3)
+    """
+    small = downscale(img, WEB_SIDE)
+    return np.round(jpeg_round_trip(small, quality) * 255).astype(np.uint8)
 
 
 @dataclass
@@ -117,26 +133,35 @@ def run_noharm(
     sets: Sequence[str],
     precision: str = "auto",
     progress: Callable[[NoHarmRow], None] | None = None,
+    jpeg: int | None = None,
 ) -> list[NoHarmRow]:
-    """Every model spec (as ``derain bench quality``: ``NAME``, ``NAME=PATH`` or ``PATH``) on every set spec."""
+    """Every model spec (as ``derain bench quality``: ``NAME``, ``NAME=PATH`` or ``PATH``) on every set spec, and with
+    ``jpeg`` on every set's web-size JPEG copies (:func:`web_jpeg`) too."""
     from ..inference.loading import load_derainer
     from .quality import spec_label
 
+    if jpeg is not None and not 1 <= jpeg <= 100:
+        raise InvalidArgument(f"JPEG quality must be in 1..100, got {jpeg}", option="--jpeg")
     loaded = {spec: read_set(spec) for spec in sets}
+    if jpeg is not None:
+        loaded.update({f"{spec}#jpeg": [web_jpeg(img, jpeg) for img in images] for spec, images in list(loaded.items())})
     rows = []
     for mspec in models:
         label, model = spec_label(mspec), load_derainer(mspec, precision=precision)
         for sspec, images in loaded.items():
-            row = measure_noharm(model, images, Path(sspec.partition("@")[0]).name + _suffix(sspec), label, precision)
+            row = measure_noharm(model, images, _set_name(sspec, jpeg), label, precision)
             rows.append(row)
             if progress:
                 progress(row)
     return rows
 
 
-def _suffix(spec: str) -> str:
-    _, at, last = spec.partition("@")
-    return f" ({last})" if at else ""
+def _set_name(spec: str, jpeg: int | None) -> str:
+    """``clean (last6)``, and for a web-size JPEG copy ``clean (last6, JPEG q75 ≤640 px)``."""
+    spec, copy, _ = spec.partition("#")
+    folder, at, last = spec.partition("@")
+    notes = ([last] if at else []) + ([f"JPEG q{jpeg} ≤{WEB_SIDE} px"] if copy else [])
+    return Path(folder).name + (f" ({', '.join(notes)})" if notes else "")
 
 
 def read_set(spec: str) -> list[np.ndarray]:

@@ -120,16 +120,18 @@ def quality_cmd(dataset_dir, models, protocol, precision, threads, limit, plot_p
               help="Rain-free images: a folder, a paired folder's clean/ side, FOLDER@lastN for its last N; repeatable.")
 @precision_option("auto")
 @threads_option()
+@click.option("--jpeg", type=click.IntRange(1, 100), default=None,
+              help="Also measure every set as web-size JPEGs (long side 640 px) of this quality.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows as JSON here.")
 @user_errors
-def noharm_cmd(models, sets, precision, threads, json_path) -> None:
+def noharm_cmd(models, sets, precision, threads, jpeg, json_path) -> None:
     """What each model does to rain-free photos: identity Y-PSNR, mean shift per channel, grey spread."""
     from derain.bench.noharm import noharm_table, run_noharm, write_rows
 
     _threads(threads)
     rows = run_noharm(
         models, sets, precision,
-        progress=lambda r: _echo_row(f"{r.model} on {r.dataset}: {r.psnr_mean:.2f} dB (min {r.psnr_min:.2f})"),
+        progress=lambda r: _echo_row(f"{r.model} on {r.dataset}: {r.psnr_mean:.2f} dB (min {r.psnr_min:.2f})"), jpeg=jpeg,
     )
     click.echo(noharm_table(rows, precision))
     if json_path:

@@ -63,6 +63,7 @@ __all__ = [
     "RainRenderer",
     "dominant_orientation",
     "jpeg_round_trip",
+    "render_rain_pair",
     "line_kernel",
     "rain_statistics",
     "render_rain",
@@ -488,20 +489,42 @@ def jpeg_round_trip(img: np.ndarray, quality: int) -> np.ndarray:
 
 def render_rain(clean: np.ndarray, params: RainParams, rng: np.random.Generator) -> np.ndarray:
     """Render rain on ``clean`` (``H×W×3`` float32 in [0, 1] or uint8); returns float32 in [0, 1]."""
+    return render_rain_pair(clean, params, rng)[0]
+
+
+def render_rain_pair(
+    clean: np.ndarray, params: RainParams, rng: np.random.Generator, streaks_only: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rainy, target)``: rain rendered on ``clean`` as :func:`render_rain` does (the same draws, the same rainy
+    image), and the image a model should return for it: ``clean`` itself, or with ``streaks_only`` ``clean`` under
+    the same veil and JPEG compression as the rainy one (``α·B + (1 − α)·A``, encoded at the same quality): only
+    the streaks are rain to remove; fog and compression are the photo's and stay.
+
+    >>> rng = np.random.default_rng(0)
+    >>> clean = np.full((32, 32, 3), 0.4, np.float32)
+    >>> rainy, target = render_rain_pair(clean, replace(PRESETS["real"], haze_prob=1.0, jpeg_prob=0.0), rng, True)
+    >>> bool(target.mean() > 0.45), bool(np.allclose(target, target[0, 0]))  # the veil brightens it, evenly
+    (True, True)
+    """
     b = _as_float01(clean)
     if b.ndim != 3 or b.shape[2] != 3:
         raise ValueError(f"clean must be an H×W×3 RGB image, got shape {b.shape}")
     s = render_streaks(b.shape[:2], params, rng)
-    out = b + s[:, :, None]
+    out, target = b + s[:, :, None], b
     if params.haze_prob > 0 and rng.random() < params.haze_prob:
         alpha = _uniform(rng, params.alpha)
         a = _uniform(rng, params.atmospheric_light)
         out = alpha * out + (1.0 - alpha) * a
+        if streaks_only:
+            target = alpha * b + (1.0 - alpha) * a
     out = np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+    target = np.clip(target, 0.0, 1.0).astype(np.float32, copy=False)
     if params.jpeg_prob > 0 and rng.random() < params.jpeg_prob:
         q = int(rng.integers(params.jpeg_quality[0], params.jpeg_quality[1] + 1))
         out = jpeg_round_trip(out, q)
-    return out
+        if streaks_only:
+            target = jpeg_round_trip(target, q)
+    return out, target
 
 
 class RainRenderer:
@@ -528,6 +551,12 @@ class RainRenderer:
     def render(self, clean: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Rainy version of ``clean`` (``H×W×3``, float32 in [0, 1]); pass ``rng`` for reproducible output."""
         return render_rain(clean, self.params, rng if rng is not None else np.random.default_rng())
+
+    def render_pair(
+        self, clean: np.ndarray, rng: np.random.Generator | None = None, streaks_only: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(rainy, target)`` of :func:`render_rain_pair`."""
+        return render_rain_pair(clean, self.params, rng if rng is not None else np.random.default_rng(), streaks_only)
 
     __call__ = render
 

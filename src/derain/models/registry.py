@@ -143,9 +143,11 @@ def _efderain(name: str, description: str, weights: str | None = None, **fields:
     register_model(ModelSpec(name, "efderain", config, description, weights))
 
 
-def _bundled(name: str, architecture: str, description: str) -> None:
-    """A registered EfDeRain ``architecture`` with weights ``weights/{name}.safetensors`` in the package."""
-    register_model(ModelSpec(name, "efderain", dict(_REGISTRY[architecture].config), description, f"{name}.safetensors"))
+def _bundled(name: str, architecture: str, description: str, **overrides: Any) -> None:
+    """A registered EfDeRain ``architecture`` (its config with ``overrides``) with weights ``weights/{name}.safetensors``
+    in the package."""
+    config = {**_REGISTRY[architecture].config, **overrides}
+    register_model(ModelSpec(name, "efderain", config, description, f"{name}.safetensors"))
 
 
 _efderain(
@@ -206,6 +208,17 @@ _bundled(
     "efderain-cpu-fast",
     "The bundled fast model: efderain-cpu-fast trained here like the default (derain train fast-cpu-v4, then "
     "fast-cpu-v7: the rain gate); faster, less accurate; see MODEL_CARD.md.",
+)
+
+_bundled(
+    "rain100l",
+    "efderain-cpu",
+    "In-domain weights for light rain, the paper's protocol: efderain-cpu without rain gates, trained from scratch on "
+    "RainTrainL's pairs only (derain train rain100l, two stages); for Rain100L-like rain, not for photos in general "
+    "(it filters every image: no gate returns dry photos unchanged); see MODEL_CARD.md.",
+    gate=False,
+    gate_global=False,
+    init="he",
 )
 
 # Candidates of the CPU frontier (derain bench frontier; BENCHMARKS.md "The CPU frontier"): no bundled weights.

@@ -57,7 +57,9 @@ class SourceConfig(_Config):
 
     kind:
         ``paired``: (rainy, clean) pairs from a folder in any layout :func:`derain.data.pairs.find_pairs` knows.
-        ``synthetic``: clean photos from ``path`` with rain rendered on the fly (``preset``: light/medium/heavy/mixed).
+        ``synthetic``: clean photos from ``path`` with rain rendered on the fly (``preset``: light/medium/heavy/mixed/
+        real); with ``streaks_only`` the target is the clean photo under the rainy one's veil and JPEG compression,
+        so that only the streaks are learned as rain (fog and compression are the photo's).
         ``rain_layers``: clean photos from ``path`` with real rain layers (rainy − clean) of the pairs in
         ``layers`` composited onto them. Each layer's intensity is scaled by U(``scale``) and rotated by up
         to ``max_rotation`` degrees.
@@ -73,6 +75,8 @@ class SourceConfig(_Config):
     layout: str = "auto"  # a paired folder's layout (find_pairs); validation of its held-out pairs uses it too
     scale: tuple[float, float] = (0.7, 1.1)
     max_rotation: float = Field(0.0, ge=0, le=90)
+    # synthetic: the target keeps the rainy image's veil and JPEG compression (only the streaks are to be removed)
+    streaks_only: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceConfig:
@@ -84,6 +88,8 @@ class SourceConfig(_Config):
             raise ValueError("a rain_layers source needs `layers`: paired folders to take rain layers from")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"source scale must be [low, high] with 0 < low <= high, got {list(self.scale)}")
+        if self.streaks_only and self.kind != "synthetic":
+            raise ValueError(f"streaks_only is for rendered rain (kind: synthetic), not a {self.kind} source")
         return self
 
 
@@ -157,6 +163,7 @@ class TrainConfig(_Config):
     identity_weight: float = Field(1.0, gt=0)  # loss weight of those rain-free samples relative to the rainy ones
     gate_weight: float = Field(0.0, ge=0)  # weight of the rain gate's loss against the rain mask (models with a gate)
     colour_jitter: float = Field(0.0, ge=0, le=1)  # probability of an exposure and white-balance change of both images
+    grey_p: float = Field(0.0, ge=0, le=1)  # probability of turning both images grey (R = G = B in -> R = G = B out)
     crop: int = Field(256, ge=16)
     flips: bool = False
     batch_size: int = Field(16, ge=1)
@@ -296,7 +303,7 @@ def _message(error: dict[str, Any]) -> str:
     bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
     if kind in bounds:
         op, name = bounds[kind]
-        if key in ("identity_p", "colour_jitter", "rainmix_p"):
+        if key in ("identity_p", "colour_jitter", "grey_p", "rainmix_p"):
             return f"{key} must be in [0, 1], got {got!r}"
         return f"{key} must be {op} {ctx[name]}, got {got!r}"
     if kind == "literal_error":

@@ -96,18 +96,20 @@ class PairedSource:
 
 class SyntheticSource:
     """Crops of clean photos, except the held-out ones, with rain rendered on the fly (``preset``: a renderer
-    preset or ``mixed``)."""
+    preset or ``mixed``); the target is the clean crop, or with ``streaks_only`` the clean crop under the rainy
+    one's veil and JPEG compression (:func:`~derain.data.render.render_rain_pair`)."""
 
     def __init__(self, cfg: SourceConfig, crop: int, holdout: HoldOut) -> None:
         files, _ = holdout.split_photos(cfg.path)
         self.files = _usable(files, crop, cfg.path)
         names = list(MIXED) if cfg.preset == "mixed" else [cfg.preset]
         self.renderers = [RainRenderer(n) for n in names]
+        self.streaks_only = cfg.streaks_only
 
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
         clean = _to_float(_random_crop([_load(str(self.files[int(rng.integers(len(self.files)))]))], crop, rng)[0])
         renderer = self.renderers[int(rng.integers(len(self.renderers)))]
-        return renderer.render(clean, rng), clean
+        return renderer.render_pair(clean, rng, self.streaks_only)
 
 
 class RainLayerSource:
@@ -166,6 +168,20 @@ def colour_jitter(rainy: np.ndarray, clean: np.ndarray, rng: np.random.Generator
     return np.clip(rainy * gain, 0, 1), np.clip(clean * gain, 0, 1)
 
 
+def to_grey(rainy: np.ndarray, clean: np.ndarray) -> Sample:
+    """Both images as grey (BT.601 luma in all three channels): a pair whose input has R = G = B and whose target
+    does too, so that the network learns to keep a grey photo grey (no colour cast from per-channel kernels).
+
+    >>> x = np.random.default_rng(0).random((2, 2, 3), dtype=np.float32)
+    >>> a, b = to_grey(x, x)
+    >>> bool(np.array_equal(a[..., 0], a[..., 2])), a.shape, a.dtype.name
+    (True, (2, 2, 3), 'float32')
+    """
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    grey = lambda a: np.repeat((a @ luma)[..., None], 3, axis=2).astype(np.float32, copy=False)  # noqa: E731
+    return grey(rainy), grey(clean)
+
+
 class TrainingSamples(Dataset):
     """Deterministic, index-addressed training samples (CHW float32 tensors ``rainy, clean``)."""
 
@@ -189,6 +205,8 @@ class TrainingSamples(Dataset):
             rainy, clean = self.rainmix.rainmix_pair(rainy, clean, rng)
         if self.cfg.colour_jitter and rng.random() < self.cfg.colour_jitter:
             rainy, clean = colour_jitter(rainy, clean, rng)
+        if self.cfg.grey_p and rng.random() < self.cfg.grey_p:
+            rainy, clean = to_grey(rainy, clean)
         if self.cfg.flips:
             if rng.random() < 0.5:
                 rainy, clean = rainy[:, ::-1], clean[:, ::-1]

@@ -17,6 +17,8 @@ from PIL import Image
 
 import derain
 from derain.bench.ablation import ablation_config, ablation_table, in_domain_overrides, run_ablation
+from derain.bench import noharm
+from derain.errors import InvalidArgument
 from derain.bench.noharm import measure_noharm, noharm_table, rain_free_images, run_noharm, web_jpeg
 from derain.bench.explain import (
     centre_weight_map,
@@ -198,17 +200,25 @@ class TestNoHarm:
         out = CliRunner().invoke(cli, ["bench", "noharm", "--set", str(tmp_path / "missing")])
         assert out.exit_code != 0 and "not a folder" in out.output
 
-    def test_web_jpeg_copies(self, tmp_path: Path) -> None:
+    def test_web_jpeg_copies(self, tmp_path: Path, monkeypatch) -> None:
         """``jpeg=Q``: each set again as web-size JPEGs, scored against the JPEG (what the user's file holds)."""
         big = np.random.default_rng(1).integers(0, 256, (700, 900, 3), dtype=np.uint8)
         web = web_jpeg(big, 60)
         assert web.shape == (498, 640, 3) and web.dtype == np.uint8
         assert 10 < np.abs(web.astype(int) - np.asarray(Image.fromarray(big).resize((640, 498), Image.LANCZOS), int)).mean() < 60
-        data = _pair_folder(tmp_path / "data", n=2)
-        rows = run_noharm(["fast"], [f"{data}@last1"], jpeg=80)
-        assert [(r.dataset, r.n) for r in rows] == [("data (last1)", 1), ("data (last1, JPEG q80 ≤640 px)", 1)]
-        assert rows[0].psnr_mean != rows[1].psnr_mean  # a different input
-        out = CliRunner().invoke(cli, ["bench", "noharm", "--model", "fast", "--set", str(data), "--jpeg", "0"])
+        data = _pair_folder(tmp_path / "data#1", n=2)  # '#' and '@' in a folder name are the folder's
+        seen = []
+        rows = run_noharm(["fast"], [f"{data}@last1"], jpeg=80, progress=lambda r: seen.append(r.dataset))
+        assert [(r.dataset, r.n) for r in rows] == [("data#1 (last1)", 1), ("data#1 (last1, JPEG q80 ≤640 px)", 1)] and len(seen) == 2
+        with pytest.raises(InvalidArgument, match="JPEG quality"):
+            run_noharm(["fast"], [str(data)], jpeg=0)
+        scored = []
+        monkeypatch.setattr(noharm, "measure_noharm", lambda model, images, name, *a: scored.append((name, images)))
+        run_noharm(["fast"], [str(data)], jpeg=50, progress=lambda r: None)
+        (name0, plain), (name1, web) = scored
+        assert name1.endswith("JPEG q50 ≤640 px)") and all(np.array_equal(w, web_jpeg(p, 50)) for p, w in zip(plain, web))
+        assert not np.array_equal(plain[0], web[0])  # the copies are what is scored
+        out = CliRunner().invoke(cli, ["bench", "noharm", "--model", "fast", "--set", str(data), "--jpeg", "101"])
         assert out.exit_code != 0 and "--jpeg" in out.output and "Traceback" not in out.output
 
 

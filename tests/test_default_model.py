@@ -50,16 +50,18 @@ def test_bundled_model_removes_rain_from_a_synthetic_photo(name: str) -> None:
         assert after > before + gain, (name, preset, before, after)
 
 
-def test_rain100l_removes_light_rain_only() -> None:
-    """The in-domain weights know Rain100L's kind of rain (light: +6.7 dB here, medium +6.1) and no other (heavy
-    rendered rain: +0.2 dB, where `default` gains 8.6): a specialist, as MODEL_CARD.md says."""
+def test_rain100l_is_a_light_rain_specialist() -> None:
+    """The in-domain weights remove light rain (Rain100L's kind) at least as well as the general `default`, and heavy
+    rain, which RainTrainL does not hold, less well (MODEL_CARD.md, "`rain100l`")."""
     clean = synthetic_scene(seed=1)
-    gains = {}
+    gains: dict[tuple[str, str], float] = {}
     for preset in ("light", "heavy"):
         rainy = quantize(RainRenderer(preset).render(clean.astype(np.float32) / 255, np.random.default_rng(5)))
-        derained = derain.derain(rainy, model="rain100l", precision="fp32")
-        gains[preset] = calculate_psnr(derained, clean, test_y_channel=True) - calculate_psnr(rainy, clean, test_y_channel=True)
-    assert gains["light"] > 5.0 and gains["heavy"] < 1.0, gains
+        for name in ("rain100l", "default"):
+            derained = derain.derain(rainy, model=name, precision="fp32")
+            gains[name, preset] = calculate_psnr(derained, clean, test_y_channel=True) - calculate_psnr(rainy, clean, test_y_channel=True)
+    assert gains["rain100l", "light"] > 5.0 and gains["rain100l", "light"] >= gains["default", "light"] - 0.5, gains
+    assert gains["rain100l", "heavy"] < gains["default", "heavy"] - 3.0, gains
 
 
 def _rain_free_photos() -> list[np.ndarray]:

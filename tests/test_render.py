@@ -151,6 +151,27 @@ def test_haze_term() -> None:
     np.testing.assert_allclose(r.render(clean, np.random.default_rng(0)), 0.8 * clean + 0.2 * 0.9, atol=1e-6)
 
 
+# Each preset's rainy image of one clean image (seed 11) as rendered before ``render_rain_pair`` existed (commit
+# b88e249): its sum and one pixel. Rendered rain is training data: the same seed must keep giving the same samples.
+RENDERED_BEFORE = {
+    "heavy": (4136.1221, [0.6013047, 0.7023951, 0.3359093]),
+    "light": (3404.5421, [0.6013047, 0.7023951, 0.3359093]),
+    "medium": (3575.8197, [0.8313726, 0.5058824, 0.7254902]),
+    "real": (3664.5060, [0.7803922, 0.6196079, 0.7372549]),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(RENDERED_BEFORE))
+def test_rendering_is_what_it_was(preset: str) -> None:
+    clean = np.random.default_rng(7).uniform(0, 1, (40, 56, 3)).astype(np.float32)
+    rainy = RainRenderer(preset).render(clean, np.random.default_rng(11))
+    total, pixel = RENDERED_BEFORE[preset]
+    assert abs(float(rainy.astype(np.float64).sum()) - total) < 1e-3  # tolerance: SIMD paths of other CPUs
+    np.testing.assert_allclose(rainy[5, 7], pixel, atol=1e-5)
+    pair = RainRenderer(preset).render_pair(clean, np.random.default_rng(11), streaks_only=True)[0]
+    np.testing.assert_array_equal(pair, rainy)  # the target costs no random draw
+
+
 def test_streaks_only_target_keeps_veil_and_compression() -> None:
     """``render_pair``: the same rainy image as ``render``; the target is the clean image, or with ``streaks_only``
     the clean image under the same veil and JPEG quality, so rainy − target is the streaks alone."""

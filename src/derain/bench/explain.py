@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import InvalidArgument
 from ..io.atomic import write_atomic
+from ..io.pixels import luma
 from ..models.efderain import EfDeRain, pad_to_multiple
 from .plotting import pyplot
 
@@ -84,18 +85,14 @@ def kernel_entropy_map(kernels: np.ndarray) -> np.ndarray:
     return ent.mean(axis=0).astype(np.float32)
 
 
-def _luma(img: np.ndarray) -> np.ndarray:
-    return img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
 def pick_points(image: np.ndarray, output: np.ndarray, n: int = 4, spacing: int = 24) -> list[tuple[int, int, str]]:
     """``n`` positions ``(y, x, kind)``: about half where the model changes the image most (``rain``),
     the rest textured pixels it changes least (``background``), at least ``spacing`` pixels apart
     and away from the border."""
     h, w = image.shape[:2]
     spacing = max(1, min(spacing, min(h, w) // 6))  # small images: closer points
-    change = np.abs(_luma(image) - _luma(output))
-    gy, gx = np.gradient(_luma(image))
+    change = np.abs(luma(image) - luma(output))
+    gy, gx = np.gradient(luma(image))
     texture = np.hypot(gy, gx)
     margin = min(8, h // 4, w // 4)
     valid = np.zeros((h, w), bool)

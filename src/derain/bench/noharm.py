@@ -42,6 +42,7 @@ from ..inference.loading import ModelSource
 from ..metrics import score
 from ..io.atomic import write_atomic
 from ..io.images import is_image_file, read_image
+from ..io.pixels import to_u8
 
 __all__ = ["NoHarmRow", "GREY_LEVELS", "WEB_SIDE", "rain_free_images", "web_jpeg", "measure_noharm", "run_noharm", "noharm_table",
            "write_rows"]
@@ -56,8 +57,7 @@ def web_jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     >>> web_jpeg(np.full((800, 1000, 3), 128, np.uint8), 75).shape
     (512, 640, 3)
     """
-    small = downscale(img, WEB_SIDE)
-    return np.round(jpeg_round_trip(small, quality) * 255).astype(np.uint8)
+    return to_u8(jpeg_round_trip(downscale(img, WEB_SIDE), quality))
 
 
 @dataclass
@@ -142,25 +142,25 @@ def run_noharm(
 
     if jpeg is not None and not 1 <= jpeg <= 100:
         raise InvalidArgument(f"JPEG quality must be in 1..100, got {jpeg}", option="--jpeg")
-    loaded = {spec: read_set(spec) for spec in sets}
+    loaded = [(_set_name(spec), read_set(spec)) for spec in sets]
     if jpeg is not None:
-        loaded.update({f"{spec}#jpeg": [web_jpeg(img, jpeg) for img in images] for spec, images in list(loaded.items())})
+        loaded += [(_set_name(spec, f"JPEG q{jpeg} ≤{WEB_SIDE} px"), [web_jpeg(img, jpeg) for img in images])
+                   for spec, (_, images) in zip(sets, list(loaded))]
     rows = []
     for mspec in models:
         label, model = spec_label(mspec), load_derainer(mspec, precision=precision)
-        for sspec, images in loaded.items():
-            row = measure_noharm(model, images, _set_name(sspec, jpeg), label, precision)
+        for name, images in loaded:
+            row = measure_noharm(model, images, name, label, precision)
             rows.append(row)
             if progress:
                 progress(row)
     return rows
 
 
-def _set_name(spec: str, jpeg: int | None) -> str:
-    """``clean (last6)``, and for a web-size JPEG copy ``clean (last6, JPEG q75 ≤640 px)``."""
-    spec, copy, _ = spec.partition("#")
+def _set_name(spec: str, copy: str = "") -> str:
+    """``clean (last6)`` for ``…/clean@last6``; with ``copy`` (e.g. ``JPEG q75 ≤640 px``) ``clean (last6, JPEG q75 ≤640 px)``."""
     folder, at, last = spec.partition("@")
-    notes = ([last] if at else []) + ([f"JPEG q{jpeg} ≤{WEB_SIDE} px"] if copy else [])
+    notes = ([last] if at else []) + ([copy] if copy else [])
     return Path(folder).name + (f" ({', '.join(notes)})" if notes else "")
 
 

@@ -120,8 +120,8 @@ def quality_cmd(dataset_dir, models, protocol, precision, threads, limit, plot_p
               help="Rain-free images: a folder, a paired folder's clean/ side, FOLDER@lastN for its last N; repeatable.")
 @precision_option("auto")
 @threads_option()
-@click.option("--jpeg", type=click.IntRange(1, 100), default=None,
-              help="Also measure every set as web-size JPEGs (long side 640 px) of this quality.")
+@click.option("--jpeg", type=int, default=None, metavar="QUALITY",
+              help="Also measure every set as web-size JPEGs (long side at most 640 px) of this quality (1-100).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows as JSON here.")
 @user_errors
 def noharm_cmd(models, sets, precision, threads, jpeg, json_path) -> None:

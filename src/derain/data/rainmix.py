@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image
 
 from ..io.images import IMAGE_EXTENSIONS, is_image_file, read_image
-from ..io.pixels import to_float
+from ..io.pixels import luma, to_float
 
 __all__ = [
     "OPS",
@@ -127,8 +127,7 @@ class StreakBank:
         rgb = read_image(self.paths[i])
         if (rgb[..., :1] == rgb).all():  # grey files (the Garg–Nayar bank): their values as stored
             return rgb[..., 0].copy()
-        luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's "L"
-        return np.clip(np.round(luma), 0, 255).astype(np.uint8)
+        return np.clip(np.round(luma(rgb)), 0, 255).astype(np.uint8)  # ITU-R 601, as Pillow's "L"
 
     def __len__(self) -> int:
         return len(self.paths) if self.folder is not None else len(self._maps)

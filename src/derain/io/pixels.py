@@ -30,11 +30,22 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["PIXEL_TOP", "Rounding", "to_float", "to_pixels", "to_u8"]
+__all__ = ["LUMA_601", "PIXEL_TOP", "Rounding", "luma", "to_float", "to_pixels", "to_u8"]
 
 #: the largest value of each pixel dtype
 PIXEL_TOP = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 Rounding = Literal["half-even", "half-up", "truncate"]
+#: ITU-R BT.601 luma weights of R, G, B (as Pillow's "L" and MATLAB's Y without its offset and scale)
+LUMA_601 = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """The BT.601 luma ``H×W`` (float32) of an ``H×W×3`` RGB array in any numeric dtype, on its own scale.
+
+    >>> [round(float(v), 3) for v in luma(np.array([[[255, 0, 0], [10, 10, 10]]], np.uint8))[0]]
+    [76.245, 10.0]
+    """
+    return rgb.astype(np.float32, copy=False) @ LUMA_601
 
 
 def to_float(pixels: np.ndarray, method: Literal["divide", "reciprocal"] = "divide") -> np.ndarray:

@@ -26,6 +26,7 @@ from ..data.rainmix import RainMix, StreakBank
 from ..data.render import MIXED, RainRenderer
 from ..data.pairs import DatasetError
 from ..io.images import ImageReadError, image_size, read_image
+from ..io.pixels import luma
 from .config import SourceConfig, TrainConfig
 
 __all__ = ["TrainingSamples", "StepBatchSampler", "build_sources", "DatasetError"]
@@ -177,8 +178,7 @@ def to_grey(rainy: np.ndarray, clean: np.ndarray) -> Sample:
     >>> bool(np.array_equal(a[..., 0], a[..., 2])), a.shape, a.dtype.name
     (True, (2, 2, 3), 'float32')
     """
-    luma = np.array([0.299, 0.587, 0.114], np.float32)
-    grey = lambda a: np.repeat((a @ luma)[..., None], 3, axis=2).astype(np.float32, copy=False)  # noqa: E731
+    grey = lambda a: np.repeat(luma(a)[..., None], 3, axis=2)  # noqa: E731
     return grey(rainy), grey(clean)
 
 

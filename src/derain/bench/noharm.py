@@ -145,7 +145,7 @@ def run_noharm(
     loaded = [(_set_name(spec), read_set(spec)) for spec in sets]
     if jpeg is not None:
         loaded += [(_set_name(spec, f"JPEG q{jpeg} ≤{WEB_SIDE} px"), [web_jpeg(img, jpeg) for img in images])
-                   for spec, (_, images) in zip(sets, list(loaded))]
+                   for spec, (_, images) in zip(sets, loaded)]
     rows = []
     for mspec in models:
         label, model = spec_label(mspec), load_derainer(mspec, precision=precision)

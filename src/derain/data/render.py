@@ -515,10 +515,9 @@ def render_rain_pair(
         alpha = _uniform(rng, params.alpha)
         a = _uniform(rng, params.atmospheric_light)
         out = alpha * out + (1.0 - alpha) * a
-        if streaks_only:
-            target = alpha * b + (1.0 - alpha) * a
+        if streaks_only:  # a blend of two images in [0, 1]: in [0, 1]
+            target = (alpha * b + (1.0 - alpha) * a).astype(np.float32, copy=False)
     out = np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
-    target = np.clip(target, 0.0, 1.0).astype(np.float32, copy=False)
     if params.jpeg_prob > 0 and rng.random() < params.jpeg_prob:
         q = int(rng.integers(params.jpeg_quality[0], params.jpeg_quality[1] + 1))
         out = jpeg_round_trip(out, q)

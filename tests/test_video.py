@@ -270,3 +270,47 @@ def test_a_rotated_video_keeps_its_rotation(tmp_path):
     derain_video(derain.load_derainer(model, precision="fp32"), make_video(tmp_path / "p.mp4", 32, 32, frames=2, audio=False), plain, progress=False)
     with av.open(str(plain)) as c:
         assert next(c.decode(video=0)).rotation == 0
+
+
+class _TopRowsBlack:
+    """A derainer stub that blacks out the top 8 rows of what it is given and records the frames' sizes."""
+
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+
+    def run_tensor(self, x):
+        self.sizes.append(tuple(x.shape[-2:]))
+        y = x.clone()
+        y[..., :8, :] = 0
+        return y
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_a_rotated_video_is_derained_upright(tmp_path, temporal):
+    """The model sees a phone's portrait video as players show it (rain falls down the frame, as in training), and
+    the output stores it back as the input did: the rows the stub blacked out at the top of the upright frame are
+    the stored frame's left columns for a display rotation of -90 (a quarter turn clockwise)."""
+    from derain.bench.real import video_frames
+    from derain.inference.video import decode_frames, display_rotation
+
+    src = tmp_path / "portrait.mp4"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=FPS, options={"crf": "0"})
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        v.set_display_rotation(-90)
+        for _ in range(3):
+            for packet in v.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 200, np.uint8), format="rgb24")):
+                c.mux(packet)
+        for packet in v.encode(None):
+            c.mux(packet)
+    assert display_rotation(src) == -90
+    assert next(decode_frames(src)).shape == (64, 48, 3)  # upright: portrait
+    assert next(video_frames(src, stride=1, max_side=640)).shape == (64, 48, 3)
+    stub = _TopRowsBlack()
+    out = tmp_path / "out.mp4"
+    derain_video(stub, src, out, progress=False, temporal=temporal)
+    assert stub.sizes and all(size == (64, 48) for size in stub.sizes)
+    _, frames = decode(out)
+    assert frames.shape[1:3] == (48, 64)  # stored as the input stores it
+    assert frames[:, :, :6].max() < 20 and frames[:, :, 10:].min() > 180  # black on the left of the stored frame
+    assert next(decode_frames(out))[:6].max() < 20  # ... which is the top of the upright one

@@ -305,24 +305,19 @@ def write_sheet(rows: Sequence[SheetRow], path: str | os.PathLike[str], height: 
 
 
 def video_frames(path: str | os.PathLike[str], stride: int = 20, max_side: int = 640) -> Iterator[np.ndarray]:
-    """Every ``stride``-th frame (the first included) of ``path``'s first video stream, uint8 RGB, downscaled.
+    """Every ``stride``-th frame (the first included) of ``path``'s first video stream, uint8 RGB, upright (as a
+    player shows it) and downscaled.
 
-    The file is opened as ``derain video`` opens it (:class:`~derain.inference.video.VideoError`, one line,
-    for a missing or unreadable file, a still image or no video stream; also for a decoding failure).
+    The frames are read as ``derain video`` reads them (:func:`~derain.inference.video.decode_frames`;
+    :class:`~derain.inference.video.VideoError`, one line, for a missing or unreadable file, a still image, no video
+    stream or a decoding failure).
     """
-    import av
-
-    from ..inference.video import VideoError, open_video
+    from ..inference.video import decode_frames
 
     if stride < 1:
         raise RealBenchError(f"the video stride must be >= 1, got {stride}")
-    with open_video(path) as container:
-        try:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i % stride == 0:
-                    yield downscale(frame.to_ndarray(format="rgb24"), max_side)
-        except av.error.FFmpegError as err:
-            raise VideoError(f"{path}: decoding failed: {err.strerror or err}") from None
+    for frame in decode_frames(path, stride):
+        yield downscale(frame, max_side)
 
 
 @dataclass

@@ -424,31 +424,6 @@ class VideoBenchReport:
             tmp.write_text(json.dumps(asdict(self), indent=2, default=float) + "\n")
 
 
-def _decode_rgb(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
-    import av
-
-    from ..inference.video import VideoError, open_video
-
-    with open_video(path) as container:
-        try:
-            for frame in container.decode(video=0):
-                yield frame.to_ndarray(format="rgb24")
-        except av.error.FFmpegError as err:
-            raise VideoError(f"{path}: decoding failed: {err.strerror or err}") from None
-
-
-def _display_rotation(path: str | os.PathLike[str]) -> int:
-    from ..inference.video import _display_rotation as rotation
-
-    return rotation(Path(path))
-
-
-def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
-    """``frame`` as a player shows it, for a display rotation in degrees (FFmpeg's sign: -90 = turn clockwise)."""
-    turns = (round(rotation / 90)) % 4
-    return np.ascontiguousarray(np.rot90(frame, k=turns)) if turns else frame
-
-
 def yard_check(
     video: str | os.PathLike[str],
     runner: Any,
@@ -463,13 +438,14 @@ def yard_check(
     by :func:`derain.bench.real.measure_video` (temporal median of the sampled input frames); optionally a
     before/after strip PNG (input | frame by frame | temporal, shown upright)."""
     from ..inference.temporal import ModelOnCrops, TemporalEngine, temporal_derain
+    from ..inference.video import decode_frames
     from .real import measure_video
 
     derain = _derain_batch(runner, batch)
     sampled: list[np.ndarray] = []
     temporal_sampled: list[np.ndarray] = []
     engine = TemporalEngine()
-    frames = _decode_rgb(video)
+    frames = decode_frames(video)
 
     def tee() -> Iterator[np.ndarray]:
         for i, f in enumerate(frames):
@@ -502,8 +478,7 @@ def yard_check(
             f"static pixels {100 * report.static_share:.1f} %")
     if strip is not None:
         k = len(sampled) // 2 if strip_frame is None else min(strip_frame // stride, len(sampled) - 1)
-        rot = _display_rotation(video)
-        write_strip([upright(x, rot) for x in (sampled[k], frame_sampled[k], temporal_sampled[k])],
+        write_strip([sampled[k], frame_sampled[k], temporal_sampled[k]],
                     ["input", "frame by frame", "temporal"], strip)
     return rows, note
 

@@ -30,9 +30,12 @@ as :class:`~derain.inference.derainer.Derainer` or the ONNX Runtime backend), an
   timestamps; memory holds the window, not the video.
 * **Metadata.** The input's ``creation_time`` (container and video stream) is kept where it has one.
 
+* **Upright frames.** A phone's portrait video stores its frames sideways with a display rotation that players
+  apply; the model sees every frame as it is shown (:func:`upright`: rain falls down, as in training), and the
+  output stores its frames as the input did, with the same rotation, so it plays upright too.
+
 Colour: frames are converted to RGB and back with FFmpeg's default (BT.601) matrices both ways, so
-the round trip is consistent; colour tags of the input are not copied. Rotation metadata of phone
-videos is not carried over.
+the round trip is consistent; colour tags of the input are not copied.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -57,6 +60,9 @@ from .tiling import DEFAULT_OVERLAP
 
 __all__ = [
     "VideoError",
+    "decode_frames",
+    "display_rotation",
+    "upright",
     "open_video",
     "VideoInfo",
     "VideoResult",
@@ -318,9 +324,9 @@ def _copy_audio_streams(out: Any, in_audio: list[Any], dst_path: Path) -> tuple[
     return audio_map, dropped
 
 
-def _display_rotation(src: Path) -> int:
-    """The rotation (degrees, as FFmpeg's display matrix says) players apply to ``src``'s frames; 0 where none
-    or where the first frame cannot be decoded (the transcode then says why)."""
+def display_rotation(src: str | os.PathLike[str]) -> int:
+    """The rotation (degrees, as FFmpeg's display matrix says: -90 = a quarter turn clockwise) players apply to
+    ``src``'s frames; 0 where none or where the first frame cannot be decoded (the transcode then says why)."""
     import av
 
     try:
@@ -330,6 +336,39 @@ def _display_rotation(src: Path) -> int:
     except (VideoError, av.error.FFmpegError):
         return 0
     return 0
+
+
+def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """``frame`` (``H×W×C``) as a player shows it, for a display rotation in degrees (:func:`display_rotation`);
+    ``upright(upright(f, r), -r)`` is ``f`` again (how a derained frame is stored back).
+
+    >>> f = np.arange(6).reshape(2, 3, 1)
+    >>> upright(f, -90)[..., 0]  # a quarter turn clockwise: the left column becomes the top row
+    array([[3, 0],
+           [4, 1],
+           [5, 2]])
+    >>> bool((upright(upright(f, -90), 90) == f).all())
+    True
+    """
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(frame, k=turns)) if turns else frame
+
+
+def decode_frames(src: str | os.PathLike[str], stride: int = 1) -> Iterator[np.ndarray]:
+    """Every ``stride``-th frame (the first included) of ``src``'s first video stream: uint8 RGB ``H×W×3``, upright
+    (:func:`upright`). Opened by :func:`open_video`; a decoding failure is a :class:`VideoError` too."""
+    import av
+
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    rotation = display_rotation(src)
+    with open_video(src) as container:
+        try:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i % stride == 0:
+                    yield upright(frame.to_ndarray(format="rgb24"), rotation)
+        except av.error.FFmpegError as err:
+            raise VideoError(f"{src}: decoding failed: {err.strerror or err}") from None
 
 
 def _keep_creation_time(inp: Any, vs: Any, out: Any, ovs: Any) -> None:
@@ -363,10 +402,9 @@ def _pad(arr: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
     return np.pad(arr, ((0, 0), (0, pad[0]), (0, pad[1]), (0, 0)), mode="edge") if any(pad) else arr
 
 
-def _derain_frames(derainer: Any, frames: list[Any], *, tile: int | None, tile_overlap: int, pad: tuple[int, int]) -> np.ndarray:
-    """Decoded frames → derained ``(N, H, W, 3)`` uint8 RGB, edge-padded by ``pad`` (rows, columns) for the encoder."""
-    rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
-    return _pad(_derain_arrays(derainer, rgb, tile=tile, tile_overlap=tile_overlap), pad)
+def _derain_frames(derainer: Any, frames: list[np.ndarray], *, tile: int | None, tile_overlap: int) -> np.ndarray:
+    """Upright ``H×W×3`` uint8 RGB frames → derained ``(N, H, W, 3)`` uint8 RGB."""
+    return _derain_arrays(derainer, np.stack(frames), tile=tile, tile_overlap=tile_overlap)
 
 
 class _FrameByFrame:
@@ -385,13 +423,12 @@ class _FrameByFrame:
 class _Temporal:
     """The temporal engine over decoded frames: outputs come ``window // 2`` frames late, in order."""
 
-    def __init__(self, derainer: Any, options: Any, *, tile: int | None, tile_overlap: int, pad: tuple[int, int]) -> None:
+    def __init__(self, derainer: Any, options: Any, *, tile: int | None, tile_overlap: int) -> None:
         from .temporal import ModelOnCrops, TemporalEngine
 
         self.engine = TemporalEngine(options)
         self._run = functools.partial(_derain_arrays, derainer, tile=tile, tile_overlap=tile_overlap)
         self._crops = ModelOnCrops(derainer, refresh=self.engine.options.window, tile=tile, tile_overlap=tile_overlap)
-        self._pad = pad
 
     def _outputs(self, decisions: list[Any]) -> list[np.ndarray]:
         from .temporal import compose
@@ -402,12 +439,12 @@ class _Temporal:
         for d in decisions:
             if d.needs_model and d.index not in by_index:  # the model on the crops where the scene moves
                 by_index[d.index] = self._crops(d.frame, d.boxes)
-        return [_pad(compose(d, by_index.get(d.index))[None], self._pad)[0] for d in decisions]
+        return [compose(d, by_index.get(d.index)) for d in decisions]
 
-    def push(self, frames: list[Any]) -> list[np.ndarray]:
+    def push(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         decisions = []
         for f in frames:
-            decisions += self.engine.push(f.to_ndarray(format="rgb24"))
+            decisions += self.engine.push(f)
         return self._outputs(decisions)
 
     def finish(self) -> list[np.ndarray]:
@@ -423,9 +460,10 @@ class _Temporal:
 
 
 def _transcode(inp: Any, vs: Any, out: Any, ovs: Any, audio_map: dict[int, Any], processor: Any, batch: int,
-               time_base: Fraction, rate: Fraction | None, bar: Any) -> int:
-    """Demux ``inp``: video frames derained in batches by ``processor`` (``push``/``finish``: outputs in order,
-    possibly later than their input) and encoded into ``ovs``, audio packets copied; frames written."""
+               time_base: Fraction, rate: Fraction | None, bar: Any, rotation: int, pad: tuple[int, int]) -> int:
+    """Demux ``inp``: video frames derained in batches by ``processor`` (``push``/``finish`` of upright RGB arrays:
+    outputs in order, possibly later than their input), turned back as stored (``rotation``), edge-padded by
+    ``pad`` (rows, columns) for the encoder and encoded into ``ovs``, audio packets copied; frames written."""
     import av
 
     pending: list[Any] = []
@@ -437,7 +475,7 @@ def _transcode(inp: Any, vs: Any, out: Any, ovs: Any, audio_map: dict[int, Any],
     def emit(images: list[np.ndarray]) -> None:
         nonlocal written
         for img in images:
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(_pad(upright(img, -rotation)[None], pad)[0], format="rgb24")
             frame.pts = timestamps.popleft()
             frame.time_base = time_base
             for packet in ovs.encode(frame):
@@ -448,7 +486,7 @@ def _transcode(inp: Any, vs: Any, out: Any, ovs: Any, audio_map: dict[int, Any],
         if not pending:
             return
         timestamps.extend(f.pts for f in pending)
-        emit(processor.push(pending))
+        emit(processor.push([upright(f.to_ndarray(format="rgb24"), rotation) for f in pending]))
         bar.update(len(pending))
         pending.clear()
 
@@ -548,7 +586,7 @@ def derain_video(
                 out = av.open(str(tmp), "w", options={"movflags": "+faststart"} if dst_path.suffix.lower() in (".mp4", ".mov", ".m4v") else {})
             except (av.error.FFmpegError, ValueError) as err:
                 raise VideoError(f"{dst}: cannot write this file type ({err})") from None
-            rotation = _display_rotation(src_path)
+            rotation = display_rotation(src_path)
             with out:
                 ovs, pad = _encoder_stream(out, codec, rate, time_base, width, height, pix_fmt, bits, crf, threads)
                 if rotation:  # a phone's portrait video plays upright, as the input does
@@ -563,11 +601,11 @@ def derain_video(
                 processor: Any
                 if temporal:
                     options = temporal if isinstance(temporal, TemporalOptions) else None
-                    processor = _Temporal(derainer, options, tile=tile, tile_overlap=tile_overlap, pad=pad_by)
+                    processor = _Temporal(derainer, options, tile=tile, tile_overlap=tile_overlap)
                 else:
-                    processor = _FrameByFrame(functools.partial(_derain_frames, derainer, tile=tile, tile_overlap=tile_overlap, pad=pad_by))
+                    processor = _FrameByFrame(functools.partial(_derain_frames, derainer, tile=tile, tile_overlap=tile_overlap))
                 try:
-                    written = _transcode(inp, vs, out, ovs, audio_map, processor, batch, time_base, rate, bar)
+                    written = _transcode(inp, vs, out, ovs, audio_map, processor, batch, time_base, rate, bar, rotation, pad_by)
                 finally:
                     bar.close()
                 if written == 0:

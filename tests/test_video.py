@@ -286,31 +286,47 @@ class _TopRowsBlack:
 
 
 @pytest.mark.parametrize("temporal", [False, True])
-def test_a_rotated_video_is_derained_upright(tmp_path, temporal):
+@pytest.mark.parametrize("rotation", [-90, 90, 180])
+@pytest.mark.parametrize("size", [(64, 48), (63, 47)])
+def test_a_rotated_video_is_derained_upright(tmp_path, temporal, rotation, size):
     """The model sees a phone's portrait video as players show it (rain falls down the frame, as in training), and
-    the output stores it back as the input did: the rows the stub blacked out at the top of the upright frame are
-    the stored frame's left columns for a display rotation of -90 (a quarter turn clockwise)."""
+    the output stores it back as the input did, at the same (odd) size: the rows the stub blacked out at the top of
+    the upright frame are where the display rotation puts them in the stored frame (-90: a quarter turn clockwise
+    to show it, so the stored frame's left columns)."""
     from derain.bench.real import video_frames
     from derain.inference.video import decode_frames, display_rotation
 
+    width, height = size
     src = tmp_path / "portrait.mp4"
+    yy, xx = np.mgrid[0:height, 0:width]
+    marker = np.stack([np.full_like(xx, 200), 100 + yy, 100 + xx], -1).astype(np.uint8)  # where each pixel is
     with av.open(str(src), "w") as c:
         v = c.add_stream("libx264", rate=FPS, options={"crf": "0"})
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        v.set_display_rotation(-90)
+        v.width, v.height, v.pix_fmt = width, height, "yuv444p"
+        v.set_display_rotation(rotation)
         for _ in range(3):
-            for packet in v.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 200, np.uint8), format="rgb24")):
+            for packet in v.encode(av.VideoFrame.from_ndarray(marker, format="rgb24")):
                 c.mux(packet)
         for packet in v.encode(None):
             c.mux(packet)
-    assert display_rotation(src) == -90
-    assert next(decode_frames(src)).shape == (64, 48, 3)  # upright: portrait
-    assert next(video_frames(src, stride=1, max_side=640)).shape == (64, 48, 3)
+    assert display_rotation(src) % 360 == rotation % 360  # 180 reads back as -180
+    shown = next(decode_frames(src))
+    expected = np.ascontiguousarray(np.rot90(marker, k={-90: 3, 90: 1, 180: 2}[rotation]))
+    assert np.abs(shown.astype(int) - expected).max() <= 3  # as a player shows it (lossless up to YUV rounding)
+    assert np.array_equal(next(video_frames(src, stride=1, max_side=640)), shown)
     stub = _TopRowsBlack()
     out = tmp_path / "out.mp4"
     derain_video(stub, src, out, progress=False, temporal=temporal)
-    assert stub.sizes and all(size == (64, 48) for size in stub.sizes)
     _, frames = decode(out)
-    assert frames.shape[1:3] == (48, 64)  # stored as the input stores it
-    assert frames[:, :, :6].max() < 20 and frames[:, :, 10:].min() > 180  # black on the left of the stored frame
-    assert next(decode_frames(out))[:6].max() < 20  # ... which is the top of the upright one
+    assert frames.shape[1:3] == (height, width)  # stored as the input stores it
+    if temporal:  # a still scene: the temporal background, no model; it comes back as it was stored
+        assert not stub.sizes
+        assert np.abs(frames.astype(int) - marker).max() <= 6
+    else:
+        assert stub.sizes and all(s == shown.shape[:2] for s in stub.sizes)
+        black = np.zeros(shown.shape[:2], bool)
+        black[:8] = True
+        stored_black = np.rot90(black, k=-{-90: 3, 90: 1, 180: 2}[rotation])
+        assert frames[:, stored_black].max() < 20 and frames[:, ~stored_black][..., 0].min() > 180
+    with av.open(str(out)) as c:
+        assert next(c.decode(video=0)).rotation % 360 == rotation % 360

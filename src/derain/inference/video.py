@@ -32,7 +32,8 @@ as :class:`~derain.inference.derainer.Derainer` or the ONNX Runtime backend), an
 
 * **Upright frames.** A phone's portrait video stores its frames sideways with a display rotation that players
   apply; the model sees every frame as it is shown (:func:`upright`: rain falls down, as in training), and the
-  output stores its frames as the input did, with the same rotation, so it plays upright too.
+  output stores its frames as the input did, with the same rotation, so it plays upright too (a mirroring in
+  the display matrix is neither applied nor kept: PyAV reports the rotation only).
 
 Colour: frames are converted to RGB and back with FFmpeg's default (BT.601) matrices both ways, so
 the round trip is consistent; colour tags of the input are not copied.
@@ -325,14 +326,15 @@ def _copy_audio_streams(out: Any, in_audio: list[Any], dst_path: Path) -> tuple[
 
 
 def display_rotation(src: str | os.PathLike[str]) -> int:
-    """The rotation (degrees, as FFmpeg's display matrix says: -90 = a quarter turn clockwise) players apply to
-    ``src``'s frames; 0 where none or where the first frame cannot be decoded (the transcode then says why)."""
+    """The rotation (degrees, as FFmpeg's display matrix says: -90 = a quarter turn clockwise; rounded to a quarter
+    turn) players apply to ``src``'s frames; 0 where none or where the first frame cannot be decoded (the transcode
+    then says why). A mirroring in the matrix is not read (PyAV reports the rotation only)."""
     import av
 
     try:
         with open_video(src) as container:
             for frame in container.decode(video=0):
-                return int(round(getattr(frame, "rotation", 0) or 0))
+                return 90 * round((getattr(frame, "rotation", 0) or 0) / 90)
     except (VideoError, av.error.FFmpegError):
         return 0
     return 0
@@ -413,7 +415,7 @@ class _FrameByFrame:
     def __init__(self, derain_frames: Any) -> None:
         self._derain_frames = derain_frames
 
-    def push(self, frames: list[Any]) -> list[np.ndarray]:
+    def push(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         return list(self._derain_frames(frames))
 
     def finish(self) -> list[np.ndarray]:

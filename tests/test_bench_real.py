@@ -222,6 +222,29 @@ class TestSheet:
         assert Image.open(tmp_path / "s.png").size[1] == SHEET_GAP + SHEET_LABEL_HEIGHT + 160 + SHEET_GAP
 
 
+    def test_strength_zero_returns_every_photo_unchanged(self, tmp_path: Path) -> None:
+        """``--strength`` reaches the models (not the peer) and names itself in the rows: at 0 a model that changes
+        every photo returns each as it went in."""
+        _photos(tmp_path / "p", n=2, size=(24, 32))
+        import derain
+
+        torch.manual_seed(0)
+        weights = tmp_path / "tiny.safetensors"
+        model = derain.create_model("efderain-tiny")
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+        derain.save_model(model, weights)
+        rows = {}
+        for strength in ("auto", "0"):
+            out = CliRunner().invoke(cli, ["bench", "real", str(tmp_path / "p"), "--model", str(weights), "--precision", "fp32",
+                                           "--strength", strength, "--json", str(tmp_path / f"{strength}.json")])
+            assert out.exit_code == 0, out.output
+            rows[strength] = json.loads((tmp_path / f"{strength}.json").read_text())["models"][0]
+        assert rows["auto"]["unchanged"] == 0 and "(strength" not in rows["auto"]["model"]
+        assert rows["0"]["unchanged"] == 2 and rows["0"]["model"].endswith("(strength 0)")
+
+
 class TestVideo:
     def test_oracle_beats_the_input_and_identity_matches_it(self, tmp_path: Path) -> None:
         video = tmp_path / "rain.mp4"

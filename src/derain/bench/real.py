@@ -77,7 +77,7 @@ from torch import nn
 from ..data.folders import SELECT
 from ..data.photos import downscale, photo_files, read_photo
 from ..errors import UserError
-from ..inference.derainer import DerainerBase
+from ..inference.derainer import DerainerBase, Strength
 from ..io.atomic import write_atomic
 from ..io.images import ImageReadError, save_image
 from ..metrics import calculate_psnr, rgb_to_y
@@ -150,17 +150,20 @@ def peer_spec(spec: str) -> str:
     return f"{name.strip()}={path.strip()}"
 
 
-def _runner(model: ModelArg, precision: str) -> tuple[str, DerainerBase]:
+def _runner(model: ModelArg, precision: str, strength: Strength | str = "auto") -> tuple[str, DerainerBase]:
     """``(label, runner)``: a spec loaded by :func:`~derain.inference.loading.load_derainer` (which prepares what
-    it loads), a module run as it is."""
+    it loads), a module run as it is; a ``strength`` other than ``auto`` is part of the label."""
     from ..inference.loading import load_derainer
     from .quality import spec_label
 
+    runner = load_derainer(model[1] if isinstance(model, tuple) else model, precision=precision, strength=strength)
     if isinstance(model, tuple):
-        return str(model[0]), load_derainer(model[1], precision=precision)
-    if isinstance(model, nn.Module):
-        return str(getattr(model, "registry_name", type(model).__name__)), load_derainer(model, precision=precision)
-    return spec_label(model), load_derainer(model, precision=precision)
+        label = str(model[0])
+    elif isinstance(model, nn.Module):
+        label = str(getattr(model, "registry_name", type(model).__name__))
+    else:
+        label = spec_label(model)
+    return (label if strength == "auto" else f"{label} (strength {strength:g})"), runner
 
 
 def _psnr(mse: float) -> float:
@@ -518,6 +521,7 @@ def run_real(
     sheet: str | os.PathLike[str] | None = None,
     sheet_rows: int = 12,
     sheet_height: int = 160,
+    strength: Strength | str = "auto",
     on_skip: Callable[[ImageReadError], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RealReport:
@@ -527,13 +531,14 @@ def run_real(
     frames are read before the first photo is derained), so a bad input ends the run before its long part.
     An unreadable photo is left out and passed to ``on_skip``; :class:`RealBenchError` when none is readable.
     ``sheet``: write the contact sheet there (at most ``sheet_rows`` rows, cells ``sheet_height`` px high).
+    ``strength``: the models' (not the peer's) strength, as ``derain run --strength`` (``auto``: their judgement).
     """
     if max_side < 1:
         raise RealBenchError(f"max_side must be >= 1, got {max_side}")
     if sheet_rows < 1 or sheet_height < 1:
         raise RealBenchError("the contact sheet needs at least one row of at least 1 px")
     files = photo_files(folders, only)
-    runners = [_runner(m, precision) for m in models]
+    runners = [_runner(m, precision, strength) for m in models]
     if peer is not None:
         runners.append(_runner(peer_spec(peer), precision))
     if not runners:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..io.pixels import to_float
-from .common import device_option, model_for_cli, model_options, models_option, precision_option, printable, protocol_option, threads_option, user_errors
+from .common import device_option, model_for_cli, model_options, models_option, precision_option, printable, protocol_option, strength_option, threads_option, user_errors
 
 __all__ = ["bench_group", "explain_cmd"]
 
@@ -153,10 +153,12 @@ def noharm_cmd(models, sets, precision, threads, jpeg, json_path) -> None:
 @click.option("--sheet-rows", type=click.IntRange(min=1), default=12, show_default=True,
               help="Rows of the sheet: the photos the first model changes least.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the report as JSON here.")
+@strength_option
 @precision_option("auto")
 @threads_option()
 @user_errors
-def real_cmd(folders, models, peer, only, max_side, video, video_stride, sheet_path, sheet_rows, json_path, precision, threads) -> None:
+def real_cmd(folders, models, peer, only, max_side, video, video_stride, sheet_path, sheet_rows, json_path, strength, precision,
+             threads) -> None:
     """How much each model changes real rainy photos (Y-PSNR output vs input; no ground truth) and, with
     --video, how much rain it leaves in a fixed camera's frames.
 
@@ -174,7 +176,7 @@ def real_cmd(folders, models, peer, only, max_side, video, video_stride, sheet_p
     try:
         report = run_real(
             models, folders, peer=peer, only=only, max_side=max_side, precision=precision, video=video,
-            video_stride=video_stride, sheet=sheet_path, sheet_rows=sheet_rows,
+            video_stride=video_stride, sheet=sheet_path, sheet_rows=sheet_rows, strength=strength,
             on_skip=lambda err: _echo_row(f"skipped: {printable(err)}"), progress=_echo_row,
         )
     except VideoError as err:

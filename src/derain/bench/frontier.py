@@ -60,6 +60,7 @@ CANDIDATES: dict[str, str] = {
     "efderain-cpu-refine": "KPN + H/4 refinement",
     "efderain-fast-refine": "KPN + H/4 refinement",
     "efderain-cpu-naf": "KPN of NAF blocks",
+    "efderain-cpu-prn": "KPN + full-resolution refinement",
 }
 PRENET = "prenet (Rain100L.pth)"
 MEMORISE_PAIRS = 10

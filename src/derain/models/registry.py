@@ -245,6 +245,11 @@ register_model(ModelSpec(
     "efderain-cpu-fast plus the gated H/4 refinement of efderain-cpu-refine.",
 ))
 register_model(ModelSpec(
+    "efderain-cpu-prn", "efderain-refine", {**_CPU, "refine_width": 32, "refine_depth": 8, "refine_scale": 1},
+    "efderain-cpu plus a gated residual CNN at full resolution after the filtering (8 convolutions of width 32, "
+    "PRN-like: per-pixel capacity where thin streaks are): the quality tier's candidate, about 4x efderain-cpu's cost.",
+))
+register_model(ModelSpec(
     "efderain-cpu-naf", "efderain-naf", {**_CPU, "depth": 1},
     "efderain-cpu's layout with NAFNet's gated blocks in the KPN (a 3x3 convolution, then one NAF block per level).",
 ))

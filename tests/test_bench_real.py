@@ -30,6 +30,7 @@ from derain.bench.real import (
 )
 from derain.cli.main import cli
 from derain.data.photos import PhotoFolderError, photo_files, read_photo
+from derain.errors import UserError
 from derain.inference.video import VideoError
 from derain.metrics import calculate_psnr
 
@@ -222,27 +223,47 @@ class TestSheet:
         assert Image.open(tmp_path / "s.png").size[1] == SHEET_GAP + SHEET_LABEL_HEIGHT + 160 + SHEET_GAP
 
 
-    def test_strength_zero_returns_every_photo_unchanged(self, tmp_path: Path) -> None:
-        """``--strength`` reaches the models (not the peer) and names itself in the rows: at 0 a model that changes
-        every photo returns each as it went in."""
-        _photos(tmp_path / "p", n=2, size=(24, 32))
+class TestStrength:
+    @staticmethod
+    def _changing_model(path: Path, scale: float = 0.3) -> Path:
+        """A tiny model whose random weights (noise of ``scale`` on its init) change every photo, saved to ``path``."""
         import derain
 
         torch.manual_seed(0)
-        weights = tmp_path / "tiny.safetensors"
         model = derain.create_model("efderain-tiny")
         with torch.no_grad():
             for p in model.parameters():
-                p.add_(torch.randn_like(p) * 0.3)
-        derain.save_model(model, weights)
+                p.add_(torch.randn_like(p) * scale)
+        derain.save_model(model, path)
+        return path
+
+    def test_strength_zero_returns_every_photo_unchanged(self, tmp_path: Path) -> None:
+        """``--strength`` reaches the models, not the peer, and names itself in their rows: at 0 a model that changes
+        every photo returns each as it went in, while the peer still changes them."""
+        _photos(tmp_path / "p", n=2, size=(24, 32))
+        weights = self._changing_model(tmp_path / "tiny.safetensors")
         rows = {}
         for strength in ("auto", "0"):
             out = CliRunner().invoke(cli, ["bench", "real", str(tmp_path / "p"), "--model", str(weights), "--precision", "fp32",
-                                           "--strength", strength, "--json", str(tmp_path / f"{strength}.json")])
+                                           "--peer", f"efderain-tiny={weights}", "--strength", strength,
+                                           "--json", str(tmp_path / f"{strength}.json")])
             assert out.exit_code == 0, out.output
-            rows[strength] = json.loads((tmp_path / f"{strength}.json").read_text())["models"][0]
-        assert rows["auto"]["unchanged"] == 0 and "(strength" not in rows["auto"]["model"]
-        assert rows["0"]["unchanged"] == 2 and rows["0"]["model"].endswith("(strength 0)")
+            rows[strength] = json.loads((tmp_path / f"{strength}.json").read_text())["models"]
+        model, peer = rows["0"]
+        assert rows["auto"][0]["unchanged"] == 0 and "(strength" not in rows["auto"][0]["model"]
+        assert model["unchanged"] == 2 and model["model"].endswith("(strength 0)")
+        assert peer["unchanged"] == 0 and "(strength" not in peer["model"]
+
+    def test_strength_given_as_text_in_python(self, tmp_path: Path) -> None:
+        """``run_real(strength="0.5")`` reads the text as ``derain run --strength 0.5`` does: half the change."""
+        _photos(tmp_path / "p", n=2, size=(24, 32))
+        weights = self._changing_model(tmp_path / "tiny.safetensors", scale=0.02)  # changes that are not clipped
+        full = run_real([str(weights)], [tmp_path / "p"], precision="fp32", strength="1").rows[0]
+        half = run_real([str(weights)], [tmp_path / "p"], precision="fp32", strength="0.5").rows[0]
+        assert half.model.endswith("(strength 0.5)") and full.model.endswith("(strength 1)")
+        assert 0.4 * full.mean_abs_change < half.mean_abs_change < 0.6 * full.mean_abs_change
+        with pytest.raises(UserError):
+            run_real([str(weights)], [tmp_path / "p"], precision="fp32", strength="lots")
 
 
 class TestVideo:

@@ -533,6 +533,9 @@ def run_real(
     ``sheet``: write the contact sheet there (at most ``sheet_rows`` rows, cells ``sheet_height`` px high).
     ``strength``: the models' (not the peer's) strength, as ``derain run --strength`` (``auto``: their judgement).
     """
+    from ..inference.derainer import resolve_strength
+
+    strength = resolve_strength(strength)
     if max_side < 1:
         raise RealBenchError(f"max_side must be >= 1, got {max_side}")
     if sheet_rows < 1 or sheet_height < 1:

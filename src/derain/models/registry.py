@@ -246,8 +246,9 @@ register_model(ModelSpec(
 ))
 register_model(ModelSpec(
     "efderain-cpu-prn", "efderain-refine", {**_CPU, "refine_width": 32, "refine_depth": 8, "refine_scale": 1},
-    "efderain-cpu plus a gated residual CNN at full resolution after the filtering (8 convolutions of width 32, "
-    "PRN-like: per-pixel capacity where thin streaks are): the quality tier's candidate, about 4x efderain-cpu's cost.",
+    "efderain-cpu plus a residual CNN at full resolution after the filtering (8 convolutions of width 32, gated where "
+    "the model has a gate; PRN-like: per-pixel capacity where thin streaks are): the quality tier's candidate, about "
+    "4.6x efderain-cpu's FLOPs.",
 ))
 register_model(ModelSpec(
     "efderain-cpu-naf", "efderain-naf", {**_CPU, "depth": 1},

@@ -77,7 +77,7 @@ from torch import nn
 from ..data.folders import SELECT
 from ..data.photos import downscale, photo_files, read_photo
 from ..errors import UserError
-from ..inference.derainer import DerainerBase, Strength
+from ..inference.derainer import DerainerBase, Strength, resolve_strength
 from ..io.atomic import write_atomic
 from ..io.images import ImageReadError, save_image
 from ..metrics import calculate_psnr, rgb_to_y
@@ -533,8 +533,6 @@ def run_real(
     ``sheet``: write the contact sheet there (at most ``sheet_rows`` rows, cells ``sheet_height`` px high).
     ``strength``: the models' (not the peer's) strength, as ``derain run --strength`` (``auto``: their judgement).
     """
-    from ..inference.derainer import resolve_strength
-
     strength = resolve_strength(strength)
     if max_side < 1:
         raise RealBenchError(f"max_side must be >= 1, got {max_side}")

@@ -334,10 +334,15 @@ def display_rotation(src: str | os.PathLike[str]) -> int:
     try:
         with open_video(src) as container:
             for frame in container.decode(video=0):
-                return 90 * round((getattr(frame, "rotation", 0) or 0) / 90)
+                return _frame_rotation(frame)
     except (VideoError, av.error.FFmpegError):
         return 0
     return 0
+
+
+def _frame_rotation(frame: Any) -> int:
+    """A decoded frame's display rotation in degrees, rounded to a quarter turn (:func:`display_rotation`)."""
+    return 90 * round((getattr(frame, "rotation", 0) or 0) / 90)
 
 
 def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
@@ -363,10 +368,12 @@ def decode_frames(src: str | os.PathLike[str], stride: int = 1) -> Iterator[np.n
 
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    rotation = display_rotation(src)
+    rotation = None
     with open_video(src) as container:
         try:
             for i, frame in enumerate(container.decode(video=0)):
+                if rotation is None:  # the first frame's, for every frame (as players apply it)
+                    rotation = _frame_rotation(frame)
                 if i % stride == 0:
                     yield upright(frame.to_ndarray(format="rgb24"), rotation)
         except av.error.FFmpegError as err:

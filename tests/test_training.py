@@ -376,6 +376,50 @@ def test_ema_validates_and_saves_the_moving_average_across_a_resume(clean_folder
         torch.testing.assert_close(best[key], scored[key], rtol=0, atol=0)
 
 
+def test_train_only_trains_the_named_parameters_and_keeps_the_others(clean_folder, tmp_path) -> None:
+    """``train_only: conv_final``: after two steps at lr 0.01 (the second in a resumed process, the moving average
+    kept) every ``conv_final`` tensor has moved and every other tensor is exactly ``init_weights``'."""
+    from derain.models.checkpoint import save_model
+
+    init = derain.create_model("efderain-tiny", **TINY_MODEL)
+    torch.nn.init.normal_(init.conv_final.weight, std=0.1)  # not the identity init: the loss has a gradient there
+    save_model(init, tmp_path / "init.safetensors")
+    start = derain.load_model(tmp_path / "init.safetensors").state_dict()
+    out = tmp_path / "run"
+    extra = {"iterations": 2, "decay_start": 2, "lr": 0.01, "init_weights": str(tmp_path / "init.safetensors"),
+             "train_only": "conv_final.", "ema": 0.5}
+    cfg_path = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, **extra))
+    assert load_config(cfg_path).train_only == ("conv_final",)
+    train(load_config(cfg_path), stop_after=1)
+    train(load_config(cfg_path), resume=True)
+    for weights in (torch.load(out / "checkpoint.pt", weights_only=True)["model"],
+                    derain.load_model(out / "last.safetensors").state_dict()):
+        moved = sorted(k for k in start if not torch.equal(start[k], weights[k]))
+        assert moved == ["conv_final.bias", "conv_final.weight"], moved
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train_only": ["conv_fin"]}, "no parameter"),  # a prefix of a name, not a submodule
+        ({"train_only": [""]}, "must not be empty"),
+        ({"init_weights": ""}, "needs init_weights"),
+        ({"model_overrides": {**TINY_MODEL, "gate": True}}, "lack gate"),  # a new head left out would stay random
+        ({"model_overrides": {**TINY_MODEL, "gate": True}, "gate_weight": 0.1}, "must name `gate`"),
+    ],
+)
+def test_train_only_refuses_what_would_train_nothing_before_writing(clean_folder, tmp_path, change, message) -> None:
+    from derain.models.checkpoint import save_model
+
+    save_model(derain.create_model("efderain-tiny", **TINY_MODEL), tmp_path / "init.safetensors")
+    out = tmp_path / "run"
+    cfg = tiny_config(clean_folder, out, init_weights=str(tmp_path / "init.safetensors"), train_only=["conv_final"])
+    cfg.update(change)
+    with pytest.raises(ConfigError, match=message):
+        train(load_config(write_config(tmp_path / "c.yaml", cfg)))
+    assert not out.exists()
+
+
 def test_a_run_from_before_a_config_key_existed_resumes(clean_folder, tmp_path) -> None:
     """A checkpoint whose config lacks a key added since (here ``ema``) resumes when ``cfg`` has its default."""
     out = tmp_path / "run"

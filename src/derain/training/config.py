@@ -184,6 +184,9 @@ class TrainConfig(_Config):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     init_weights: DataPath = ""  # start from these weights (fine-tuning, as the released v3/v4)
     ema: float = Field(0.0, ge=0, lt=1)  # >0: validate and save an exponential moving average of the weights with this decay
+    # train only the parameters of these submodules (e.g. [refine]: a new head on trained weights); the others stay
+    # as init_weights left them. Empty: all
+    train_only: tuple[str, ...] = ()
     # a step whose loss or gradient norm is not finite is skipped; this many in a row stop the run (TrainingDiverged)
     max_bad_steps: int = Field(5, ge=1)
     judgement: JudgementConfig | None = None  # labels for the image gate from real rainy and dry photos (None: none)
@@ -196,6 +199,18 @@ class TrainConfig(_Config):
         if not ok:
             raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
         return value
+
+    @field_validator("train_only", mode="before")
+    @classmethod
+    def _train_only(cls, value: Any) -> Any:
+        """One name or a list of names of submodules (``refine``; a trailing dot is dropped); none empty."""
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"train_only must be a list of submodule names (e.g. [refine]), got {value!r}")
+        names = [n.strip().rstrip(".") for n in names]
+        if not all(names):
+            raise ValueError(f"train_only names must not be empty, got {value!r}")
+        return tuple(names)
 
     @field_validator("holdout")
     @classmethod
@@ -223,6 +238,13 @@ class TrainConfig(_Config):
             raise ValueError("rainmix needs `streaks`: a folder of rain-streak images")
         if self.gate_weight and not _has_gate(self.model, self.model_overrides):
             raise ValueError(f"gate_weight needs a model with a rain gate; {self.model} has none (model_overrides: {{gate: true}})")
+        if self.train_only:
+            if not self.init_weights:
+                raise ValueError("train_only needs init_weights: the parameters it leaves out keep those weights")
+            if self.gate_weight and "gate" not in self.train_only:
+                raise ValueError("gate_weight trains the rain gate: train_only must name `gate` (or set gate_weight: 0)")
+            if self.judgement is not None and "gate_global" not in self.train_only:
+                raise ValueError("judgement trains the image gate: train_only must name `gate_global` (or drop judgement)")
         if self.judgement is not None:
             if not _has_gate(self.model, self.model_overrides, "gate_global"):
                 raise ValueError(f"judgement needs a model that judges whole images (an image gate); {self.model} has none "

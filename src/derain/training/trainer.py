@@ -18,7 +18,8 @@ each step's loss also has ``judgement.weight`` × :func:`~derain.training.losses
 image gate on that step's labelled photos (:class:`~derain.training.judgement.JudgementSamples`). With
 ``ema: d`` the run also keeps ``torch.optim.swa_utils.AveragedModel``'s exponential moving average of the
 weights (decay ``d`` per step): validation, ``best`` and ``last`` are that average, which is steadier than
-the last step's weights.
+the last step's weights. ``train_only: [name, ...]`` trains only the parameters of those submodules (``refine``:
+``refine.*``; :func:`trainable_parameters`); the others keep ``init_weights``' values.
 
 Non-finite numbers (a learning rate too high, a broken image) never reach the files: a step whose loss or
 gradient norm is not finite is skipped (no optimizer step, no EMA update; the step still counts, so the data
@@ -214,10 +215,11 @@ def batch_loss(loss_fn: nn.Module, pred: Tensor, rainy: Tensor, clean: Tensor, i
     return (loss_fn(pred[rain], clean[rain]) * (n - k) + identity_weight * loss_fn(pred[free], clean[free]) * k) / n
 
 
-def _load_init_weights(model: nn.Module, path: str) -> None:
+def _load_init_weights(model: nn.Module, path: str) -> list[str]:
     """Start ``model`` from the weights at ``path``: every tensor must match, except that a head the initial model lacks
     (a ``gate`` also when it has it in another shape; a ``refine``-ment, which starts as no change) starts as the model's
-    init made it. Weights holding NaN or infinite values are refused (:class:`ConfigError`) before any step."""
+    init made it; returns those heads' names. Weights holding NaN or infinite values are refused (:class:`ConfigError`)
+    before any step."""
     state = load_model(path).state_dict()
     bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
     if bad:
@@ -233,9 +235,33 @@ def _load_init_weights(model: nn.Module, path: str) -> None:
         raise ConfigError(
             f"init_weights {path} do not fit model: missing {sorted(set(missing) - set(new_heads))}, unexpected {sorted(unexpected)}"
         )
-    if new_heads:
-        log.warning("init_weights %s lack %s of this shape: it starts as initialised", path,
-                    ", ".join(sorted({k.split(".")[0] for k in new_heads})))
+    heads_new = sorted({k.split(".")[0] for k in new_heads})
+    if heads_new:
+        log.warning("init_weights %s lack %s of this shape: it starts as initialised", path, ", ".join(heads_new))
+    return heads_new
+
+
+def trainable_parameters(model: nn.Module, prefixes: tuple[str, ...] = ()) -> list[nn.Parameter]:
+    """The parameters to train: all (no ``prefixes``), else those of the submodules ``prefixes`` name (``refine``:
+    ``refine.*``, not ``refiner.*``; a full parameter name names itself); the others get ``requires_grad = False``
+    (no gradient is computed for them). A prefix that names no parameter is a :class:`ConfigError`."""
+    if not prefixes:
+        return list(model.parameters())
+
+    def named(name: str, prefix: str) -> bool:
+        prefix = prefix.rstrip(".")
+        return name == prefix or name.startswith(prefix + ".")
+
+    names = [n for n, _ in model.named_parameters()]
+    unused = [p for p in prefixes if not any(named(n, p) for n in names)]
+    if unused:
+        raise ConfigError(f"train_only {unused}: no parameter of {type(model).__name__} is in it")
+    chosen = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(named(name, p) for p in prefixes))
+        if param.requires_grad:
+            chosen.append(param)
+    return chosen
 
 
 @dataclass
@@ -382,16 +408,19 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             "set init_weights=PATH, or see the preset's comment for where they come from)"
         )
     validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed) if rank == 0 else None
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **cfg.model_overrides)
-    if cfg.init_weights:
-        _load_init_weights(model, cfg.init_weights)
+    new_heads = _load_init_weights(model, cfg.init_weights) if cfg.init_weights else []
+    untrained = [h for h in new_heads if cfg.train_only and h not in cfg.train_only]
+    if untrained:
+        raise ConfigError(f"init_weights {cfg.init_weights} lack {', '.join(untrained)}, which train_only leaves out: "
+                          "it would stay as initialised")
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    optimizer = torch.optim.Adam(trainable_parameters(model, cfg.train_only), lr=cfg.lr, betas=tuple(cfg.betas))
+    if rank == 0:  # the configuration is whole: from here on the run is written
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.decay_start, cfg.iterations))
     # rank 0 alone validates and saves, so it alone keeps the average
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema and rank == 0 else None

@@ -247,21 +247,16 @@ def trainable_parameters(model: nn.Module, prefixes: tuple[str, ...] = ()) -> li
     (no gradient is computed for them). A prefix that names no parameter is a :class:`ConfigError`."""
     if not prefixes:
         return list(model.parameters())
-
-    def named(name: str, prefix: str) -> bool:
-        prefix = prefix.rstrip(".")
-        return name == prefix or name.startswith(prefix + ".")
-
-    names = [n for n, _ in model.named_parameters()]
-    unused = [p for p in prefixes if not any(named(n, p) for n in names)]
+    named = {p: [] for p in prefixes}
+    for name, param in model.named_parameters():
+        inside = [p for p in prefixes if name == p or name.startswith(p + ".")]
+        param.requires_grad_(bool(inside))
+        for p in inside:
+            named[p].append(param)
+    unused = [p for p, params in named.items() if not params]
     if unused:
         raise ConfigError(f"train_only {unused}: no parameter of {type(model).__name__} is in it")
-    chosen = []
-    for name, param in model.named_parameters():
-        param.requires_grad_(any(named(name, p) for p in prefixes))
-        if param.requires_grad:
-            chosen.append(param)
-    return chosen
+    return [param for param in model.parameters() if param.requires_grad]
 
 
 @dataclass

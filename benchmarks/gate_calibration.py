@@ -23,7 +23,6 @@ import derain
 from derain.evaluation import ValidationSets
 from derain.io.images import is_image_file, read_image
 from derain.models.checkpoint import save_model
-from derain.models.efderain import GATE_GAIN, pad_border, pad_to_multiple
 from derain.training import load_config, resolve_preset
 
 
@@ -34,10 +33,8 @@ def image_gates(model: torch.nn.Module, folder: Path) -> np.ndarray:
         scale = min(1.0, 640 / max(x.shape[-2:]))
         if scale < 1:
             x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="area")
-        x, _ = pad_to_multiple(pad_border(x, model.border), model.config.multiple)
         with torch.no_grad():
-            deep = model.features(x)[1]
-            gates.append(torch.sigmoid(model.gate_global(deep.float().mean((2, 3))) * GATE_GAIN).item())
+            gates.append(model.image_gate(x).item())
     return np.array(gates)
 
 

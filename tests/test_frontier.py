@@ -15,7 +15,7 @@ from derain.bench import frontier
 from derain.bench.frontier import CANDIDATES, frontier_table, inference_form, run_frontier
 from derain.models.efderain import EfDeRain, EfDeRainConfig
 from derain.models.efderain_naf import NAFBlock, NAFEfDeRain
-from derain.models.efderain_refine import RefineEfDeRain, RefineEfDeRainConfig
+from derain.models.efderain_refine import RefineEfDeRain, RefineEfDeRainConfig, Refinement
 from derain.models.efderain_rep import RepConv, RepEfDeRain, RepEfDeRainConfig
 from derain.models.registry import model_spec
 
@@ -106,10 +106,11 @@ def open_gate(model: RefineEfDeRain) -> RefineEfDeRain:
     return model
 
 
+@pytest.mark.parametrize("refine_input", ["filtered", "both"])
 class TestRefineEfDeRain:
-    def test_starts_as_its_efderain(self) -> None:
+    def test_starts_as_its_efderain(self, refine_input: str) -> None:
         """The refinement's last convolution starts at zero: the untrained network is its EfDeRain part."""
-        cfg = RefineEfDeRainConfig(**SMALL, refine_width=8)
+        cfg = RefineEfDeRainConfig(**SMALL, refine_width=8, refine_input=refine_input)
         model = open_gate(perturb(RefineEfDeRain(cfg))).eval()
         plain = EfDeRain(EfDeRainConfig(**SMALL)).eval()
         plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("refine.")})
@@ -120,17 +121,17 @@ class TestRefineEfDeRain:
             model.refine.body[-1].bias.zero_()
             torch.testing.assert_close(model(x), plain(x), rtol=1e-5, atol=1e-5)
 
-    def test_a_closed_gate_returns_the_input(self) -> None:
+    def test_a_closed_gate_returns_the_input(self, refine_input: str) -> None:
         """The refinement is gated like the filtering: an image judged dry (whole = 0) comes back exactly."""
-        model = open_gate(perturb(RefineEfDeRain(RefineEfDeRainConfig(**SMALL, refine_width=8)), 0.2)).eval()
+        model = open_gate(perturb(RefineEfDeRain(RefineEfDeRainConfig(**SMALL, refine_width=8, refine_input=refine_input)), 0.2)).eval()
         x = torch.rand(2, 3, 30, 41)
         with torch.no_grad():
             assert torch.equal(model(x, whole=torch.zeros(2, 1)), x)
             assert (model(x, whole=torch.ones(2, 1)) - x).abs().max() > 1e-3  # and acts where it is open
 
-    def test_reaches_past_the_filtering(self) -> None:
+    def test_reaches_past_the_filtering(self, refine_input: str) -> None:
         """A change of one input pixel moves output pixels more than 5 px away (the filtering alone: at most 5)."""
-        model = open_gate(perturb(RefineEfDeRain(RefineEfDeRainConfig(**SMALL, refine_width=8)), 0.2)).eval()
+        model = open_gate(perturb(RefineEfDeRain(RefineEfDeRainConfig(**SMALL, refine_width=8, refine_input=refine_input)), 0.2)).eval()
         x = torch.rand(1, 3, 64, 64)
         y = x.clone()
         y[..., 32, 32] += 0.5
@@ -138,6 +139,20 @@ class TestRefineEfDeRain:
             diff = (model(y, whole=torch.ones(1, 1)) - model(x, whole=torch.ones(1, 1))).abs().amax(1)[0]
         rows, cols = torch.nonzero(diff > 1e-6, as_tuple=True)
         assert max((rows - 32).abs().max(), (cols - 32).abs().max()) > 8
+
+
+def test_a_refinement_of_both_images_reads_the_rainy_one() -> None:
+    """``inputs=2``: the first convolution reads [f, x]; with its x half zero it is the refinement of f alone, and
+    otherwise a change of x alone changes the correction."""
+    both, alone = perturb(Refinement(3, 8, 3, 1, inputs=2), 0.2), Refinement(3, 8, 3, 1)
+    with torch.no_grad():
+        alone.load_state_dict({**both.state_dict(), "body.0.weight": both.body[0].weight[:, :3].clone()})
+        f, x = torch.rand(1, 3, 20, 23), torch.rand(1, 3, 20, 23)
+        assert (both(f, x) - both(f, torch.rand_like(x))).abs().max() > 1e-3
+        both.body[0].weight[:, 3:] = 0
+        torch.testing.assert_close(both(f, x), alone(f), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="refine_input"):
+        RefineEfDeRainConfig(**SMALL, refine_input="rainy")
 
 
 def test_a_refinement_starts_from_its_efderain_weights(tmp_path) -> None:

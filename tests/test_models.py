@@ -411,6 +411,68 @@ class TestRainGate:
         with pytest.raises(ValueError, match="gate_global"):
             EfDeRainConfig(gate_global=True)
 
+    def test_a_judge_judges_apart_from_the_kpn(self, tmp_path) -> None:
+        """``judge_widths``: the image head reads the judge's features: ``forward`` applies the judgement that
+        ``image_gate`` makes; the KPN's weights do not move it and its loss trains the judge, not the KPN; a judged
+        model starts from a plain one's weights with its judge and image head new (open), and saves and loads."""
+        from derain.models.checkpoint import save_model
+        from derain.training.trainer import _load_init_weights
+
+        model = self.model(gate_global=True, judge_widths=(8, 16), init="he")
+        x = torch.rand(2, 3, 45, 61, generator=torch.Generator().manual_seed(0))
+        x[1] = 0.5 + 0.5 * x[1]  # a dim and a bright image: judged apart
+        with torch.no_grad():
+            model.gate.bias.fill_(30.0)
+            model.gate_global.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))  # depends on the image
+            model.gate_global.bias.zero_()
+            judged = model.image_gate(x)
+            assert judged.shape == (2, 1) and (judged.max() - judged.min()) > 1e-3
+            torch.testing.assert_close(model(x), model(x, whole=judged), rtol=0, atol=1e-6)
+            model.conv1.conv1[0].weight.mul_(2.0)
+            assert torch.equal(model.image_gate(x), judged)  # the KPN changed, the judgement did not
+            model.judge[1].weight.mul_(2.0)
+            assert not torch.equal(model.image_gate(x), judged)
+        model.image_gate(x).sum().backward()
+        assert model.conv1.conv1[0].weight.grad is None and model.judge[1].weight.grad.abs().sum() > 0
+        plain = self.model(gate_global=True, init="he")
+        save_model(plain, tmp_path / "plain.safetensors")
+        fresh = EfDeRain(model.config)  # as initialised: the heads start open
+        assert _load_init_weights(fresh, str(tmp_path / "plain.safetensors")) == ["gate_global", "judge"]
+        assert torch.equal(fresh.conv1.conv1[0].weight, plain.conv1.conv1[0].weight)
+        torch.testing.assert_close(fresh.image_gate(x), torch.full((2, 1), 0.99), rtol=0, atol=1e-3)  # starts open
+        # a judge as wide as the KPN's deepest level: the image head fits in shape but read other features, so it starts anew
+        wide = EfDeRain(dataclasses.replace(model.config, judge_widths=(8, 8)))
+        assert _load_init_weights(wide, str(tmp_path / "plain.safetensors")) == ["gate_global", "judge"]
+        torch.testing.assert_close(wide.image_gate(x), torch.full((2, 1), 0.99), rtol=0, atol=1e-3)
+        save_model(model, tmp_path / "judged.safetensors")
+        loaded = derain.load_model(tmp_path / "judged.safetensors")
+        assert loaded.config.judge_widths == (8, 16)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.image_gate(x), model.image_gate(x), rtol=0, atol=0)
+        with pytest.raises(ValueError, match="judge_widths"):
+            EfDeRainConfig(gate=True, judge_widths=(8,))
+
+    def test_a_judged_model_compiles_and_exports(self, tmp_path) -> None:
+        """The judge is part of the low-resolution stage: the compiled stage and an ONNX export compute what eager does."""
+        from derain.inference.compiled import compile_model
+
+        model = self.model(gate_global=True, judge_widths=(8, 16))
+        with torch.no_grad():
+            model.gate.bias.fill_(30.0)
+            model.gate_global.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+            model.gate_global.bias.zero_()
+        x = torch.rand(2, 3, 45, 61, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            eager = model(x)
+            assert (eager - x).abs().max() > 1e-3
+            torch.testing.assert_close(compile_model(model, backend="eager")(x), eager, rtol=0, atol=1e-4)  # sums in another order
+        pytest.importorskip("onnxruntime")
+        from derain.inference.onnx_export import OnnxDerainer, export_onnx
+
+        runner = OnnxDerainer(export_onnx(model, tmp_path / "m.onnx"), threads=1)
+        reference = derain.load_derainer(model, precision="fp32").run_tensor(x)
+        assert (runner.run_tensor(x) - reference).abs().max().item() <= 1e-3
+
     def test_gradient_reaches_the_gate(self) -> None:
         model = self.model().train()
         model(torch.rand(1, 3, 32, 32)).square().mean().backward()

@@ -6,6 +6,7 @@ import csv
 import itertools
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -343,6 +344,66 @@ def test_training_reduces_loss_and_writes_results(clean_folder, tmp_path) -> Non
     assert result.best_psnr == pytest.approx(max(val), abs=1e-3)
     model = derain.load_model(out / "best.safetensors")
     assert model.config.widths == (4, 8, 8)
+
+
+def test_validation_keep_saves_every_validated_step(clean_folder, tmp_path) -> None:
+    """``validation.keep``: one weights file per validation, each scoring what val_log.csv says; the best one is
+    best.safetensors; without it no folder is written."""
+    from derain.evaluation import ValidationSets
+
+    out = tmp_path / "run"
+    extra = {"iterations": 6, "decay_start": 6, "lr": 0.01, "validation": {"synthetic": 2, "every": 2, "keep": True}}
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, **extra)))
+    train(cfg)
+    kept = sorted((out / "validated").iterdir())
+    assert [p.name for p in kept] == [f"step{n:07d}.safetensors" for n in (2, 4, 6)]
+    with open(out / "val_log.csv") as f:
+        logged = [float(r["mean_psnr"]) for r in csv.DictReader(f)]
+    sets = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed)
+    models = [derain.load_model(p) for p in kept]
+    assert [sets.run(m, "fp32")["mean_psnr"] for m in models] == pytest.approx(logged, abs=1e-4)
+    assert not torch.equal(models[0].conv_final.weight, models[-1].conv_final.weight)  # lr 0.01: the steps differ
+    best = derain.load_model(out / "best.safetensors").state_dict()
+    for key, value in models[logged.index(max(logged))].state_dict().items():
+        torch.testing.assert_close(best[key], value, rtol=0, atol=0)
+    # a resume drops what was validated after its checkpoint: a stale step-8 file is replaced by step 8's weights
+    shutil.copy(kept[0], out / "validated" / "step0000008.safetensors")
+    train(load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, **{**extra, "iterations": 8}))),
+          resume=True, allow_changes=True)
+    from derain.training.trainer import _weights_step
+    assert _weights_step(out / "validated" / "step0000008.safetensors") == 8
+    extra["validation"] = {"synthetic": 2, "every": 2}
+    train(load_config(write_config(tmp_path / "d.yaml", tiny_config(clean_folder, tmp_path / "plain", **extra))))
+    assert not (tmp_path / "plain" / "validated").exists()
+
+
+def test_a_run_saved_before_a_validation_key_existed_resumes(clean_folder, tmp_path) -> None:
+    """A checkpoint whose config's ``validation`` section lacks a key added since (``keep``) counts it at its default."""
+    from derain.training.config import config_changes
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "run", validation={"synthetic": 2})))
+    saved = cfg.to_dict()
+    del saved["validation"]["keep"]
+    assert config_changes(saved, cfg) == []
+    saved["validation"]["every"] = 7
+    assert config_changes(saved, cfg) == ["validation"]
+
+
+def test_pick_step_chooses_the_best_worst_margin(tmp_path) -> None:
+    """benchmarks/pick_step.py: the step whose worst family against the references is best (not the best mean),
+    among the steps whose no harm is at least --min-noharm."""
+    header = "step,A-holdout20_psnr,A-holdout20_ssim,B_psnr,B_ssim,synthetic_psnr,mean_psnr,noharm_psnr\n"
+    rows = ["300,31.0,0.9,20.0,0.8,25,25.3,60", "600,30.5,0.9,20.6,0.8,25,25.4,50", "900,30.9,0.9,21.0,0.8,25,25.6,40"]
+    (tmp_path / "val_log.csv").write_text(header + "\n".join(rows) + "\n")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pick_step.py"
+    run = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "A=31", "--ref", "B=21"],
+                         capture_output=True, text=True, check=True)
+    # worst margins: 300 -1.0, 600 -0.5, 900 -0.1 but its no harm 40 < 45
+    assert "chosen: step 600 (worst margin -0.50 dB)" in run.stdout
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "C=1"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no column for C" in missing.stderr
+    malformed = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "A"], capture_output=True, text=True)
+    assert malformed.returncode == 2 and "expected FAMILY=DB" in malformed.stderr and "Traceback" not in malformed.stderr
 
 
 def test_ema_validates_and_saves_the_moving_average_across_a_resume(clean_folder, tmp_path) -> None:

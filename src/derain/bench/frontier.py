@@ -61,6 +61,7 @@ CANDIDATES: dict[str, str] = {
     "efderain-fast-refine": "KPN + H/4 refinement",
     "efderain-cpu-naf": "KPN of NAF blocks",
     "efderain-cpu-prn": "KPN + full-resolution refinement",
+    "efderain-cpu-prnx": "KPN + full-resolution refinement of both images",
 }
 PRENET = "prenet (Rain100L.pth)"
 MEMORISE_PAIRS = 10

@@ -47,6 +47,9 @@ class ValidationConfig(BaseModel):
     every: int = Field(500, ge=0)  # validate every this many steps (0: only at the end)
     max_side: int = Field(0, ge=0)  # >0 crops the held-out photos to this many pixels per side
     limit: int = Field(0, ge=0)  # at most this many pairs per `paired` folder (0 = all)
+    # keep every validated step's weights (validated/step-NNNNNNN.safetensors), so that a rule other than the best
+    # mean (e.g. the best worst family against a reference) can choose among them after the run
+    keep: bool = False
 
 
 class ValidationSets:

@@ -33,7 +33,7 @@ from ..ops.full_resolution import bilinear_up, dilation_filter_fuse, filtering_l
 from ..ops.padding import pad_border, pad_to_multiple
 from .arch_config import ArchConfig
 from .constraints import channel_preserving_params, conv_fp32, unit_kernel_params
-from .gate import GATE_GAIN, GATE_INIT_BIAS, gate_head, gate_parts, image_factor
+from .gate import GATE_GAIN, GATE_INIT_BIAS, ImageJudge, gate_head, gate_parts, image_factor
 from .init import INITS, kpn_init_
 from .interface import FeatureStage, staged_forward
 
@@ -77,8 +77,13 @@ class EfDeRainConfig(ArchConfig):
         gate_width: ``0``: the gate head is one 1×1 convolution; ``N``: a 3×3 convolution to ``N``
             channels, ReLU, then the 1×1 (it sees each pixel's neighbourhood of kernel features).
         gate_global: the gate is also multiplied by one value per image in (0, 1) (``gate_global``: a
-            linear head on the mean of the deepest features), so a photo judged dry as a whole comes back
-            as it went in, whatever its texture looks like up close.
+            linear head on the mean of the deepest features, or of the judge's), so a photo judged dry as a whole
+            comes back as it went in, whatever its texture looks like up close.
+        judge_widths: empty: the image head reads the KPN's deepest features; else a judge of its own
+            (:class:`~.gate.ImageJudge`, ``judge``: one strided 3×3 convolution + ReLU per width, He's init) on
+            the image averaged over ``judge_scale`` × ``judge_scale`` blocks (needs ``gate_global``), so the
+            kernels and the judgement train apart: training one does not move the other.
+        judge_scale: the area-average factor in front of the judge.
         init: the starting weights of the KPN's blocks: ``"released"`` (the released code's xavier gain 0.02) or
             ``"he"`` (He's init: trains from scratch much sooner; :mod:`.init`). The output heads start small either way.
     """
@@ -98,11 +103,14 @@ class EfDeRainConfig(ArchConfig):
     gate: bool = False
     gate_width: int = 0
     gate_global: bool = False
+    judge_widths: tuple[int, ...] = ()
+    judge_scale: int = 2
     init: str = "released"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
+        object.__setattr__(self, "judge_widths", tuple(int(w) for w in self.judge_widths))
         if len(self.widths) < 2 or min(self.widths) < 1:
             raise ValueError(f"widths needs at least two positive entries, got {self.widths}")
         if self.depth < 1:
@@ -119,6 +127,10 @@ class EfDeRainConfig(ArchConfig):
             raise ValueError(f"gate_width must be >= 0 and needs gate=True, got {self.gate_width}")
         if self.gate_global and not self.gate:
             raise ValueError("gate_global needs gate=True")
+        if self.judge_widths and (not self.gate_global or min(self.judge_widths) < 1):
+            raise ValueError(f"judge_widths needs gate_global=True and positive widths, got {self.judge_widths}")
+        if self.judge_scale < 1:
+            raise ValueError(f"judge_scale must be >= 1, got {self.judge_scale}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if not self.fusion and len(self.dilations) != 1:
@@ -184,8 +196,10 @@ class EfDeRain(nn.Module):
             self.conv_final = nn.Conv2d(config.in_channels * len(config.dilations), config.in_channels, 3, padding=1)
         if config.gate:
             self.gate = gate_head(config.kernel_channels, config.gate_width)
+        if config.judge_widths:
+            self.judge = ImageJudge(config.in_channels, config.judge_widths, config.judge_scale)
         if config.gate_global:
-            self.gate_global = nn.Linear(config.widths[-1], 1)
+            self.gate_global = nn.Linear((config.judge_widths or config.widths)[-1], 1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -197,7 +211,7 @@ class EfDeRain(nn.Module):
         layers: list[nn.Module] = [m for m in self.children() if isinstance(m, Basic)]
         if not self.config.unit_kernels:
             layers.append(self.outc)
-        return layers + [getattr(self, name) for name in ("gate", "gate_global") if hasattr(self, name)]
+        return layers + [getattr(self, name) for name in ("gate", "gate_global", "judge") if hasattr(self, name)]
 
     def encoder(self, x: Tensor) -> list[Tensor]:
         """The encoder's features at every level (``1/(stem·2**l)`` resolution), shallowest first."""
@@ -209,13 +223,14 @@ class EfDeRain(nn.Module):
         return skips
 
     def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The low-resolution stage: the kernel features (before ``outc``) and the deepest encoder features."""
+        """The low-resolution stage: the kernel features (before ``outc``) and the image head's features (the deepest
+        encoder features, or the judge's)."""
         levels, skips = len(self.config.widths), self.encoder(x)
         feat = skips[-1]
         for n, lv in enumerate(self.decoder_levels):
             up = F.interpolate(feat, scale_factor=2, mode="bilinear", align_corners=False)
             feat = getattr(self, f"conv{levels + 1 + n}")(torch.cat([skips[lv], up], dim=1))
-        return feat, skips[-1]
+        return feat, self.image_features(x, skips[-1])
 
     def kernel_features(self, x: Tensor) -> Tensor:
         return self.features(x)[0]
@@ -257,11 +272,18 @@ class EfDeRain(nn.Module):
         return self.config.gate_global
 
     def image_gate(self, x: Tensor) -> Tensor:
-        """Each image's factor ``(B, 1)`` on the gate as ``forward`` judges it from all of ``x`` (the encoder only)."""
+        """Each image's factor ``(B, 1)`` on the gate as ``forward`` judges it from all of ``x`` (the encoder or the judge only)."""
         if not self.config.gate_global:
             raise ValueError("this model does not judge images as a whole (gate_global is off)")
         padded, _ = pad_to_multiple(pad_border(x, self.border), self.config.multiple)
-        return image_factor(self.gate_global, self.encoder(padded)[-1])
+        return image_factor(self.gate_global, self.image_features(padded))
+
+    def image_features(self, x: Tensor, deepest: Tensor | None = None) -> Tensor:
+        """What the image head reads from a padded ``x``: the judge's features, else the deepest encoder features
+        (``deepest`` where already computed)."""
+        if self.config.judge_widths:
+            return self.judge(x)
+        return self.encoder(x)[-1] if deepest is None else deepest
 
     @property
     def filter_reach(self) -> int:  # pixels beyond an output pixel that the filtering and the fusion read

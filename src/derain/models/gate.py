@@ -3,7 +3,8 @@
 The network predicts a per-pixel gate ``m`` in (0, 1) (a head on the kernel features: logits, upsampled like the
 kernels, then a sigmoid) and outputs ``x + m·(y − x)`` for the filtered-and-fused ``y``: where it sees no rain it
 returns its input exactly by closing the gate. An optional image head (a linear layer on the mean of the deepest
-features) multiplies the map by one factor per image, so a photo judged dry as a whole comes back as it went in.
+features, or of a separate :class:`ImageJudge`'s) multiplies the map by one factor per image, so a photo judged dry as a
+whole comes back as it went in.
 The squashing itself (upsampling, sigmoid, the image factor) is :func:`derain.ops.full_resolution.gate_map`.
 """
 
@@ -12,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GATE_GAIN", "GATE_GLOBAL_INIT_BIAS", "GATE_INIT_BIAS", "gate_head", "gate_logits", "gate_parts", "image_factor",
-           "open_gate_", "open_image_gate_"]
+__all__ = ["GATE_GAIN", "GATE_GLOBAL_INIT_BIAS", "GATE_INIT_BIAS", "ImageJudge", "gate_head", "gate_logits", "gate_parts",
+           "image_factor", "open_gate_", "open_image_gate_"]
 
 GATE_INIT_BIAS = 3.0  # sigmoid(3) = 0.95: the gate starts open
 # The kernel features the gate reads are small (about 0.05-0.2 after ReLU), so the head's logits are
@@ -28,6 +29,23 @@ def gate_head(channels: int, width: int = 0) -> nn.Module:
     if not width:
         return nn.Conv2d(channels, 1, 1)
     return nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(True), nn.Conv2d(width, 1, 1))
+
+
+class ImageJudge(nn.Sequential):
+    """Features for the image gate of their own: an area average over ``scale×scale`` blocks, then one strided 3×3
+    convolution + ReLU per width (each halves the resolution). The image head reads their mean instead of the
+    KPN's deepest features, so training the KPN does not move the judgement and the judgement's loss does not
+    compete with the kernels for the KPN's features.
+
+    >>> ImageJudge(3, (8, 16))(torch.rand(2, 3, 64, 48)).shape
+    torch.Size([2, 16, 8, 6])
+    """
+
+    def __init__(self, channels: int, widths: tuple[int, ...], scale: int = 2) -> None:
+        layers: list[nn.Module] = [nn.AvgPool2d(scale, scale, ceil_mode=True)] if scale > 1 else []
+        for n, width in enumerate(widths):
+            layers += [nn.Conv2d(channels if n == 0 else widths[n - 1], width, 3, stride=2, padding=1), nn.ReLU(True)]
+        super().__init__(*layers)
 
 
 def gate_logits(head: nn.Module, feat: Tensor) -> Tensor:

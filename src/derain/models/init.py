@@ -29,13 +29,16 @@ def he_init_(model: nn.Module) -> None:
     so a deep KPN computes little more than its biases and learns slowly at first."""
     released_init_(model)
     for name, child in model.named_children():
-        if name in OUTPUT_HEADS:
-            continue
-        for m in child.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        if name not in OUTPUT_HEADS:
+            _he_convolutions_(child)
+
+
+def _he_convolutions_(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 @torch.no_grad()
@@ -56,9 +59,13 @@ def identity_init_(outc: nn.Conv2d, fusion: nn.Conv2d | None, kernel_size: int, 
 
 def kpn_init_(model: nn.Module) -> None:
     """An :class:`~derain.models.efderain.EfDeRain`'s start: ``config.init`` (:func:`released_init_` or :func:`he_init_`),
-    its gates open (:mod:`.gate`), and with ``config.identity_init`` :func:`identity_init_`."""
+    its gates open (:mod:`.gate`), a judge of its own (``config.judge_widths``) He's init whatever ``config.init`` (it
+    always trains from scratch; at the released gain its features would not tell images apart), and with
+    ``config.identity_init`` :func:`identity_init_`."""
     cfg = model.config
     (he_init_ if cfg.init == "he" else released_init_)(model)
+    if getattr(cfg, "judge_widths", ()):
+        _he_convolutions_(model.judge)
     if cfg.gate:
         open_gate_(model.gate)
     if cfg.gate_global:

@@ -251,6 +251,12 @@ register_model(ModelSpec(
     "4.6x efderain-cpu's FLOPs.",
 ))
 register_model(ModelSpec(
+    "efderain-cpu-prnx", "efderain-refine",
+    {**_CPU, "refine_width": 32, "refine_depth": 8, "refine_scale": 1, "refine_input": "both"},
+    "efderain-cpu-prn whose refinement reads the rainy image beside the filtered one (what the filtering changed "
+    "and what it could not): the quality tier's second candidate.",
+))
+register_model(ModelSpec(
     "efderain-cpu-naf", "efderain-naf", {**_CPU, "depth": 1},
     "efderain-cpu's layout with NAFNet's gated blocks in the KPN (a 3x3 convolution, then one NAF block per level).",
 ))

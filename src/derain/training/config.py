@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -291,11 +291,21 @@ def _plain(value: Any) -> Any:
 
 
 def _saved_value(saved: dict[str, Any], key: str) -> Any:
-    """``saved[key]``; a key the checkpoint's config lacks (a run older than that key) has its default."""
-    if key in saved or key not in TrainConfig.model_fields:
+    """``saved[key]``; a key the checkpoint's config lacks (a run older than that key) has its default, and so has
+    a key that a saved section (``validation: {...}``) lacks."""
+    if key not in TrainConfig.model_fields:
         return saved.get(key)
-    default = TrainConfig.model_fields[key].get_default(call_default_factory=True)
-    return default.model_dump() if isinstance(default, BaseModel) else default
+    field = TrainConfig.model_fields[key]
+    if key not in saved:
+        default = field.get_default(call_default_factory=True)
+        return default.model_dump() if isinstance(default, BaseModel) else default
+    sections = [t for t in (field.annotation, *get_args(field.annotation)) if isinstance(t, type) and issubclass(t, BaseModel)]
+    if sections and isinstance(saved[key], dict):
+        try:
+            return sections[0].model_validate(saved[key]).model_dump()
+        except ValueError:  # not a section this version reads: it differs
+            return saved[key]
+    return saved[key]
 
 
 def config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:

@@ -9,6 +9,7 @@ Results layout (``out_dir``)::
     .current/, .group-* the two above are links into .current, one folder per checkpoint swapped in
                         atomically: after a kill both are at the same step
     best.safetensors    model weights with the best mean validation Y-PSNR
+    validated/          with ``validation.keep``: every validated step's weights (``stepNNNNNNN.safetensors``)
     train_log.csv       step, loss, lr, images/s (with ``judgement``: also that step's judgement loss)
     val_log.csv         step, per validation set PSNR/SSIM (protocol y), mean PSNR
     samples/            rainy | output | clean strips of the first validation image
@@ -216,19 +217,24 @@ def batch_loss(loss_fn: nn.Module, pred: Tensor, rainy: Tensor, clean: Tensor, i
 
 
 def _load_init_weights(model: nn.Module, path: str) -> list[str]:
-    """Start ``model`` from the weights at ``path``: every tensor must match, except that a head the initial model lacks
-    (a ``gate`` also when it has it in another shape; a ``refine``-ment, which starts as no change) starts as the model's
-    init made it; returns those heads' names. Weights holding NaN or infinite values are refused (:class:`ConfigError`)
-    before any step."""
+    """Start ``model`` from the weights at ``path``: every tensor must match, except the heads (``gate``,
+    ``gate_global``, ``judge``, ``refine``): each head of ``model`` that the weights lack, or hold any tensor of in
+    another shape, starts whole as the model's init made it (a refinement starts as no change, a gate open), and so
+    does the image head ``gate_global`` whenever the ``judge`` it reads is new; returns those heads' names. A head the
+    weights hold and the model lacks is an error, as are weights holding NaN or infinite values (:class:`ConfigError`,
+    before any step)."""
     state = load_model(path).state_dict()
     bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
     if bad:
         raise ConfigError(f"init_weights {path}: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} hold NaN or infinite values")
     ours = model.state_dict()
-    heads = ("gate.", "gate_global.", "refine.")
-    if any(k.startswith(heads) for k in ours):  # a gate head of another shape: ours starts fresh
-        for k in [k for k in state if k.startswith(heads) and (k not in ours or ours[k].shape != state[k].shape)]:
-            del state[k]
+    heads = ("gate.", "gate_global.", "judge.", "refine.")
+    mine = {k.split(".")[0] for k in ours if k.startswith(heads)}
+    new = {h for h in mine if any(k.startswith(h + ".") and (k not in state or state[k].shape != v.shape) for k, v in ours.items())}
+    if "judge" in new and "gate_global" in mine:  # the image head reads the judge: trained on other features, it starts anew
+        new.add("gate_global")
+    for k in [k for k in state if k.split(".")[0] in new]:
+        del state[k]
     missing, unexpected = model.load_state_dict(state, strict=False)
     new_heads = [k for k in missing if k.startswith(heads)]
     if unexpected or len(new_heads) != len(missing):
@@ -298,6 +304,9 @@ class _Run:
         if self.rank == 0:
             _truncate_csv(self.out / "train_log.csv", self.step)
             _truncate_csv(self.out / "val_log.csv", self.step)
+            for kept in (self.out / "validated").glob("step*.safetensors"):  # validated after the checkpoint
+                if kept.stem[4:].isdigit() and int(kept.stem[4:]) > self.step:
+                    kept.unlink()
             if _weights_step(self.out / "last.safetensors") != self.step:  # written apart (no symlinks) or by hand
                 self.save_checkpoint()
             log.warning("resumed from %s at step %d", self.out / "checkpoint.pt", self.step)
@@ -370,6 +379,10 @@ class _Run:
             self.best = scores["mean_psnr"]
             meta = {"step": str(self.step), "mean_val_psnr": f"{self.best:.4f}"}
             save_model(weights, self.out / "best.safetensors", metadata=meta)
+        if self.cfg.validation.keep:
+            meta = {"step": str(self.step), "mean_val_psnr": f"{scores['mean_psnr']:.4f}"}
+            (self.out / "validated").mkdir(exist_ok=True)
+            save_model(weights, self.out / "validated" / f"step{self.step:07d}.safetensors", metadata=meta)
         if self.cfg.sample_every:
             _write_sample(weights, self.validation, self.out / "samples" / f"step{self.step:07d}.png")
 

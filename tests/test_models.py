@@ -473,6 +473,28 @@ class TestRainGate:
         reference = derain.load_derainer(model, precision="fp32").run_tensor(x)
         assert (runner.run_tensor(x) - reference).abs().max().item() <= 1e-3
 
+    def test_detached_gates_train_their_heads_only(self) -> None:
+        """``gate_detach``: the same output, and a loss on it (or on the image gate) reaches the gate heads but
+        reaches the KPN only along the filtering, not through the gates."""
+        x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        attached = self.model(gate_global=True)
+        detached = EfDeRain(dataclasses.replace(attached.config, gate_detach=True)).eval()
+        detached.load_state_dict(attached.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(detached(x), attached(x), rtol=0, atol=0)
+        for model in (attached, detached):
+            model.image_gate(x).sum().backward()
+            assert model.gate_global.weight.grad.abs().sum() > 0
+        assert attached.conv3.conv1[0].weight.grad.abs().sum() > 0  # the image gate's loss moves the KPN ...
+        assert detached.conv3.conv1[0].weight.grad is None  # ... unless detached
+        for model in (attached, detached):
+            model.zero_grad(set_to_none=True)
+            _, gate = model(x, return_gate=True)
+            gate.sum().backward()  # the gate's own loss (as gate_weight's)
+            assert model.gate.weight.grad.abs().sum() > 0
+        assert attached.conv1.conv1[0].weight.grad.abs().sum() > 0
+        assert detached.conv1.conv1[0].weight.grad is None
+
     def test_gradient_reaches_the_gate(self) -> None:
         model = self.model().train()
         model(torch.rand(1, 3, 32, 32)).square().mean().backward()

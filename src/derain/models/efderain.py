@@ -84,6 +84,9 @@ class EfDeRainConfig(ArchConfig):
             the image averaged over ``judge_scale`` × ``judge_scale`` blocks (needs ``gate_global``), so the
             kernels and the judgement train apart: training one does not move the other.
         judge_scale: the area-average factor in front of the judge.
+        gate_detach: the gate heads read the KPN's features without passing gradients back into it: the gates' losses
+            (and the output's loss through the gates) train the heads (and a judge) only, so gates and KPN can train
+            side by side without the gates pulling on the kernels' features. The function is the same either way.
         init: the starting weights of the KPN's blocks: ``"released"`` (the released code's xavier gain 0.02) or
             ``"he"`` (He's init: trains from scratch much sooner; :mod:`.init`). The output heads start small either way.
     """
@@ -105,6 +108,7 @@ class EfDeRainConfig(ArchConfig):
     gate_global: bool = False
     judge_widths: tuple[int, ...] = ()
     judge_scale: int = 2
+    gate_detach: bool = False
     init: str = "released"
 
     def __post_init__(self) -> None:
@@ -265,7 +269,14 @@ class EfDeRain(nn.Module):
 
     def gate_map(self, feat: Tensor, size: tuple[int, int] | None = None, deep: Tensor | None = None) -> Tensor:
         """The rain gate ``(B, 1, H, W)`` in (0, 1), fp32, from the kernel features (``size`` as in ``predict_kernels``)."""
+        feat, deep = self._gate_inputs(feat, deep)
         return gate_map(*gate_parts(self.gate, getattr(self, "gate_global", None), feat, deep), self.kernel_scale, size)
+
+    def _gate_inputs(self, feat: Tensor | None, deep: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """The features the gate heads read: with ``gate_detach`` the KPN's detached (a judge's stay attached)."""
+        if not self.config.gate_detach:
+            return feat, deep
+        return (None if feat is None else feat.detach()), (deep if deep is None or self.config.judge_widths else deep.detach())
 
     @property
     def judges_images(self) -> bool:
@@ -276,7 +287,7 @@ class EfDeRain(nn.Module):
         if not self.config.gate_global:
             raise ValueError("this model does not judge images as a whole (gate_global is off)")
         padded, _ = pad_to_multiple(pad_border(x, self.border), self.config.multiple)
-        return image_factor(self.gate_global, self.image_features(padded))
+        return image_factor(self.gate_global, self._gate_inputs(None, self.image_features(padded))[1])
 
     def image_features(self, x: Tensor, deepest: Tensor | None = None) -> Tensor:
         """What the image head reads from a padded ``x``: the judge's features, else the deepest encoder features
@@ -316,7 +327,8 @@ class EfDeRain(nn.Module):
         else:
             low, scale = self.apply_outc(feat), self.kernel_scale
         weight, bias = self.fusion_params() if cfg.fusion else (None, None)
-        logits, whole = gate_parts(self.gate, getattr(self, "gate_global", None), feat, deep, whole) if cfg.gate else (None, None)
+        gate_feat, gate_deep = self._gate_inputs(feat, deep)
+        logits, whole = gate_parts(self.gate, getattr(self, "gate_global", None), gate_feat, gate_deep, whole) if cfg.gate else (None, None)
         if logits is not None and scale == 1:  # the gate at the kernels' (full) resolution too
             logits = bilinear_up(logits, self.kernel_scale, tuple(image.shape[-2:]))
         return dilation_filter_fuse(image, low, scale, cfg.dilations, weight, bias, out_size, gate=logits, whole=whole,

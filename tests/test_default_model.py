@@ -76,7 +76,7 @@ def _rain_free_photos() -> list[np.ndarray]:
 
 
 # What the bundled weights achieve on these photos, with a margin (MODEL_CARD.md, "No harm"): the default
-# (version 7) returns them within 0.2 level (52.6 dB and more, 0.3 level of grey spread at most), fast (version 7)
+# (version 11) returns them within 0.01 level (75 dB and more, 0.5 level of grey spread at most), fast (version 7)
 # within 0.2 level at 50 dB and more, but for one held-out photo its image gate judges rainy (-2.1 levels, 34.1 dB;
 # fast version 4 shifted them by up to 5.7 levels); version 3 shifted them by -3.5 to -9 levels and gave grey
 # cards up to 4.5 levels of colour.
@@ -116,8 +116,9 @@ def test_grey_in_grey_out(name: str) -> None:
     for img in [bw, *cards]:
         means = derain.derain(img, model=name).reshape(-1, 3).astype(np.float64).mean(0)
         assert means.max() - means.min() <= NO_HARM_NOW[name][2], (name, means)
-    for card in cards:  # flat areas come back
-        assert np.abs(derain.derain(card, model=name).astype(int) - card).max() <= 1
+    for card in cards:  # flat areas come back; default version 11 darkens a bright card's first column by up to 3 levels
+        diff = np.abs(derain.derain(card, model=name).astype(int) - card)  # (MODEL_CARD.md, "Gaps")
+        assert diff[1:-1, 1:-1].max() <= 1 and diff.max() <= 3
 
 
 def test_bf16_close_to_fp32() -> None:
@@ -128,7 +129,7 @@ def test_bf16_close_to_fp32() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 31.2515, 0.93251), ("fast", 29.3841, 0.89713)])
+@pytest.mark.parametrize(("name", "golden_psnr", "golden_ssim"), [("default", 31.2952, 0.93243), ("fast", 29.3841, 0.89713)])
 def test_rain100l_score_is_the_model_cards(shared_dataset, name: str, golden_psnr: float, golden_ssim: float) -> None:
     """``derain eval ../shared/data/Rain100L --model NAME --protocol y`` gives MODEL_CARD.md's number."""
     from pathlib import Path

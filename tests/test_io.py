@@ -22,7 +22,7 @@ from PIL import Image, ImageCms, ImageOps
 import derain
 from derain.inference.derainer import Derainer
 from derain.inference.precision import autocast
-from derain.inference.tiling import derain_array, derain_tiled, resolve_tile, tile_starts
+from derain.inference.tiling import derain_array, derain_tiled, resolve_tile, tile_spans, tile_starts
 from derain.io.images import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
@@ -365,6 +365,27 @@ def test_tile_grid():
         assert all(b - a <= 512 - 32 for a, b in zip(starts, starts[1:]))  # overlap >= 32
     assert resolve_tile(None, 1024, 1024) is None and resolve_tile(None, 1025, 1024) == 512
     assert resolve_tile(0, 9999, 9999) is None and resolve_tile(100, 50, 80) is None and resolve_tile(100, 50, 180) == 100
+
+
+def test_aligned_tiles_start_on_the_models_grid_and_agree_with_one_pass():
+    """``align``: every tile starts at a multiple of it (the last one longer by less than it), overlaps hold, the
+    image is covered; a network that halves its input (here: 2×2 average pooling and back) gives tiled output
+    equal to one pass only with tiles on its grid. Derainers align to their model's padding multiple."""
+    for length in range(600, 3000, 37):
+        spans = tile_spans(length, 512, 32, align=32)
+        assert spans[0][0] == 0 and spans[-1][0] + spans[-1][1] == length
+        assert all(s % 32 == 0 for s, _ in spans) and all(n == 512 for _, n in spans[:-1]) and 512 <= spans[-1][1] < 544
+        assert all(a + n - b >= 32 for (a, n), (b, _) in zip(spans, spans[1:]))
+
+    def pooled(t: torch.Tensor) -> torch.Tensor:  # each 2×2 block's mean: exact only on the 2-pixel grid
+        return torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(t, 2), scale_factor=2.0)
+
+    x = torch.rand(1, 3, 70, 150)
+    one = pooled(x)
+    assert torch.allclose(derain_tiled(pooled, x, tile=40, overlap=8, align=2), one, atol=1e-6)
+    assert not torch.allclose(derain_tiled(pooled, x, tile=40, overlap=8), one, atol=1e-3)
+    runner = derain.load_derainer(derain.create_model("efderain-tiny"), precision="fp32")
+    assert runner.tile_align == derain.create_model("efderain-tiny").config.multiple > 1
 
 
 def test_tiled_exact_for_pointwise_functions():

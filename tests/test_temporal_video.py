@@ -153,7 +153,7 @@ def test_the_model_on_crops_gives_the_full_frames_pixels():
     from derain.inference.temporal import CROP_SIDES, ModelOnCrops, compose, crop_inside
 
     runner = derain.load_derainer("default", precision="fp32")
-    h, w = 160, 256
+    h, w = 480, 768  # room for crops with CROP_MARGIN (128 pixels) of context
     rng = np.random.default_rng(11)
     clean_bg = scene(h, w, seed=12)
     frames = []

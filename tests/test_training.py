@@ -21,7 +21,8 @@ from helpers_training import TINY_MODEL, tiny_config, write_config
 from PIL import Image
 
 import derain
-from derain.metrics import calculate_ssim, ssim_torch
+from derain.data.render import dominant_orientation
+from derain.metrics import calculate_psnr, calculate_ssim, ssim_torch
 from derain.training.config import ConfigError, load_config
 from derain.training.dataset import DatasetError, StepBatchSampler, TrainingSamples
 from derain.training.losses import L1SSIMLoss, build_loss, gate_loss, rain_mask
@@ -101,12 +102,20 @@ class TestConfig:
 
     def test_shipped_presets_are_the_chains_the_paper_and_a_template(self) -> None:
         """The presets are the stages that reproduce the bundled weights, each starting from the run folder of the one
-        before; the paper's; the template. No machine settings; stages tried and not shipped load from experiments/."""
+        before (default version 11: from the committed weights of the chain in experiments/); the paper's; the
+        template. No machine settings; stages tried and not shipped, and the earlier stages of a chain, load from
+        experiments/."""
         chains = [["default-cpu", "default-cpu-ft", "default-cpu-v3", "default-cpu-v4", "default-cpu-v5", "default-cpu-v7"],
                   ["fast-cpu-v4", "fast-cpu-v7"]]
         paper = ["paper-v1", "paper-v2", "paper-v3", "paper-v4", "released"]
         in_domain = ["rain100l"]  # the paper's protocol per family; the frontier benchmark's recipe
-        assert set(list_presets()) == {*chains[0], *chains[1], *paper, *in_domain, TEMPLATE}
+        assert set(list_presets()) == {*chains[0], *chains[1], "default-cpu-v11", *paper, *in_domain, TEMPLATE}
+        root = Path(__file__).parents[1]
+        v11_chain = ["default-he-s1", "default-he-s2", "default-he-s3", "default-he-s5", "default-he-s7"]
+        starts = [load_config(resolve_preset(str(root / "experiments" / f"{n}.yaml"))).init_weights for n in v11_chain[1:]]
+        starts.append(load_config(resolve_preset("default-cpu-v11")).init_weights)
+        for stage, start in zip(v11_chain, starts):  # each stage starts from the one before's committed fp16 weights
+            assert Path(start) == (root / "experiments" / "weights" / f"{stage}.safetensors").resolve() and Path(start).is_file()
         assert not load_config(resolve_preset("default-cpu")).init_weights  # from scratch (fast's stages 1-3: MODEL_CARD.md)
         for chain in chains:
             cfgs = [load_config(resolve_preset(name)) for name in chain]
@@ -166,6 +175,42 @@ class TestSamples:
             rainy, clean_crop = TrainingSamples(cfg).sample(0)
             expected = np.minimum(clean_crop + added, 1.0)
             assert np.abs(rainy - expected).max() < 2 / 255
+
+    def test_paired_and_synthetic_sources_turn_their_samples(self, clean_folder, tmp_path) -> None:
+        """``max_rotation`` on a paired source turns rainy and clean by one angle (their difference is still the
+        rain, turned); on a synthetic one it spreads the rendered streaks' slant; 0 keeps every streak vertical."""
+        pairs = tmp_path / "pairs"
+        for sub in ("rainy", "clean"):
+            (pairs / sub).mkdir(parents=True)
+        yy, xx = np.mgrid[0:96, 0:96]
+        clean = np.stack([xx * 2, yy * 2, np.full_like(xx, 90)], 2).astype(np.uint8)  # smooth, no rain
+        rainy = clean.copy()
+        rainy[:, 8::12] = np.minimum(rainy[:, 8::12].astype(int) + 120, 255).astype(np.uint8)  # vertical streaks
+        Image.fromarray(clean).save(pairs / "clean" / "a.png")
+        Image.fromarray(rainy).save(pairs / "rainy" / "a.png")
+
+        def slants(source: dict, n: int = 24) -> np.ndarray:
+            cfg = load_config(None, [f"sources=[{yaml.safe_dump(source, default_flow_style=True).strip()}]", "crop=32",
+                                     "validation.synthetic=0", "flips=false"])
+            samples = TrainingSamples(cfg)
+            out = []
+            for i in range(n):
+                r, c = samples.sample(i)
+                rain = (r - c).mean(2)
+                if source["kind"] == "paired":
+                    assert np.median(np.abs(rain)) < 1.5 / 255  # clean turned with rainy: between the streaks they agree
+                    assert np.abs(c[..., 2] - 90 / 255).max() < 1.5 / 255  # no empty corner (the blue channel is 90)
+                angle, coherence = dominant_orientation(np.clip(rain, 0, None))
+                if coherence > 0.3:
+                    out.append(abs(angle - 90.0))
+            return np.array(out)
+
+        paired = {"kind": "paired", "path": str(pairs)}
+        assert slants(paired).max() < 2
+        turned = slants({**paired, "max_rotation": 45})
+        assert len(turned) >= 20 and turned.max() > 25 and turned.max() <= 47
+        synthetic = {"kind": "synthetic", "path": str(clean_folder), "preset": "heavy"}
+        assert np.percentile(slants({**synthetic, "max_rotation": 60}), 90) > np.percentile(slants(synthetic), 90) + 10
 
     def test_rain_free_share_and_colour_jitter(self, clean_folder, tmp_path) -> None:
         """``identity_p`` gives input = target samples; ``colour_jitter`` scales both images by one gain."""
@@ -404,6 +449,40 @@ def test_pick_step_chooses_the_best_worst_margin(tmp_path) -> None:
     assert missing.returncode != 0 and "no column for C" in missing.stderr
     malformed = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "A"], capture_output=True, text=True)
     assert malformed.returncode == 2 and "expected FAMILY=DB" in malformed.stderr and "Traceback" not in malformed.stderr
+
+
+def test_slant_benchmark_renders_rain_at_the_asked_slant_and_scores_each_model(clean_folder, tmp_path) -> None:
+    """benchmarks/slant.py: its rain runs at 90 ± the slant (alternating sides); a row per preset and slant holds the
+    input's mean Y-PSNR and the model's gain over it, as computed here."""
+    import importlib.util
+
+    from derain.models.checkpoint import save_model
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "slant.py"
+    spec = importlib.util.spec_from_file_location("slant_benchmark", script)
+    slant = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(slant)
+    clean = np.full((96, 96, 3), 60, np.uint8)
+    for index, expected in ((0, 90 - 40), (1, 90 + 40)):
+        rainy = slant._rainy(clean, "heavy", 40.0, index)
+        angle, coherence = dominant_orientation(np.clip(rainy.astype(np.float32) - 60, 0, None).mean(2))
+        assert coherence > 0.5 and abs(angle - expected) < 6
+    weights = tmp_path / "identity.safetensors"
+    save_model(derain.create_model("efderain-tiny", identity_init=True), weights)
+    run = subprocess.run([sys.executable, str(script), "--model", str(weights), "--set", str(clean_folder), "--preset", "heavy",
+                          "--slant", "0", "--slant", "45", "--max-side", "96", "--threads", "1", "--precision", "fp32"],
+                         capture_output=True, text=True, check=True)
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| heavy")]
+    assert len(rows) == 2, run.stdout
+    cleans = slant._photos(str(clean_folder), 96)
+    runner = derain.load_derainer(str(weights), precision="fp32")
+    for row, angle in zip(rows, (0.0, 45.0)):
+        rainy = [slant._rainy(c, "heavy", angle, i) for i, c in enumerate(cleans)]
+        before = np.mean([calculate_psnr(r, c, test_y_channel=True) for r, c in zip(rainy, cleans)])
+        after = np.mean([calculate_psnr(runner(r), c, test_y_channel=True) for r, c in zip(rainy, cleans)])
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert float(cells[2]) == pytest.approx(before, abs=0.006), row
+        assert float(cells[3]) == pytest.approx(after - before, abs=0.011), row
 
 
 def test_ema_validates_and_saves_the_moving_average_across_a_resume(clean_folder, tmp_path) -> None:

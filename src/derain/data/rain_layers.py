@@ -47,7 +47,7 @@ from PIL import Image
 from ..io.images import is_image_file, read_image
 from ..io.pixels import to_float, to_u8
 
-__all__ = ["RainLayerBank", "composite"]
+__all__ = ["RainLayerBank", "composite", "rotate_center", "rotation_window"]
 
 PathLike = str | os.PathLike[str]
 
@@ -92,6 +92,48 @@ def _fill_lower_bound(values: np.ndarray, unknown: np.ndarray, step: int = 4, ma
         if not todo.any():
             break
     return out
+
+
+def rotation_window(h: int, w: int, angle: float) -> tuple[int, int]:
+    """The ``(height, width)`` of a window whose turn by ``angle`` degrees about its centre still covers its central
+    ``h×w`` (the bounding box of ``h×w`` turned, and at least ``h×w``).
+
+    >>> rotation_window(128, 128, 0.0), rotation_window(128, 128, 45.0), rotation_window(40, 120, 90.0)
+    ((128, 128), (184, 184), (122, 120))
+    """
+    if not angle:
+        return h, w
+    a = math.radians(abs(angle))
+    cos, sin = abs(math.cos(a)), abs(math.sin(a))
+    return max(h, math.ceil(h * cos + w * sin) + 2), max(w, math.ceil(w * cos + h * sin) + 2)
+
+
+def rotate_center(
+    image: np.ndarray, angle: float, h: int, w: int, resample: Image.Resampling = Image.Resampling.BILINEAR,
+) -> np.ndarray:
+    """``image`` (``H×W`` or ``H×W×C``, uint8 or float32, at least :func:`rotation_window` ``(h, w, angle)``) turned
+    by ``angle`` degrees counter-clockwise about its centre, then its central ``h×w``: no corner left unfilled.
+    uint8 ``H×W``, ``H×W×3`` or ``H×W×4`` turn as one Pillow image, anything else channel by channel as 32-bit
+    floats (a bicubic ``resample`` can overshoot: the caller clips float data).
+
+    >>> img = np.zeros((21, 21), np.float32); img[:, 10] = 1  # a vertical line
+    >>> out = rotate_center(img, 90.0, 5, 5)
+    >>> out.shape, bool(np.allclose(out[2], 1)), float(out[0].max())
+    ((5, 5), True, 0.0)
+    """
+    if image.shape[0] < h or image.shape[1] < w:
+        raise ValueError(f"a {image.shape[0]}x{image.shape[1]} image has no central {h}x{w} (rotation_window gives its size)")
+    if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] in (3, 4)):
+        out = np.asarray(Image.fromarray(np.ascontiguousarray(image)).rotate(angle, resample=resample))
+    elif image.dtype == np.float32:
+        planes = image[..., None] if image.ndim == 2 else image
+        out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c])).rotate(angle, resample=resample))
+                        for c in range(planes.shape[2])], axis=2)
+        out = out[..., 0] if image.ndim == 2 else out
+    else:
+        raise TypeError(f"rotate_center takes uint8 (1, 3 or 4 channels) or float32 images, got {image.dtype} {image.shape}")
+    y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    return out[y0 : y0 + h, x0 : x0 + w]
 
 
 class RainLayerBank:
@@ -210,16 +252,10 @@ class RainLayerBank:
         i = int(rng.integers(len(self))) if index is None else int(index)
         src = self._layers[i]
         angle = float(rng.uniform(-max_rotation, max_rotation)) if max_rotation > 0 else 0.0
-        if angle:
-            # window that still covers (h, w) after rotating by `angle`
-            a = math.radians(abs(angle))
-            ch = int(math.ceil(h * math.cos(a) + w * math.sin(a))) + 2
-            cw = int(math.ceil(w * math.cos(a) + h * math.sin(a))) + 2
-        else:
-            ch, cw = h, w
+        ch, cw = rotation_window(h, w, angle)
         crop = self._crop(src, rng, ch, cw)
         if angle:
-            crop = self._rotate_center(crop, angle, h, w)
+            crop = rotate_center(crop, angle, h, w)
         if flip and rng.random() < 0.5:
             crop = crop[:, ::-1]
         gain = float(rng.uniform(scale[0], scale[1]))
@@ -238,14 +274,6 @@ class RainLayerBank:
         rows = (y0 + np.arange(h)) % sh  # periodic tiling
         cols = (x0 + np.arange(w)) % sw
         return src[rows[:, None], cols[None, :]]
-
-    @staticmethod
-    def _rotate_center(crop: np.ndarray, angle: float, h: int, w: int) -> np.ndarray:
-        im = Image.fromarray(np.ascontiguousarray(crop))
-        im = im.rotate(angle, resample=Image.Resampling.BILINEAR)
-        ch, cw = crop.shape[:2]
-        y0, x0 = (ch - h) // 2, (cw - w) // 2
-        return np.asarray(im)[y0 : y0 + h, x0 : x0 + w]
 
     def composite(self, clean: np.ndarray, layer: np.ndarray) -> np.ndarray:
         """Additive composite (see :func:`composite`)."""

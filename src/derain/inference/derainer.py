@@ -56,6 +56,9 @@ class DerainerBase:
 
     strength: Strength = "auto"
     judges_images: bool = False
+    #: Tiles start at multiples of this (:func:`~derain.inference.tiling.tile_spans`): the model's padding multiple,
+    #: so that tiled and untiled outputs agree.
+    tile_align: int = 1
 
     @property
     def name(self) -> str:
@@ -93,7 +96,7 @@ class DerainerBase:
         """
         size = resolve_tile(tile, int(batch.shape[-2]), int(batch.shape[-1]))
         run = self._runner(batch, size is not None, strength)
-        return run(batch) if size is None else derain_tiled(run, batch, size, overlap)
+        return run(batch) if size is None else derain_tiled(run, batch, size, overlap, self.tile_align)
 
     def derain_rgb(
         self,
@@ -109,7 +112,7 @@ class DerainerBase:
         the output is bounded by the tile (:func:`~derain.inference.tiling.derain_array`). With ``grey``,
         ``H×W×1``: the mean of the channels, rounded once."""
         size = resolve_tile(tile, int(rgb.shape[0]), int(rgb.shape[1]))
-        return derain_array(self._runner(rgb, size is not None, strength), rgb, size, overlap, grey=grey)
+        return derain_array(self._runner(rgb, size is not None, strength), rgb, size, overlap, grey=grey, align=self.tile_align)
 
     def derain_photo(
         self, photo: Photo, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, *, strength: Strength | str | None = None
@@ -206,6 +209,12 @@ class Derainer(DerainerBase):
     def judges_images(self) -> bool:  # type: ignore[override]
         """Whether the model judges each image as a whole (``judges_images``, e.g. EfDeRain's ``gate_global``)."""
         return bool(getattr(self.model, "judges_images", False))
+
+    @property
+    def tile_align(self) -> int:  # type: ignore[override]
+        """The model's padding multiple (``config.multiple``; 1 for a model without one)."""
+        model = self.model.model if isinstance(self.model, CompiledModel) else self.model
+        return int(getattr(getattr(model, "config", None), "multiple", 1) or 1)
 
     @torch.inference_mode()
     def judge(self, view: torch.Tensor) -> torch.Tensor:

@@ -224,6 +224,7 @@ class OnnxDerainer(DerainerBase):
             raise OnnxFileError(f"{name}: not a loadable ONNX model ({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.multiple = int(meta.get(META_MULTIPLE, "1"))
+        self.tile_align = self.multiple  # tiles start at multiples of the padding multiple, as the torch backend's
         self.border = int(meta.get(META_BORDER, "0"))
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:

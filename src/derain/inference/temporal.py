@@ -90,8 +90,10 @@ __all__ = [
 ]
 
 #: Pixels of context around a crop's useful part (a multiple of the bundled models' 32): with it, the model's
-#: output inside a crop is the full frame's (the frame's rain judgement given), so crops need no seams.
-CROP_MARGIN = 32
+#: output inside a crop is the full frame's (the frame's rain judgement given), so crops need no seams. The
+#: bundled `default` reads up to 128 pixels around each output pixel (its deepest level, 1/32 of the frame,
+#: through two 3×3 convolutions and the way back up); crops start on its 32-pixel grid (`ModelOnCrops`).
+CROP_MARGIN = 128
 #: Crop sides (a ladder of multiples of 32, about 1.25× apart): each crop is grown to the next of them.
 CROP_SIDES = (64, 96, 128, 160, 192, 256, 320, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072, 4096)
 #: The model runs on the whole frame when its crops would cover more than this share of it (crops run one
@@ -671,13 +673,18 @@ class ModelOnCrops:
 
         whole = self._judgement(frame)
         run = functools.partial(self.runner.run_tensor, whole=whole) if whole is not None else self.runner.run_tensor
+        align = getattr(self.runner, "tile_align", 1)
         outs = []
         for y0, y1, x0, x1 in boxes:
-            x = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).permute(2, 0, 1)[None].float().div_(255.0)
-            size = resolve_tile(self.tile, y1 - y0, x1 - x0)
+            # grown up and left to the model's grid (multiples of its padding multiple): a network that halves its
+            # input computes a pixel as the whole frame does only at offsets that are multiples of that
+            ya, xa = y0 // align * align, x0 // align * align
+            x = torch.from_numpy(np.ascontiguousarray(frame[ya:y1, xa:x1])).permute(2, 0, 1)[None].float().div_(255.0)
+            size = resolve_tile(self.tile, y1 - ya, x1 - xa)
             with torch.inference_mode():
-                y = run(x) if size is None else derain_tiled(run, x, size, self.tile_overlap)
-            outs.append(y[0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy())
+                y = run(x) if size is None else derain_tiled(run, x, size, self.tile_overlap, align)
+            y = y[0, :, y0 - ya :, x0 - xa :]
+            outs.append(y.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy())
         return outs
 
 

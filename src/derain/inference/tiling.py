@@ -43,6 +43,7 @@ __all__ = [
     "derain_tiled",
     "judgement_view",
     "resolve_tile",
+    "tile_spans",
     "tile_starts",
 ]
 
@@ -74,18 +75,39 @@ def resolve_tile(tile: int | None, height: int, width: int) -> int | None:
     return int(tile)
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of the fewest tiles of ``tile`` covering ``length`` with overlaps of at least ``overlap``.
+def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
+    """``(start, size)`` of the fewest tiles of ``tile`` covering ``length`` with overlaps of at least ``overlap``.
 
-    Spread evenly; the first starts at 0 and the last ends at ``length``.
+    Spread evenly; the first starts at 0 and the last ends at ``length``. With ``align`` > 1 every start is a
+    multiple of ``align``, tiles are ``tile`` rounded down to a multiple of it, and the last one is longer by what
+    ending at ``length`` takes (less than ``align``): a network that halves its input ``k`` times
+    (``config.multiple`` = 2^k, padding at the bottom and right) computes a pixel alike only at offsets that differ
+    by multiples of 2^k, so aligned tiles agree with one pass over the whole image. Tiles too small to align
+    (``tile − overlap < 2·align``) are not aligned.
+
+    >>> tile_spans(1000, 512, 32), tile_spans(300, 512, 32)
+    ([(0, 512), (244, 512), (488, 512)], [(0, 300)])
+    >>> tile_spans(2562, 512, 32, align=32)
+    [(0, 512), (384, 512), (800, 512), (1216, 512), (1632, 512), (2048, 514)]
+    """
+    if length <= tile:
+        return [(0, length)]
+    if align > 1 and tile - overlap >= 2 * align:
+        tile = tile // align * align
+        n = math.ceil((length - tile) / (tile - overlap - align)) + 1
+        starts = sorted({round(i * (length - tile) / (n - 1)) // align * align for i in range(n)})
+        return [(s, tile) for s in starts[:-1]] + [(starts[-1], length - starts[-1])]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return [(round(i * (length - tile) / (n - 1)), tile) for i in range(n)]
+
+
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """The starts of :func:`tile_spans`.
 
     >>> tile_starts(1000, 512, 32), tile_starts(300, 512, 32), tile_starts(992, 512, 32)
     ([0, 244, 488], [0], [0, 480])
     """
-    if length <= tile:
-        return [0]
-    n = math.ceil((length - overlap) / (tile - overlap))
-    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+    return [start for start, _ in tile_spans(length, tile, overlap, align)]
 
 
 def _rise(pos: np.ndarray, centre: float, width: float) -> np.ndarray:
@@ -96,17 +118,17 @@ def _rise(pos: np.ndarray, centre: float, width: float) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(np.pi * t)
 
 
-def _axis_weights(starts: list[int], size: int, overlap: int) -> list[np.ndarray]:
+def _axis_weights(spans: list[tuple[int, int]], overlap: int) -> list[np.ndarray]:
     """One 1-D weight per tile: 1 inside, cross-fading to 0 across the middle of each overlap with a neighbour."""
-    pos_all = [np.arange(s, s + size) + 0.5 for s in starts]
     weights = []
-    for i, (s, pos) in enumerate(zip(starts, pos_all)):
+    for i, (s, size) in enumerate(spans):
+        pos = np.arange(s, s + size) + 0.5
         w = np.ones(size)
         if i > 0:
-            a, b = s, starts[i - 1] + size  # overlap with the previous tile: [a, b)
+            a, b = s, spans[i - 1][0] + spans[i - 1][1]  # overlap with the previous tile: [a, b)
             w *= _rise(pos, (a + b) / 2, min(overlap, b - a))
-        if i < len(starts) - 1:
-            a, b = starts[i + 1], s + size
+        if i < len(spans) - 1:
+            a, b = spans[i + 1][0], s + size
             w *= 1.0 - _rise(pos, (a + b) / 2, min(overlap, b - a))
         weights.append(w)
     return weights
@@ -134,23 +156,23 @@ def check_tile(tile: int | None, overlap: int = DEFAULT_OVERLAP, *, blame: str =
         raise InvalidArgument(f"tile must be 0 or more than twice the tile overlap ({2 * overlap}), got {tile}", option="--tile")
 
 
-def _plan(height: int, width: int, tile: int, overlap: int) -> tuple[int, int, list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]], torch.Tensor, torch.Tensor]:
-    """The tiling of an image: tile height and width, (start, 1-D weight) per tile row and column, and the
-    reciprocal of the weights' sums per row and column (the normaliser)."""
+def _plan(height: int, width: int, tile: int, overlap: int, align: int = 1) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]], torch.Tensor, torch.Tensor]:
+    """The tiling of an image: (start, 1-D weight) per tile row and column (a tile's size is its weight's
+    length; :func:`tile_spans`), and the reciprocal of the weights' sums per row and column (the normaliser)."""
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
     check_tile(tile, overlap, blame="overlap")
-    th, tw = min(tile, height), min(tile, width)
-    ys, xs = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
-    rows, cols = list(zip(ys, _axis_weights(ys, th, overlap))), list(zip(xs, _axis_weights(xs, tw, overlap)))
+    ys, xs = tile_spans(height, tile, overlap, align), tile_spans(width, tile, overlap, align)
+    rows = [(s, w) for (s, _), w in zip(ys, _axis_weights(ys, overlap))]
+    cols = [(s, w) for (s, _), w in zip(xs, _axis_weights(xs, overlap))]
     sum_y, sum_x = np.zeros(height), np.zeros(width)
     for s, w in rows:
-        sum_y[s : s + th] += w
+        sum_y[s : s + len(w)] += w
     for s, w in cols:
-        sum_x[s : s + tw] += w
+        sum_x[s : s + len(w)] += w
     inv_y = torch.from_numpy((1.0 / sum_y).astype(np.float32))
     inv_x = torch.from_numpy((1.0 / sum_x).astype(np.float32))
-    return th, tw, rows, cols, inv_y, inv_x
+    return rows, cols, inv_y, inv_x
 
 
 def derain_tiled(
@@ -158,11 +180,13 @@ def derain_tiled(
     image: torch.Tensor,
     tile: int = AUTO_TILE,
     overlap: int = DEFAULT_OVERLAP,
+    align: int = 1,
 ) -> torch.Tensor:
     """Apply ``fn`` (``(B, C, h, w)`` → ``(B, C', h, w)``) to ``image`` in overlapping tiles and blend.
 
     ``image`` is ``(C, H, W)`` or ``(B, C, H, W)``; the result has the same layout, float32, on the
-    device ``fn`` returns. Tiles are at most ``tile × tile``; neighbouring tiles overlap by at least
+    device ``fn`` returns. Tiles are at most ``tile × tile`` (the last of a row or column up to ``align`` − 1
+    more; :func:`tile_spans`: tiles start at multiples of ``align``); neighbouring tiles overlap by at least
     ``overlap`` pixels (``overlap < tile / 2``) and are cross-faded over ``overlap`` pixels in the
     middle of their overlap. An image that fits in one tile is passed to ``fn`` whole.
     """
@@ -171,13 +195,14 @@ def derain_tiled(
     if x.dim() != 4:
         raise ValueError(f"expected a (C, H, W) or (B, C, H, W) tensor, got shape {tuple(image.shape)}")
     batch, _, height, width = x.shape
-    th, tw, rows, cols, inv_y, inv_x = _plan(height, width, tile, overlap)
+    rows, cols, inv_y, inv_x = _plan(height, width, tile, overlap, align)
     if len(rows) == 1 and len(cols) == 1:
         out = fn(x).float()
         return out[0] if squeeze else out
     out: torch.Tensor | None = None
     for y0, wyv in rows:
         for x0, wxv in cols:
+            th, tw = len(wyv), len(wxv)
             pred = fn(x[:, :, y0 : y0 + th, x0 : x0 + tw])
             if pred.dim() != 4 or pred.shape[0] != batch or tuple(pred.shape[-2:]) != (th, tw):
                 raise ValueError(f"fn returned shape {tuple(pred.shape)} for a tile of shape {(batch, x.shape[1], th, tw)}")
@@ -246,6 +271,7 @@ def derain_array(
     overlap: int = DEFAULT_OVERLAP,
     *,
     grey: bool = False,
+    align: int = 1,
 ) -> np.ndarray:
     """Apply ``fn`` (``(1, 3, h, w)`` float in [0, 1] → the same shape) to an ``H×W×3`` image in
     overlapping, blended tiles as :func:`derain_tiled` does; returns an array of the input's dtype
@@ -254,7 +280,7 @@ def derain_array(
 
     Tiles are converted to float one at a time and the output is finished one band of tile rows at a
     time, so memory beyond the input and output is one band. ``tile=None`` runs ``fn`` once on the
-    whole image. The values equal :func:`derain_tiled` on the float image, then rounding.
+    whole image. The values equal :func:`derain_tiled` on the float image (``align`` as there), then rounding.
 
     >>> img = (np.arange(70 * 90 * 3) % 256).astype(np.uint8).reshape(70, 90, 3)
     >>> out = derain_array(lambda t: 1 - t, img, tile=32, overlap=8)
@@ -274,13 +300,15 @@ def derain_array(
     if tile is None or (height <= tile and width <= tile):
         finish(slice(0, height), fn(_pixels_to_tensor(image))[0].float().cpu())
         return out
-    th, tw, rows, cols, inv_y, inv_x = _plan(height, width, tile, overlap)
+    rows, cols, inv_y, inv_x = _plan(height, width, tile, overlap, align)
     carry: torch.Tensor | None = None  # rows of the band so far that the next band's tiles also cover
     for i, (y0, wyv) in enumerate(rows):
+        th = len(wyv)
         band = torch.zeros(3, th, width)
         if carry is not None:
             band[:, : carry.shape[1]] = carry
         for x0, wxv in cols:
+            tw = len(wxv)
             pred = fn(_pixels_to_tensor(image[y0 : y0 + th, x0 : x0 + tw]))
             if tuple(pred.shape) != (1, 3, th, tw):
                 raise ValueError(f"fn returned shape {tuple(pred.shape)} for a tile of shape {(1, 3, th, tw)}")

@@ -195,7 +195,8 @@ _bundled(
     "default",
     "efderain-cpu",
     "The bundled default: efderain-cpu trained here on RainTrainL pairs, real rain layers on clean photos, rendered "
-    "rain, RainMix and rain-free samples (derain train default-cpu, -ft, -v3, -v4, -v5, then default-cpu-v7); see MODEL_CARD.md.",
+    "rain at every slant, RainMix, rain-free samples and real rainy photos as labels (experiments/default-he-s1 to -s7, "
+    "then derain train default-cpu-v11); see MODEL_CARD.md.",
 )
 _efderain(
     "efderain-cpu-fast",

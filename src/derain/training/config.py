@@ -61,8 +61,16 @@ class SourceConfig(_Config):
         real); with ``streaks_only`` the target is the clean photo under the rainy one's veil and JPEG compression,
         so that only the streaks are learned as rain (fog and compression are the photo's).
         ``rain_layers``: clean photos from ``path`` with real rain layers (rainy − clean) of the pairs in
-        ``layers`` composited onto them. Each layer's intensity is scaled by U(``scale``) and rotated by up
-        to ``max_rotation`` degrees.
+        ``layers`` composited onto them. Each layer's intensity is scaled by U(``scale``).
+
+    max_rotation:
+        degrees; each sample's rain turns by U(−max_rotation, max_rotation): a rain layer before it is composited,
+        a ``synthetic`` source's streak direction (the preset's range shifted; the photo, its veil and JPEG blocks
+        stay upright), a ``paired`` sample rainy and clean alike (cropped from a larger window and turned, bicubic,
+        so no corner is empty; a pair too small for the window stays upright). Rain in photographs falls at any
+        slant that wind and a tilted camera give it, while the paired sets' and the presets' streaks are near
+        vertical, and a network trained on those leaves streaks slanted by 40° as they are
+        (``benchmarks/slant.py``).
 
     A source reads what the config's ``holdout`` leaves of its folders (``path`` and ``layers``).
     """

@@ -18,10 +18,11 @@ from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..data.folders import HoldOut
-from ..data.rain_layers import RainLayerBank
+from ..data.rain_layers import RainLayerBank, rotate_center, rotation_window
 from ..data.rainmix import RainMix, StreakBank
 from ..data.render import MIXED, RainRenderer
 from ..data.pairs import DatasetError
@@ -74,6 +75,12 @@ def _random_crop(images: Sequence[np.ndarray], crop: int, rng: np.random.Generat
     return [im[y : y + crop, x : x + crop] for im in images]
 
 
+def _rotation(rng: np.random.Generator, max_rotation: float) -> float:
+    """A turn by U(−max_rotation, max_rotation) degrees, drawn only when ``max_rotation`` > 0 (a source without
+    rotation keeps its random stream)."""
+    return float(rng.uniform(-max_rotation, max_rotation)) if max_rotation > 0 else 0.0
+
+
 class Source(Protocol):
     def sample(self, rng: np.random.Generator, crop: int) -> Sample: ...
 
@@ -85,13 +92,20 @@ class PairedSource:
         pairs, _ = holdout.split_pairs(cfg.path, cfg.layout)
         usable = set(_usable([p.rainy for p in pairs], crop, cfg.path))
         self.pairs = [p for p in pairs if p.rainy in usable]
+        self.max_rotation = float(cfg.max_rotation)
 
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
         pair = self.pairs[int(rng.integers(len(self.pairs)))]
         rainy, clean = _load(str(pair.rainy)), _load(str(pair.clean))
         if rainy.shape != clean.shape:
             raise DatasetError(f"{pair.rainy} and {pair.clean} differ in size")
-        rainy, clean = _random_crop([rainy, clean], crop, rng)
+        angle = _rotation(rng, self.max_rotation)
+        window = max(rotation_window(crop, crop, angle))
+        if window > min(rainy.shape[:2]):  # too small to turn by this much: this sample stays upright
+            angle, window = 0.0, crop
+        rainy, clean = _random_crop([rainy, clean], window, rng)
+        if angle:  # bicubic: a turned crop stays nearly as sharp as the photos the model will see
+            rainy, clean = (rotate_center(a, angle, crop, crop, Image.Resampling.BICUBIC) for a in (rainy, clean))
         return _to_float(rainy), _to_float(clean)
 
 
@@ -106,10 +120,16 @@ class SyntheticSource:
         names = list(MIXED) if cfg.preset == "mixed" else [cfg.preset]
         self.renderers = [RainRenderer(n) for n in names]
         self.streaks_only = cfg.streaks_only
+        self.max_rotation = float(cfg.max_rotation)
 
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
-        clean = _to_float(_random_crop([_load(str(self.files[int(rng.integers(len(self.files)))]))], crop, rng)[0])
+        photo = _load(str(self.files[int(rng.integers(len(self.files)))]))
+        angle = _rotation(rng, self.max_rotation)
+        clean = _to_float(_random_crop([photo], crop, rng)[0])
         renderer = self.renderers[int(rng.integers(len(self.renderers)))]
+        if angle:  # the rain turns, not the photo (its JPEG blocks and veil stay as a camera makes them)
+            low, high = renderer.params.angle
+            renderer = RainRenderer(renderer.params, angle=(low + angle, high + angle))
         return renderer.render_pair(clean, rng, self.streaks_only)
 
 

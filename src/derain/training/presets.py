@@ -1,9 +1,11 @@
 """Training presets shipped with the package (``src/derain/configs/*.yaml``).
 
-* the stages that reproduce the bundled weights from scratch, each from the previous stage's weights
-  (``init_weights``): ``default-cpu`` → ``default-cpu-ft`` → ``default-cpu-v3`` → ``default-cpu-v4`` →
-  ``default-cpu-v5`` → ``default-cpu-v7`` for ``default``, ``fast-cpu-v4`` → ``fast-cpu-v7`` for ``fast``
-  (MODEL_CARD.md, "Training");
+* the stages that reproduce the bundled weights, each from the previous stage's weights (``init_weights``):
+  ``default-cpu-v11`` for ``default``, the last stage of a chain from scratch whose earlier stages, each from the
+  one before's committed fp16 weights, are the repository's ``experiments/default-he-s*.yaml`` (MODEL_CARD.md,
+  "Version 11"); ``default-cpu`` → ``default-cpu-ft`` → ``default-cpu-v3`` → ``default-cpu-v4`` →
+  ``default-cpu-v5`` → ``default-cpu-v7`` for ``default`` version 7, whose ``default-cpu-v3`` run ``fast``'s
+  ``fast-cpu-v4`` → ``fast-cpu-v7`` starts from (MODEL_CARD.md, "Training");
 * the paper's ablation, ``paper-v1`` … ``paper-v4`` (Table 2), and ``released``, the authors' released recipe;
 * :data:`TEMPLATE`, ``my-data``: a documented template for your own data, which validates once its data
   paths are set.

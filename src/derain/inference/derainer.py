@@ -51,13 +51,13 @@ class DerainerBase:
     the rain removal to apply (:func:`resolve_strength`). With ``auto`` a model that judges images as a whole
     (``judges_images``) judges each image once, on all of it (:data:`~derain.inference.tiling.JUDGE_PIXELS`
     or fewer pixels) or a copy downscaled to that size, and every tile gets that judgement: tiled and untiled
-    outputs agree. A backend whose model judges each input itself (an exported ONNX file) takes ``auto``
+    outputs judge alike. A backend whose model judges each input itself (an exported ONNX file) takes ``auto``
     only, and judges each tile."""
 
     strength: Strength = "auto"
     judges_images: bool = False
     #: Tiles start at multiples of this (:func:`~derain.inference.tiling.tile_spans`): the model's padding multiple,
-    #: so that tiled and untiled outputs agree.
+    #: so that tiled outputs are the untiled ones wherever a tile holds the context the model reads.
     tile_align: int = 1
 
     @property

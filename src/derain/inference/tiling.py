@@ -76,27 +76,32 @@ def resolve_tile(tile: int | None, height: int, width: int) -> int | None:
 
 
 def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
-    """``(start, size)`` of the fewest tiles of ``tile`` covering ``length`` with overlaps of at least ``overlap``.
+    """``(start, size)`` of the fewest tiles of at most ``tile`` covering ``length`` with overlaps of at least
+    ``overlap`` (and, with ``align``, starts on its grid: small tiles then take more of them).
 
     Spread evenly; the first starts at 0 and the last ends at ``length``. With ``align`` > 1 every start is a
-    multiple of ``align``, tiles are ``tile`` rounded down to a multiple of it, and the last one is longer by what
-    ending at ``length`` takes (less than ``align``): a network that halves its input ``k`` times
-    (``config.multiple`` = 2^k, padding at the bottom and right) computes a pixel alike only at offsets that differ
-    by multiples of 2^k, so aligned tiles agree with one pass over the whole image. Tiles too small to align
-    (``tile − overlap < 2·align``) are not aligned.
+    multiple of ``align`` (tiles are ``tile`` rounded down to a multiple of it, the last one to ``length``): a network
+    that halves its input ``k`` times (``config.multiple`` = 2^k, padding at the bottom and right) computes a pixel
+    alike only at offsets that differ by multiples of 2^k, so aligned tiles give what one pass over the whole image
+    gives wherever a tile holds the context the network reads. Tiles too small to align (``tile − overlap <
+    2·align``) are not aligned.
 
     >>> tile_spans(1000, 512, 32), tile_spans(300, 512, 32)
     ([(0, 512), (244, 512), (488, 512)], [(0, 300)])
     >>> tile_spans(2562, 512, 32, align=32)
-    [(0, 512), (384, 512), (800, 512), (1216, 512), (1632, 512), (2048, 514)]
+    [(0, 512), (416, 512), (832, 512), (1248, 512), (1664, 512), (2080, 482)]
     """
     if length <= tile:
         return [(0, length)]
     if align > 1 and tile - overlap >= 2 * align:
-        tile = tile // align * align
-        n = math.ceil((length - tile) / (tile - overlap - align)) + 1
-        starts = sorted({round(i * (length - tile) / (n - 1)) // align * align for i in range(n)})
-        return [(s, tile) for s in starts[:-1]] + [(starts[-1], length - starts[-1])]
+        size = tile // align * align
+        last = -(-(length - tile) // align) * align  # the last tile ends at `length` and is at most `tile`
+        n = max(2, math.ceil((length - overlap) / (size - overlap)))
+        while True:
+            starts = [round(i * last / (n - 1)) // align * align for i in range(n - 1)] + [last]
+            if all(a + size - b >= overlap for a, b in zip(starts, starts[1:])):
+                return [(a, size) for a in starts[:-1]] + [(last, length - last)]
+            n += 1
     n = math.ceil((length - overlap) / (tile - overlap))
     return [(round(i * (length - tile) / (n - 1)), tile) for i in range(n)]
 
@@ -185,8 +190,8 @@ def derain_tiled(
     """Apply ``fn`` (``(B, C, h, w)`` → ``(B, C', h, w)``) to ``image`` in overlapping tiles and blend.
 
     ``image`` is ``(C, H, W)`` or ``(B, C, H, W)``; the result has the same layout, float32, on the
-    device ``fn`` returns. Tiles are at most ``tile × tile`` (the last of a row or column up to ``align`` − 1
-    more; :func:`tile_spans`: tiles start at multiples of ``align``); neighbouring tiles overlap by at least
+    device ``fn`` returns. Tiles are at most ``tile × tile`` (:func:`tile_spans`: with ``align``, they start at
+    multiples of it); neighbouring tiles overlap by at least
     ``overlap`` pixels (``overlap < tile / 2``) and are cross-faded over ``overlap`` pixels in the
     middle of their overlap. An image that fits in one tile is passed to ``fn`` whole.
     """

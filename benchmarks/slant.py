@@ -23,23 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 import derain
 from derain.bench.noharm import rain_free_images
+from derain.data.photos import read_photo
 from derain.data.render import PRESETS, RainRenderer
 from derain.errors import UserError
-from derain.io.images import read_image
 from derain.metrics import calculate_psnr
 
 
 def _photos(spec: str, max_side: int) -> list[np.ndarray]:
-    out = []
-    for path in rain_free_images(spec):
-        im = Image.fromarray(read_image(path))
-        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        out.append(np.asarray(im))
-    return out
+    return [read_photo(path, max_side) for path in rain_free_images(spec)]
 
 
 def _rainy(clean: np.ndarray, preset: str, slant: float, index: int) -> np.ndarray:

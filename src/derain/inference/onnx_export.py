@@ -224,7 +224,6 @@ class OnnxDerainer(DerainerBase):
             raise OnnxFileError(f"{name}: not a loadable ONNX model ({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.multiple = int(meta.get(META_MULTIPLE, "1"))
-        self.tile_align = self.multiple  # tiles start at multiples of the padding multiple, as the torch backend's
         self.border = int(meta.get(META_BORDER, "0"))
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
@@ -254,6 +253,11 @@ class OnnxDerainer(DerainerBase):
             path = export_onnx(model, Path(tmp) / "model.onnx", opset=opset)
             data = path.read_bytes()
         return cls(data, threads=threads, **kwargs)
+
+    @property
+    def tile_align(self) -> int:  # type: ignore[override]
+        """Tiles start at multiples of the padding multiple (``derain.multiple``), as the torch backend's do."""
+        return self.multiple
 
     def run_tensor(self, batch: torch.Tensor, strength: Strength | str | None = None, whole: torch.Tensor | None = None) -> torch.Tensor:
         """Derain a ``(B, 3, H, W)`` float batch in [0, 1]; returns float32 on the CPU, clamped to [0, 1].

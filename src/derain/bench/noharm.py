@@ -9,7 +9,12 @@ through the user-facing path (:func:`derain.derain` on uint8 RGB, the given prec
   global darkening or colour cast shows here);
 * **grey spread**: greyscale versions of the same photos (R = G = B in) and eight flat grey cards
   (levels 16 … 240); for each image the spread max − min of the three output channel means, in
-  levels, reported as the mean and the maximum (a cast on black-and-white photos shows here).
+  levels, reported as the mean and the maximum (a cast on black-and-white photos shows here). Grey inputs come
+  back grey by construction (:meth:`~derain.inference.derainer.DerainerBase.derain_rgb`), so this is 0 through the
+  user path;
+* **near-grey spread**: the same inputs with blue one level up (255 stays), so the grey rule does not apply: the spread
+  of the channel means' change (output − input), the network's own tint on neutral content (a grey sky or wall in a
+  colour photo).
 
 Sets: a folder of images (all of them), a paired folder's ``clean/`` images (``FOLDER`` with
 ``rainy/`` + ``clean/``), or either restricted to its last ``N`` images in sorted order with
@@ -72,6 +77,8 @@ class NoHarmRow:
     shift_b: float
     grey_spread_mean: float  # max − min of the output channel means for R = G = B inputs, levels
     grey_spread_max: float
+    near_grey_spread_mean: float  # the same for the inputs with blue +1: max − min of (output − input) channel means
+    near_grey_spread_max: float
 
 
 def rain_free_images(spec: str | Path) -> list[Path]:
@@ -92,9 +99,14 @@ def rain_free_images(spec: str | Path) -> list[Path]:
     return files
 
 
-def _grey_spread(derain_fn: Callable[[np.ndarray], np.ndarray], grey: np.ndarray) -> float:
-    out = derain_fn(np.repeat(grey[..., None], 3, axis=2)).reshape(-1, 3).astype(np.float64).mean(0)
-    return float(out.max() - out.min())
+def _grey_spread(derain_fn: Callable[[np.ndarray], np.ndarray], grey: np.ndarray, nudge: bool = False) -> float:
+    """max − min over the channels of the mean change (output − input) of a grey image, with ``nudge`` its blue one
+    level up first (a near-grey image)."""
+    img = np.repeat(grey[..., None], 3, axis=2)
+    if nudge:
+        img[..., 2] = np.minimum(grey.astype(np.int16) + 1, 255).astype(np.uint8)
+    change = (derain_fn(img).astype(np.float64) - img).reshape(-1, 3).mean(0)
+    return float(change.max() - change.min())
 
 
 def measure_noharm(
@@ -108,7 +120,7 @@ def measure_noharm(
     def run(img: np.ndarray) -> np.ndarray:
         return derain(img, model=derainer)
 
-    psnrs, shifts, spreads = [], [], []
+    psnrs, shifts, spreads, near = [], [], [], []
     for img in images:
         out = run(img)
         psnr = score("y", out, img)[0]
@@ -116,15 +128,18 @@ def measure_noharm(
         shifts.append((out.astype(np.float64) - img).reshape(-1, 3).mean(0))
         grey = np.round(img.astype(np.float64) @ [0.299, 0.587, 0.114]).astype(np.uint8)
         spreads.append(_grey_spread(run, grey))
+        near.append(_grey_spread(run, grey, nudge=True))
     h, w = images[0].shape[:2] if images else (64, 64)
     for level in GREY_LEVELS:
-        spreads.append(_grey_spread(run, np.full((min(h, 256), min(w, 256)), level, np.uint8)))
+        card = np.full((min(h, 256), min(w, 256)), level, np.uint8)
+        spreads.append(_grey_spread(run, card))
+        near.append(_grey_spread(run, card, nudge=True))
     shift = np.mean(shifts, axis=0) if shifts else np.zeros(3)
     name = label or (model if isinstance(model, str) else getattr(model, "registry_name", type(model).__name__))
     return NoHarmRow(
         str(name), dataset, len(images), float(np.mean(psnrs)) if psnrs else float("nan"),
         float(np.min(psnrs)) if psnrs else float("nan"), *(float(v) for v in shift),
-        float(np.mean(spreads)), float(np.max(spreads)),
+        float(np.mean(spreads)), float(np.max(spreads)), float(np.mean(near)), float(np.max(near)),
     )
 
 
@@ -173,15 +188,17 @@ def noharm_table(rows: Sequence[NoHarmRow], precision: str) -> str:
     """Markdown table of the rows."""
     lines = [
         f"No harm on rain-free photos (derain.derain, precision {precision}; shift = output − input in 8-bit levels; "
-        "grey spread = max − min of the output channel means for R = G = B inputs: greyscale photos and 8 grey cards)",
+        "grey spread = max − min of the output channel means for R = G = B inputs: greyscale photos and 8 grey cards; "
+        "near-grey: the same with blue one level up, max − min of the channels' mean change)",
         "",
-        "| model | set | n | identity Y-PSNR mean / min (dB) | mean shift R / G / B | grey spread mean / max |",
-        "|---|---|---:|---:|---:|---:|",
+        "| model | set | n | identity Y-PSNR mean / min (dB) | mean shift R / G / B | grey spread mean / max | near-grey spread mean / max |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.model} | {r.dataset} | {r.n} | {r.psnr_mean:.2f} / {r.psnr_min:.2f} | "
-            f"{r.shift_r:+.2f} / {r.shift_g:+.2f} / {r.shift_b:+.2f} | {r.grey_spread_mean:.2f} / {r.grey_spread_max:.2f} |"
+            f"{r.shift_r:+.2f} / {r.shift_g:+.2f} / {r.shift_b:+.2f} | {r.grey_spread_mean:.2f} / {r.grey_spread_max:.2f} | "
+            f"{r.near_grey_spread_mean:.2f} / {r.near_grey_spread_max:.2f} |"
         )
     return "\n".join(lines)
 

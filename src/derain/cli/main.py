@@ -22,6 +22,7 @@ from .bench import bench_group, explain_cmd  # noqa: E402
 from .common import USER_ERRORS, device_option, model_options, printable, precision_option, protocol_option, threads_option, user_errors  # noqa: E402,F401
 from .demo import demo_cmd  # noqa: E402
 from .export import export_cmd  # noqa: E402
+from .teach import teach_cmd  # noqa: E402
 from .run import DefaultRunGroup, run_cmd  # noqa: E402  (`derain PHOTO...` = `derain run PHOTO...`)
 from .serve import serve_cmd  # noqa: E402
 from .video import video_cmd  # noqa: E402
@@ -42,6 +43,7 @@ cli.add_command(run_cmd)
 cli.add_command(demo_cmd)
 cli.add_command(video_cmd)
 cli.add_command(export_cmd)
+cli.add_command(teach_cmd)
 cli.add_command(bench_group)
 cli.add_command(explain_cmd)
 cli.add_command(serve_cmd)

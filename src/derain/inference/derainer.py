@@ -19,9 +19,18 @@ from .compiled import CompiledModel, compile_model
 from .precision import autocast, input_layout, prepare_model, resolve_precision
 from .tiling import DEFAULT_OVERLAP, JUDGE_PIXELS, derain_array, derain_tiled, judgement_view, resolve_tile
 
-__all__ = ["Derainer", "DerainerBase", "Strength", "resolve_strength"]
+__all__ = ["Derainer", "DerainerBase", "Strength", "is_grey", "resolve_strength"]
 
 Strength = Union[float, Literal["auto"]]
+
+
+def is_grey(rgb: np.ndarray) -> bool:
+    """Whether an ``H×W×3`` image has R = G = B at every pixel.
+
+    >>> is_grey(np.full((2, 2, 3), 7, np.uint8)), is_grey(np.array([[[7, 7, 8]]], np.uint8))
+    (True, False)
+    """
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
 def resolve_strength(strength: Strength | str | None) -> Strength:
@@ -110,9 +119,19 @@ class DerainerBase:
         """``H×W×3`` uint8, uint16 or float in [0, 1] → the derained image in the same dtype (float → float32),
         tiled per :meth:`run_tiled`; a tile at a time is converted to float, so memory beyond the input and
         the output is bounded by the tile (:func:`~derain.inference.tiling.derain_array`). With ``grey``,
-        ``H×W×1``: the mean of the channels, rounded once."""
+        ``H×W×1``: the mean of the channels, rounded once. A grey image (R = G = B at every pixel, as a black-and-white
+        photo saved in colour is) comes back grey: each pixel the mean of the model's three channels, so the model's
+        colour cannot tint it.
+
+        >>> out = Derainer(nn.Conv2d(3, 3, 1)).derain_rgb(np.full((8, 8, 3), 120, np.uint8))
+        >>> out.shape, bool((out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all())
+        ((8, 8, 3), True)
+        """
         size = resolve_tile(tile, int(rgb.shape[0]), int(rgb.shape[1]))
-        return derain_array(self._runner(rgb, size is not None, strength), rgb, size, overlap, grey=grey, align=self.tile_align)
+        run = self._runner(rgb, size is not None, strength)
+        if grey or not is_grey(rgb):
+            return derain_array(run, rgb, size, overlap, grey=grey, align=self.tile_align)
+        return np.repeat(derain_array(run, rgb, size, overlap, grey=True, align=self.tile_align), 3, axis=2)
 
     def derain_photo(
         self, photo: Photo, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, *, strength: Strength | str | None = None

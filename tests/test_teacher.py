@@ -88,6 +88,30 @@ class TestTeach:
             teach([tmp_path / "p"], failing, tmp_path / "pairs")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["old", "p"]
 
+    def test_a_folder_of_the_users_beside_the_output_is_left_alone(self, tmp_path: Path) -> None:
+        _photos(tmp_path / "p", names=("1",))
+        mine = tmp_path / ".pairs.partial"
+        mine.mkdir()
+        (mine / "mine.txt").write_text("keep")
+        teach([tmp_path / "p"], lambda x: x, tmp_path / "pairs")
+        assert (mine / "mine.txt").read_text() == "keep"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".pairs.partial", "p", "pairs"]
+
+    def test_photos_of_one_name_in_several_folders_each_get_a_pair(self, tmp_path: Path) -> None:
+        for sub in ("a/x", "b/x", "c/x"):
+            _photos(tmp_path / "p" / sub, names=("1",))
+        _photos(tmp_path / "p" / "a", names=("1",))
+        report = teach([tmp_path / "p"], lambda x: x, tmp_path / "pairs")
+        assert len(set(report.names)) == 4 and len(list((tmp_path / "pairs" / "clean").iterdir())) == 4
+
+    def test_a_teacher_must_return_uint8_pixels_of_its_input(self, tmp_path: Path) -> None:
+        _photos(tmp_path / "p", names=("1",))
+        with pytest.raises(TypeError, match="uint8"):
+            teach([tmp_path / "p"], lambda x: x / 255.0, tmp_path / "pairs")
+        with pytest.raises(TypeError, match="shape"):
+            teach([tmp_path / "p"], lambda x: x[:-1], tmp_path / "pairs")
+        assert not (tmp_path / "pairs").exists() and not list(tmp_path.glob(".pairs*"))
+
     def test_an_unreadable_photo_is_left_out_and_none_readable_is_an_error(self, tmp_path: Path) -> None:
         _photos(tmp_path / "p", names=("1",))
         (tmp_path / "p" / "3.jpg").write_bytes(b"junk")
@@ -137,3 +161,7 @@ class TestCli:
                                                                           "folder (teach never writes into an earlier one)"]
         out = runner.invoke(cli, ["teach", str(tmp_path / "p"), "-o", str(tmp_path / "new")])
         assert out.exit_code == 2 and "name the teacher" in out.stderr
+        (tmp_path / "file").write_text("x")
+        out = runner.invoke(cli, ["teach", str(tmp_path / "p"), "--model", "fast", "-o", str(tmp_path / "file" / "pairs")])
+        assert out.exit_code == 1 and len(out.stderr.strip().splitlines()) == 1, out.output
+        assert out.stderr.startswith(f"Error: cannot write {tmp_path / 'file' / 'pairs'}: ")

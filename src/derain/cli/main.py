@@ -22,9 +22,9 @@ from .bench import bench_group, explain_cmd  # noqa: E402
 from .common import USER_ERRORS, device_option, model_options, printable, precision_option, protocol_option, threads_option, user_errors  # noqa: E402,F401
 from .demo import demo_cmd  # noqa: E402
 from .export import export_cmd  # noqa: E402
-from .teach import teach_cmd  # noqa: E402
 from .run import DefaultRunGroup, run_cmd  # noqa: E402  (`derain PHOTO...` = `derain run PHOTO...`)
 from .serve import serve_cmd  # noqa: E402
+from .teach import teach_cmd  # noqa: E402
 from .video import video_cmd  # noqa: E402
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
+from ..io.atomic import WriteError, process_umask
 from ..io.images import ImageReadError, save_image
 from .photos import photo_files, read_photo
 
@@ -79,20 +81,25 @@ def teach(
     """Label the photos of ``folders`` (``only``: all, odd or even numbers) with ``teacher`` (uint8 RGB in and out)
     and write the pairs under ``out`` (``rainy/`` and ``clean/``, PNG; module docstring).
 
-    ``out`` must not exist: the pairs are written to a sibling folder that becomes ``out`` only when all are written,
-    so a failed run leaves no half-written dataset and never changes an earlier one. An unreadable photo is left
-    out (passed to ``on_skip``); :class:`TeachError` when none is readable.
+    ``out`` must not exist: the pairs are written to a new hidden folder beside it (a name of its own, so nothing
+    else is touched) that becomes ``out`` only when all are written, so a failed run leaves no half-written dataset
+    and never changes an earlier one. ``teacher`` must return uint8 of its input's shape. An unreadable photo is left
+    out (passed to ``on_skip``); :class:`TeachError` when none is readable or ``out`` exists,
+    :class:`~derain.io.atomic.WriteError` when ``out`` cannot be written.
     """
     out = Path(out)
     if out.exists():
         raise TeachError(f"{out}: exists; give a new folder (teach never writes into an earlier one)")
     files = photo_files(folders, only)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as err:
+        raise WriteError(out, err) from None
     report = TeachReport(out)
     try:
+        staging.chmod(0o777 & ~process_umask())  # as a folder made by mkdir (mkdtemp's is private)
         for sub in ("rainy", "clean"):
-            (staging / sub).mkdir(parents=True)
+            (staging / sub).mkdir()
         for n, path in enumerate(files, 1):
             try:
                 rainy = read_photo(path, max_side)
@@ -101,7 +108,11 @@ def teach(
                 if on_skip:
                     on_skip(err)
                 continue
-            target = trusted_target(rainy, np.asarray(teacher(rainy), np.uint8))
+            labelled = teacher(rainy)
+            if not isinstance(labelled, np.ndarray) or labelled.dtype != np.uint8 or labelled.shape != rainy.shape:
+                got = f"{labelled.dtype} {labelled.shape}" if isinstance(labelled, np.ndarray) else type(labelled).__name__
+                raise TypeError(f"the teacher must return uint8 pixels of its input's shape {rainy.shape}, got {got}")
+            target = trusted_target(rainy, labelled)
             name = _unique(path, report.names)
             save_image(Image.fromarray(rainy), staging / "rainy" / f"{name}.png")
             save_image(Image.fromarray(target), staging / "clean" / f"{name}.png")
@@ -111,13 +122,22 @@ def teach(
                 progress(f"{n}/{len(files)} {path.name}: {report.removed[-1]:.2f} levels taken off on average")
         if not report.names:
             raise TeachError(f"no readable photo in {', '.join(str(f) for f in folders)}")
-        staging.rename(out)
+        if out.exists():  # made while this ran: left as it is
+            raise TeachError(f"{out}: appeared while teach ran; the pairs were not written")
+        try:
+            staging.rename(out)
+        except OSError as err:
+            raise WriteError(out, err) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
 
 
 def _unique(path: Path, taken: Sequence[str]) -> str:
-    """The pair's name: the file's stem, with its folder's name before it where another photo took the stem."""
-    name = path.stem
-    return name if name not in taken else f"{path.parent.name}-{name}"
+    """The pair's name: the file's stem; where another photo took it, its folder's name before it, then a number."""
+    name = path.stem if path.stem not in taken else f"{path.parent.name}-{path.stem}"
+    n = 2
+    while name in taken:
+        name = f"{path.parent.name}-{path.stem}-{n}"
+        n += 1
+    return name

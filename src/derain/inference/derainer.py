@@ -22,15 +22,23 @@ from .tiling import DEFAULT_OVERLAP, JUDGE_PIXELS, derain_array, derain_tiled, j
 __all__ = ["Derainer", "DerainerBase", "Strength", "is_grey", "resolve_strength"]
 
 Strength = Union[float, Literal["auto"]]
+#: Pixels per band that :func:`is_grey` compares at once.
+_GREY_BAND = 1 << 18
 
 
 def is_grey(rgb: np.ndarray) -> bool:
-    """Whether an ``H×W×3`` image has R = G = B at every pixel.
+    """Whether an ``H×W×3`` image has R = G = B at every pixel (compared a band of rows at a time, so the memory it
+    takes stays small and a colour image is told early).
 
     >>> is_grey(np.full((2, 2, 3), 7, np.uint8)), is_grey(np.array([[[7, 7, 8]]], np.uint8))
     (True, False)
     """
-    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+    rows = max(1, _GREY_BAND // max(1, rgb.shape[1]))
+    for y in range(0, rgb.shape[0], rows):
+        band = rgb[y : y + rows]
+        if not (np.array_equal(band[..., 0], band[..., 1]) and np.array_equal(band[..., 1], band[..., 2])):
+            return False
+    return True
 
 
 def resolve_strength(strength: Strength | str | None) -> Strength:

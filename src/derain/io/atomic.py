@@ -29,7 +29,7 @@ except ImportError:  # Windows
 from ..errors import UserError
 
 __all__ = [
-    "atomic_files", "atomic_output", "append_file", "remove_stale_temporaries", "write_atomic", "write_fd", "write_new",
+    "atomic_files", "atomic_output", "append_file", "process_umask", "remove_stale_temporaries", "write_atomic", "write_fd", "write_new",
     "WriteError", "DISK_FULL", "STALE_SECONDS", "GROUP_LINK", "Syscalls", "syscalls",
 ]
 
@@ -240,7 +240,7 @@ def remove_stale_temporaries(path: str | os.PathLike[str], suffix: str = ".tmp")
     return removed
 
 
-def _umask() -> int:
+def process_umask() -> int:
     """The process's umask, read without changing it where the system tells (Linux), else by setting it back."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
@@ -293,7 +293,7 @@ def _atomic_output(path: str | os.PathLike[str], suffix: str = ".tmp", *, flushe
         try:
             if not flushed:
                 _flush_file(tmp)
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~process_umask())
             os.replace(tmp, path)
         except OSError as err:
             raise WriteError(path, err) from None
@@ -412,7 +412,7 @@ def atomic_files(folder: str | os.PathLike[str], names: Sequence[str]) -> Iterat
             if missing:
                 raise FileNotFoundError(f"atomic_files: {', '.join(missing)} not written")
             for name in names:
-                os.chmod(work / name, 0o666 & ~_umask())
+                os.chmod(work / name, 0o666 & ~process_umask())
                 _flush_file(work / name)
         except OSError as err:  # named as the file it was to become
             if not isinstance(err, WriteError) and err.errno not in DISK_FULL and err.errno != errno.EIO:

@@ -46,5 +46,5 @@ def teach_cmd(folders, model_name, weights, out, only, max_side, precision, thre
     report = teach(folders, runner, out, only=only, max_side=max_side,
                    on_skip=lambda err: click.echo(f"skipped: {printable(err)}", err=True),
                    progress=lambda text: click.echo(printable(text), err=True))
-    click.echo(f"wrote {len(report.names)} pairs to {report.out} (mean level taken off "
-               f"{sum(report.removed) / len(report.removed):.2f}; {len(report.skipped)} photos skipped)")
+    click.echo(f"wrote {len(report.names)} pairs to {report.out} (taken off the photos: "
+               f"{sum(report.removed) / len(report.removed):.2f} of 255 levels on average; {len(report.skipped)} photos skipped)")

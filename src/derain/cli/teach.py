@@ -34,14 +34,11 @@ def teach_cmd(folders, model_name, weights, out, only, max_side, precision, thre
     derain teach ../shared/data/InternetData147/rainy --only even --model prenet \\
         --weights ../shared/data/peers/prenet/Rain100H.pth -o runs/teacher-even
     """
-    from pathlib import Path
-
-    from ..data.teacher import TeachError, teach
+    from ..data.teacher import check_new_folder, teach
 
     if not model_name and not weights:
         raise click.UsageError("name the teacher: --model NAME and/or --weights FILE")
-    if Path(out).exists():  # before the teacher loads
-        raise TeachError(f"{out}: exists; give a new folder (teach never writes into an earlier one)")
+    check_new_folder(out)  # before the teacher loads
     runner = runner_for_cli(model_name, weights, precision=precision, threads=threads)
     report = teach(folders, runner, out, only=only, max_side=max_side,
                    on_skip=lambda err: click.echo(f"skipped: {printable(err)}", err=True),

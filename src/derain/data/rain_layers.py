@@ -47,7 +47,7 @@ from PIL import Image
 from ..io.images import is_image_file, read_image
 from ..io.pixels import to_float, to_u8
 
-__all__ = ["RainLayerBank", "composite", "rotate_center", "rotation_window"]
+__all__ = ["RainLayerBank", "composite", "random_angle", "rotate_center", "rotation_window"]
 
 PathLike = str | os.PathLike[str]
 
@@ -92,6 +92,12 @@ def _fill_lower_bound(values: np.ndarray, unknown: np.ndarray, step: int = 4, ma
         if not todo.any():
             break
     return out
+
+
+def random_angle(rng: np.random.Generator, max_rotation: float) -> float:
+    """A turn by U(−max_rotation, max_rotation) degrees, drawn only when ``max_rotation`` > 0 (without rotation the
+    random stream is left as it was)."""
+    return float(rng.uniform(-max_rotation, max_rotation)) if max_rotation > 0 else 0.0
 
 
 def rotation_window(h: int, w: int, angle: float) -> tuple[int, int]:
@@ -251,7 +257,7 @@ class RainLayerBank:
             raise ValueError(f"size must be positive, got {size!r}")
         i = int(rng.integers(len(self))) if index is None else int(index)
         src = self._layers[i]
-        angle = float(rng.uniform(-max_rotation, max_rotation)) if max_rotation > 0 else 0.0
+        angle = random_angle(rng, max_rotation)
         ch, cw = rotation_window(h, w, angle)
         crop = self._crop(src, rng, ch, cw)
         if angle:

@@ -35,7 +35,7 @@ from ..io.atomic import WriteError, process_umask
 from ..io.images import ImageReadError, save_image
 from .photos import photo_files, read_photo
 
-__all__ = ["TeachError", "TeachReport", "teach", "trusted_target"]
+__all__ = ["TeachError", "TeachReport", "check_new_folder", "teach", "trusted_target"]
 
 
 class TeachError(UserError, ValueError):
@@ -56,6 +56,14 @@ def trusted_target(rainy: np.ndarray, teacher: np.ndarray) -> np.ndarray:
     x = rainy.astype(np.int16)
     removed = np.clip(x - teacher.astype(np.int16), 0, None).min(axis=2, keepdims=True)
     return (x - removed).astype(np.uint8)
+
+
+def check_new_folder(out: str | os.PathLike[str]) -> Path:
+    """``out`` as a path; :class:`TeachError` when it exists (teach never writes into an earlier folder)."""
+    out = Path(out)
+    if out.exists():
+        raise TeachError(f"{out}: exists; give a new folder (teach never writes into an earlier one)")
+    return out
 
 
 @dataclass
@@ -87,9 +95,7 @@ def teach(
     out (passed to ``on_skip``); :class:`TeachError` when none is readable or ``out`` exists,
     :class:`~derain.io.atomic.WriteError` when ``out`` cannot be written.
     """
-    out = Path(out)
-    if out.exists():
-        raise TeachError(f"{out}: exists; give a new folder (teach never writes into an earlier one)")
+    out = check_new_folder(out)
     files = photo_files(folders, only)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))

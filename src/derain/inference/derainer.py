@@ -136,10 +136,10 @@ class DerainerBase:
         ((8, 8, 3), True)
         """
         size = resolve_tile(tile, int(rgb.shape[0]), int(rgb.shape[1]))
-        run = self._runner(rgb, size is not None, strength)
-        if grey or not is_grey(rgb):
-            return derain_array(run, rgb, size, overlap, grey=grey, align=self.tile_align)
-        return np.repeat(derain_array(run, rgb, size, overlap, grey=True, align=self.tile_align), 3, axis=2)
+        grey_in = not grey and is_grey(rgb)
+        out = derain_array(self._runner(rgb, size is not None, strength), rgb, size, overlap, grey=grey or grey_in,
+                           align=self.tile_align)
+        return np.repeat(out, 3, axis=2) if grey_in else out
 
     def derain_photo(
         self, photo: Photo, tile: int | None = None, overlap: int = DEFAULT_OVERLAP, *, strength: Strength | str | None = None

@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..data.folders import HoldOut
-from ..data.rain_layers import RainLayerBank, rotate_center, rotation_window
+from ..data.rain_layers import RainLayerBank, random_angle, rotate_center, rotation_window
 from ..data.rainmix import RainMix, StreakBank
 from ..data.render import MIXED, RainRenderer
 from ..data.pairs import DatasetError
@@ -75,12 +75,6 @@ def _random_crop(images: Sequence[np.ndarray], crop: int, rng: np.random.Generat
     return [im[y : y + crop, x : x + crop] for im in images]
 
 
-def _rotation(rng: np.random.Generator, max_rotation: float) -> float:
-    """A turn by U(−max_rotation, max_rotation) degrees, drawn only when ``max_rotation`` > 0 (a source without
-    rotation keeps its random stream)."""
-    return float(rng.uniform(-max_rotation, max_rotation)) if max_rotation > 0 else 0.0
-
-
 class Source(Protocol):
     def sample(self, rng: np.random.Generator, crop: int) -> Sample: ...
 
@@ -99,7 +93,7 @@ class PairedSource:
         rainy, clean = _load(str(pair.rainy)), _load(str(pair.clean))
         if rainy.shape != clean.shape:
             raise DatasetError(f"{pair.rainy} and {pair.clean} differ in size")
-        angle = _rotation(rng, self.max_rotation)
+        angle = random_angle(rng, self.max_rotation)
         window = max(rotation_window(crop, crop, angle))
         if window > min(rainy.shape[:2]):  # too small to turn by this much: this sample stays upright
             angle, window = 0.0, crop
@@ -124,7 +118,7 @@ class SyntheticSource:
 
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
         photo = _load(str(self.files[int(rng.integers(len(self.files)))]))
-        angle = _rotation(rng, self.max_rotation)
+        angle = random_angle(rng, self.max_rotation)
         clean = _to_float(_random_crop([photo], crop, rng)[0])
         renderer = self.renderers[int(rng.integers(len(self.renderers)))]
         if angle:  # the rain turns, not the photo (its JPEG blocks and veil stay as a camera makes them)

@@ -285,6 +285,25 @@ class TestFrontierBench:
         assert row.ms["24x40 fp32"] > 0 and not row.holdout and not (tmp_path / "runs").exists()
         assert row.params == sum(p.numel() for p in derain.create_model("efderain-cpu").parameters())
 
+    def test_networks_are_timed_prepared_as_users_run_them(self, monkeypatch) -> None:
+        """A trained candidate reaches users as a file, which the runner prepares for the precision (weights in bf16);
+        the frontier times such a prepared copy and leaves the network it was given as it was."""
+        from derain.bench import frontier
+        from derain.inference import derainer
+
+        prepared = []
+        real = derainer.Derainer.__init__
+
+        def spy(self, model, *args, **kwargs):
+            real(self, model, *args, **kwargs)
+            prepared.append(self.model.conv1.conv1[0].weight.dtype)
+
+        monkeypatch.setattr(derainer.Derainer, "__init__", spy)
+        net = derain.create_model("efderain-cpu-w32")
+        ms = frontier._time_user_path(net, [(24, 40)], ["bf16"], repeats=1)
+        assert ms["24x40 bf16"] > 0 and prepared == [torch.bfloat16]
+        assert net.conv1.conv1[0].weight.dtype == torch.float32 and net.training
+
     def test_unknown_candidate_is_one_line(self) -> None:
         with pytest.raises(derain.errors.InvalidArgument, match="unknown candidate"):
             run_frontier(candidates=["nope"])

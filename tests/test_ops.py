@@ -395,3 +395,33 @@ def test_without_the_extension_models_run_the_eager_path(monkeypatch: pytest.Mon
         torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(RuntimeError, match="not built"):
         upsample_filter_fuse(x, torch.rand(1, 27, 20, 28), 2, (1, 2, 3, 4), torch.rand(3, 12, 3, 3), torch.rand(3))
+
+
+class TestPixelUnshuffle:
+    """derain.ops.shuffle.pixel_unshuffle: F.pixel_unshuffle's values, layout-independent, with its gradient."""
+
+    @pytest.mark.parametrize("factor", [2, 4])
+    @pytest.mark.parametrize("channels_last", [False, True])
+    def test_equals_the_aten_op(self, factor: int, channels_last: bool) -> None:
+        from derain.ops.shuffle import pixel_unshuffle
+
+        x = torch.rand(2, 3, 8 * factor, 5 * factor)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(pixel_unshuffle(x, factor), F.pixel_unshuffle(x, factor))
+        assert pixel_unshuffle(x.bfloat16(), factor).dtype == torch.bfloat16
+
+    def test_gradient_equals_the_aten_op(self) -> None:
+        from derain.ops.shuffle import pixel_unshuffle
+
+        x = torch.rand(1, 3, 8, 12, requires_grad=True)
+        w = torch.rand(1, 12, 4, 6)
+        (g,) = torch.autograd.grad((pixel_unshuffle(x, 2) * w).sum(), x)
+        (ref,) = torch.autograd.grad((F.pixel_unshuffle(x, 2) * w).sum(), x)
+        assert torch.equal(g, ref)
+
+    def test_sides_not_multiples_are_refused(self) -> None:
+        from derain.ops.shuffle import pixel_unshuffle
+
+        with pytest.raises(ValueError, match="multiples of 4"):
+            pixel_unshuffle(torch.rand(1, 3, 10, 16), 4)

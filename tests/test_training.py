@@ -1073,3 +1073,62 @@ class TestDivergence:
         assert len(errors) == 1 and errors[0].startswith("Error: training diverged: the loss or its gradient was not finite")
         assert proc.stderr.count("WARNING: step") == 2  # each skipped step logged
         assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_derive_weights_average_writes_the_point_on_the_line(tmp_path) -> None:
+    """benchmarks/derive_weights.py average: (1 - alpha)·A + alpha·B for every tensor, A's architecture; two different
+    networks are one line and a non-zero exit."""
+    from derain.models.checkpoint import read_model, save_model
+
+    a, b = derain.create_model("efderain-tiny"), derain.create_model("efderain-tiny")
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(torch.randn_like(p))
+    save_model(a, tmp_path / "a.safetensors")
+    save_model(b, tmp_path / "b.safetensors")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "derive_weights.py"
+    out = tmp_path / "mid.safetensors"
+    subprocess.run([sys.executable, str(script), "average", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                    "--alpha", "0.25", "-o", str(out)], capture_output=True, text=True, check=True)
+    from derain.models.checkpoint import read_state_dict
+
+    mid, sa, sb = read_model(out).state_dict(), a.state_dict(), b.state_dict()
+    for key, value in mid.items():
+        assert torch.allclose(value.float(), 0.75 * sa[key] + 0.25 * sb[key], atol=2e-3, rtol=1e-3), key  # saved fp16
+    stored, meta = read_state_dict(out)
+    assert stored["outc.weight"].dtype == torch.float16 and meta["derain.name"] == "mid"
+    save_model(derain.create_model("efderain-small"), tmp_path / "other.safetensors")
+    save_model(derain.create_model("efderain-tiny", dilations=(1, 2)), tmp_path / "two.safetensors")
+    for other, alpha in (("other", "0.5"), ("two", "0.5"), ("b", "nan")):
+        bad = subprocess.run([sys.executable, str(script), "average", str(tmp_path / "a.safetensors"), str(tmp_path / f"{other}.safetensors"),
+                              "--alpha", alpha, "-o", str(tmp_path / "x.safetensors")], capture_output=True, text=True)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) <= 2 and "Traceback" not in bad.stderr, bad.stderr
+        assert ("finite" if alpha == "nan" else "different networks") in bad.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_derive_weights_shallow_keeps_each_blocks_first_convolution(tmp_path) -> None:
+    """benchmarks/derive_weights.py shallow: depth 1, each block's first convolution and the other tensors copied; --no-gates
+    leaves the gate heads out; anything but a plain two-convolution EfDeRain is one line and a non-zero exit."""
+    from derain.models.checkpoint import read_model, save_model
+
+    deep = derain.create_model("efderain-tiny", gate=True, gate_global=True)
+    with torch.no_grad():
+        for p in deep.parameters():
+            p.add_(torch.randn_like(p))
+    save_model(deep, tmp_path / "deep.safetensors")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "derive_weights.py"
+    for flags, name in (([], "copied"), (["--no-gates"], "plain")):
+        subprocess.run([sys.executable, str(script), "shallow", str(tmp_path / "deep.safetensors"), "-o", str(tmp_path / f"{name}.safetensors"),
+                        *flags], capture_output=True, text=True, check=True)
+    copied, plain, ref = (read_model(tmp_path / "copied.safetensors").state_dict(),
+                          read_model(tmp_path / "plain.safetensors"), deep.state_dict())
+    assert read_model(tmp_path / "copied.safetensors").config.depth == 1 and "conv1.conv1.2.weight" not in copied
+    for key in ("conv1.conv1.0.weight", "conv4.conv1.0.bias", "outc.weight", "conv_final.weight", "gate.weight", "gate_global.weight"):
+        assert torch.allclose(copied[key].float(), ref[key], atol=1e-2, rtol=1e-3), key  # saved fp16
+    assert not plain.config.gate and not any(k.startswith("gate") for k in plain.state_dict())
+    save_model(derain.create_model("efderain-cpu-d1"), tmp_path / "shallow.safetensors")
+    bad = subprocess.run([sys.executable, str(script), "shallow", str(tmp_path / "shallow.safetensors"), "-o", str(tmp_path / "x.safetensors")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "at least two convolutions" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.safetensors").exists()

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..ops.full_resolution import bilinear_up, dilation_filter_fuse, filtering_layout, fused_path_applies, gate_map
 from ..ops.padding import pad_border, pad_to_multiple
+from ..ops.shuffle import pixel_unshuffle
 from .arch_config import ArchConfig
 from .constraints import channel_preserving_params, conv_fp32, unit_kernel_params
 from .gate import GATE_GAIN, GATE_INIT_BIAS, ImageJudge, gate_head, gate_parts, image_factor
@@ -220,7 +221,7 @@ class EfDeRain(nn.Module):
     def encoder(self, x: Tensor) -> list[Tensor]:
         """The encoder's features at every level (``1/(stem·2**l)`` resolution), shallowest first."""
         cfg = self.config
-        skips, feat = [], F.pixel_unshuffle(x, cfg.stem) if cfg.stem > 1 else x
+        skips, feat = [], pixel_unshuffle(x, cfg.stem) if cfg.stem > 1 else x
         for lv in range(len(cfg.widths)):
             feat = getattr(self, f"conv{lv + 1}")(F.avg_pool2d(feat, 2, 2) if lv > 0 else feat)
             skips.append(feat)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.padding import pad_to_multiple
+from ..ops.shuffle import pixel_unshuffle
 from .efderain import EfDeRain, EfDeRainConfig
 
 __all__ = ["RefineEfDeRainConfig", "RefineEfDeRain", "Refinement"]
@@ -55,7 +56,7 @@ class Refinement(nn.Module):
         if (x is not None) != (self.inputs == 2):
             raise ValueError(f"a refinement of {self.inputs} image(s) was given {1 if x is None else 2}")
         padded, (h, w) = pad_to_multiple(f if x is None else torch.cat([f, x.to(f.dtype)], 1), self.scale)
-        r = F.pixel_shuffle(self.body(F.pixel_unshuffle(padded, self.scale)), self.scale)
+        r = F.pixel_shuffle(self.body(pixel_unshuffle(padded, self.scale)), self.scale)
         return r[..., :h, :w]
 
 

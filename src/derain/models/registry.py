@@ -231,6 +231,12 @@ _efderain(
     "of widths 32-128 (wide enough to keep the vector and matrix units busy), kernels predicted at H/4.",
     **{**_CPU, "stem": 4, "widths": (32, 64, 128)},
 )
+_efderain(
+    "efderain-cpu-d1",
+    "efderain-cpu with one 3x3 convolution per block instead of two (kernels still predicted at H/2): the next "
+    "default's network where its speed target is to hold (BENCHMARKS.md, \"Where the time goes at 481x321\").",
+    **{**_CPU, "depth": 1},
+)
 register_model(ModelSpec(
     "efderain-cpu-rep", "efderain-rep", {**_CPU, "expand": 2},
     "efderain-cpu trained with re-parameterisable 3x3 convolutions (3x3 + 1x1 + 1x1->3x3 + identity), folded into "

@@ -14,6 +14,7 @@ PReNet, ``fast`` at least 120×.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 
 import derain
 from derain.bench.timing import machine_description, time_call
+from derain.errors import UserError
 from derain.inference.derainer import Derainer
 from derain.models.efderain import EfDeRain, EfDeRainConfig
 
@@ -35,14 +37,14 @@ def layouts() -> dict[str, tuple[str, dict[str, Any]]]:
     return {
         "efderain-cpu": ("today's default: stem 2, 5 levels 16-128, 2 convs per block, kernels at H/2", cpu),
         "efderain-cpu-d1": ("1 conv per block", {**cpu, "depth": 1}),
-        "cpu, 4 levels": ("5 levels -> 4 (16-128)", {**cpu, "widths": (16, 32, 64, 128)}),
-        "cpu, 12-96": ("widths x0.75", {**cpu, "widths": (12, 24, 48, 96, 96)}),
-        "cpu, kernels at H/4": ("the decoder stops at H/4, kernels upsampled x4", {**cpu, "kernel_level": 1}),
-        "cpu, d1, kernels at H/4": ("both", {**cpu, "depth": 1, "kernel_level": 1}),
+        "cpu-4-levels": ("5 levels -> 4 (16-128)", {**cpu, "widths": (16, 32, 64, 128)}),
+        "cpu-12-96": ("widths x0.75", {**cpu, "widths": (12, 24, 48, 96, 96)}),
+        "cpu-kernels-h4": ("the decoder stops at H/4, kernels upsampled x4", {**cpu, "kernel_level": 1}),
+        "cpu-d1-kernels-h4": ("both", {**cpu, "depth": 1, "kernel_level": 1}),
         "efderain-cpu-fast": ("today's fast: stem 4, 4 levels 24-192, kernels at H/4", fast),
-        "fast, d1": ("1 conv per block", {**fast, "depth": 1}),
-        "fast, 16-128": ("narrower", {**fast, "widths": (16, 32, 64, 128)}),
-        "fast, d1, 16-128": ("both", {**fast, "depth": 1, "widths": (16, 32, 64, 128)}),
+        "fast-d1": ("1 conv per block", {**fast, "depth": 1}),
+        "fast-16-128": ("narrower", {**fast, "widths": (16, 32, 64, 128)}),
+        "fast-d1-16-128": ("both", {**fast, "depth": 1, "widths": (16, 32, 64, 128)}),
         "efderain-cpu-w32": ("stem 4, 3 levels 32-128", derain.create_model("efderain-cpu-w32").config.to_dict()),
         "floor": ("stem 4, 4 levels of width 4, 1 conv per block: the pipeline without a network",
                   {**fast, "depth": 1, "widths": (4, 4, 4, 4)}),
@@ -51,19 +53,27 @@ def layouts() -> dict[str, tuple[str, dict[str, Any]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prenet", type=Path, default=_PRENET, help="PReNet weights (timed beside; any of its files)")
-    parser.add_argument("--layout", action="append", help="a layout name (repeatable; default: all)")
-    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prenet", type=Path, default=_PRENET,
+                        help="PReNet weights, timed beside (any of its files; default: ../shared/data/peers/prenet/Rain100L.pth)")
+    parser.add_argument("--layout", action="append", choices=list(layouts()), metavar="NAME",
+                        help=f"a layout (repeatable; default: all): {' '.join(layouts())}")
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="(default: bf16)")
+    parser.add_argument("--repeats", type=int, default=20, help="calls timed at 481x321 (default: 20)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     args = parser.parse_args()
+    if not args.prenet.is_file():
+        parser.error(f"--prenet {args.prenet}: no such file (PReNet's weights are timed beside every layout)")
+    try:
+        run(args)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+
+
+def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     small, big = (rng.random((321, 481, 3)) * 255).astype(np.uint8), (rng.random((1080, 1920, 3)) * 255).astype(np.uint8)
     table = layouts()
-    unknown = set(args.layout or ()) - set(table)
-    if unknown:
-        parser.error(f"unknown layout(s) {', '.join(sorted(unknown))}; choose from: {', '.join(table)}")
     prenet = derain.load_derainer(f"prenet={args.prenet}", precision=args.precision, strength=1.0)
     p_small = time_call(lambda: prenet.derain_rgb(small), warmup=1, repeats=5).median_ms
     print(f"{machine_description()}, {args.precision}; PReNet 481x321: {p_small:.1f} ms\n")

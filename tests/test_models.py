@@ -25,6 +25,7 @@ from derain.models.checkpoint import (
     write_digest,
 )
 from derain.models.efderain import pad_border, pad_to_multiple
+from derain.ops.padding import pad_canvas
 from derain.ops.fused_filter import fused_filter_available
 
 pytestmark = pytest.mark.precision  # floating-point paths compared: CI runs these under capped instruction sets too
@@ -183,9 +184,9 @@ class TestInit:
         assert model.outc.weight.std() < 0.01 and model.gate.weight.std() < 0.01  # the released init (gain 0.02)
 
 
-def perturbed_efderain(name: str) -> EfDeRain:
-    """Registered model ``name`` in eval mode, weights moved away from the identity init so every tap matters."""
-    model = derain.create_model(name).eval()
+def perturbed_efderain(name: str, **overrides) -> EfDeRain:
+    """Registered model ``name`` (config ``overrides``) in eval mode, weights moved away from the identity init so every tap matters."""
+    model = derain.create_model(name, **overrides).eval()
     assert isinstance(model, EfDeRain)
     torch.manual_seed(0)
     for p in model.parameters():
@@ -227,26 +228,35 @@ EFDERAIN_MODELS = [n for n in derain.list_models() if model_spec(n).architecture
 class TestRegisteredEfDeRain:
     """Every registered EfDeRain model: the cropped and fused inference paths equal the plain computation."""
 
-    def test_forward_is_the_uncropped_filtering(self, name: str) -> None:
-        """forward skips the padding beyond the taps' reach at full resolution: same output as filtering all of it."""
-        model = perturbed_efderain(name)
+    @pytest.mark.parametrize("centre", [False, True])
+    def test_forward_is_the_uncropped_filtering(self, name: str, centre: bool) -> None:
+        """forward skips the padding beyond the taps' reach at full resolution: same output as filtering all of it,
+        on the canvas of :func:`~derain.ops.padding.pad_canvas` (the image at its top-left, or centred)."""
+        model = perturbed_efderain(name, centre_canvas=centre)
         cfg = model.config
         lead = model.border  # reflect border of the taps' reach (0 as released)
-        assert lead == (5 if (cfg.unit_kernels or cfg.channel_fusion) else 0)
-        height = 2 * cfg.multiple - 2 * lead - model.reach - 1  # padded to the multiple by more than the reach
+        assert lead == (5 if (cfg.unit_kernels or cfg.channel_fusion) else 0) and model.centred == centre
+        parts = 2 if centre else 1  # the slack to the multiple is split between top and bottom when centred
+        slack = min(parts * (model.reach + 1), cfg.multiple - 1)  # padded below by more than the reach where it fits
+        height = 2 * cfg.multiple - 2 * lead - slack
         x = torch.rand(1, 3, height, 70, requires_grad=True)
-        padded, (h, w) = pad_to_multiple(torch.nn.functional.pad(x, (lead,) * 4, mode="reflect"), cfg.multiple)
-        assert padded.shape[-2] > h + model.reach  # the cropped path runs
-        full = model.padded_forward(padded)[..., lead : h - lead, lead : w - lead]
+        padded, (top, left) = pad_canvas(x, lead, cfg.multiple, centre)
+        slack = padded.shape[-2] - height - 2 * lead
+        assert (top, left) == ((lead + slack // 2, lead + (padded.shape[-1] - 70 - 2 * lead) // 2) if centre else (lead, lead))
+        assert padded.shape[-1] % cfg.multiple == 0 and torch.equal(padded[..., top : top + height, left : left + 70], x)
+        below = padded.shape[-2] - top - height
+        assert below > model.reach or slack == cfg.multiple - 1  # the cropped path runs where the multiple leaves room
+        full = model.padded_forward(padded)[..., top : top + height, left : left + 70]
         out = model(x)
         torch.testing.assert_close(out, full, rtol=1e-5, atol=1e-5)
         out.sum().backward()
         assert x.grad is not None and torch.isfinite(x.grad).all()
 
+    @pytest.mark.parametrize("centre", [False, True])
     @pytest.mark.usefixtures("fused_isa")
-    def test_fused_kernel_is_the_eager_path(self, name: str) -> None:
+    def test_fused_kernel_is_the_eager_path(self, name: str, centre: bool) -> None:
         """Inference runs the full-resolution stage in the fused C kernel: same output as the eager path."""
-        model = perturbed_efderain(name)
+        model = perturbed_efderain(name, centre_canvas=centre)
         x = torch.rand(2, 3, 37, 70)
         with torch.no_grad():
             fused_expected = fused_filter_available() and model.config.fusion and not model.config.outc_at_full_resolution

@@ -16,7 +16,7 @@ pytest.importorskip("onnx")
 import derain  # noqa: E402
 from derain.inference.derainer import Derainer  # noqa: E402
 from derain.inference.onnx_export import OnnxDerainer, export_onnx  # noqa: E402
-from derain.models.efderain import pad_border, pad_to_multiple  # noqa: E402
+from derain.ops.padding import pad_canvas  # noqa: E402
 
 pytestmark = pytest.mark.precision  # floating-point paths compared: CI runs these under capped instruction sets too
 
@@ -43,10 +43,12 @@ def perturbed(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.fixture(scope="module", params=["efderain-tiny", "efderain-cpu"])
+@pytest.fixture(scope="module", params=[("efderain-tiny", False), ("efderain-cpu", False), ("efderain-cpu", True)],
+                ids=["efderain-tiny", "efderain-cpu", "efderain-cpu-centred"])
 def exported(request, tmp_path_factory):
-    model = perturbed(request.param, identity_init=True)
-    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx")
+    name, centre = request.param
+    model = perturbed(name, identity_init=True, centre_canvas=centre)
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / f"{name}-{int(centre)}.onnx")
     return model, path
 
 
@@ -61,13 +63,13 @@ def test_onnxruntime_matches_torch_at_several_sizes_from_one_file(exported):
         assert out.shape == x.shape and out.dtype == torch.float32
         assert (out - reference.run_tensor(x)).abs().max().item() <= TOL, (b, h, w)
         # Before clamping too: the exported core plus the wrapper's padding is the model's forward.
-        border = runner.border  # the model's reflect border (EfDeRain.border), then the padding to the multiple
-        assert border == model.border
-        padded, _ = pad_to_multiple(pad_border(x, border), runner.multiple)
+        # the model's canvas: its reflect border (EfDeRain.border), then the padding to the multiple, centred or not
+        assert (runner.border, runner.centred) == (model.border, model.centred)
+        padded, (top, left) = pad_canvas(x, runner.border, runner.multiple, runner.centred)
         (raw,) = runner.session.run(None, {runner.input_name: padded.numpy()})
         with torch.no_grad():
             expected = model(x)
-        assert np.abs(raw[:, :, border : border + h, border : border + w] - expected.numpy()).max() <= TOL
+        assert np.abs(raw[:, :, top : top + h, left : left + w] - expected.numpy()).max() <= TOL
         assert 0.02 < (expected - x).abs().mean() or (b, h, w) == (1, 5, 7)  # the weights matter (not an identity)
 
 
@@ -79,6 +81,7 @@ def test_file_has_dynamic_axes_and_metadata(exported):
     assert inp.shape[1] == 3 and all(isinstance(d, str) for d in (inp.shape[0], inp.shape[2], inp.shape[3]))
     meta = session.get_modelmeta().custom_metadata_map
     assert int(meta["derain.multiple"]) == model.config.multiple
+    assert (meta["derain.border"], meta["derain.centred"]) == (str(model.border), str(int(model.centred)))
     assert meta["derain.architecture"] == "efderain"
 
 

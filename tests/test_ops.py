@@ -425,3 +425,31 @@ class TestPixelUnshuffle:
 
         with pytest.raises(ValueError, match="multiples of 4"):
             pixel_unshuffle(torch.rand(1, 3, 10, 16), 4)
+
+
+class TestPadCanvas:
+    """derain.ops.padding.pad_canvas: the canvas a staged network runs on, the image at its top-left or centred."""
+
+    @pytest.mark.parametrize("size", [(21, 30), (32, 38), (7, 5)])
+    def test_top_left_is_the_border_then_the_multiple(self, size: tuple[int, int]) -> None:
+        from derain.ops.padding import pad_border, pad_canvas, pad_to_multiple
+
+        x = torch.rand(1, 3, *size)
+        canvas, corner = pad_canvas(x, 5, 16)
+        assert corner == (5, 5) and torch.equal(canvas, pad_to_multiple(pad_border(x, 5), 16)[0])
+
+    @pytest.mark.parametrize(("size", "corner", "canvas_size"), [((21, 30), (5, 9), (32, 48)), ((22, 38), (5, 5), (32, 48)),
+                                                                ((7, 5), (12, 5), (32, 16)), ((1, 1), (7, 7), (16, 16))])
+    def test_centred_splits_the_slack(self, size, corner, canvas_size) -> None:
+        from derain.ops.padding import pad_canvas
+
+        x = torch.rand(2, 3, *size)
+        canvas, (top, left) = pad_canvas(x, 5, 16, centre=True)
+        assert (top, left) == corner and tuple(canvas.shape) == (2, 3, *canvas_size)
+        assert torch.equal(canvas[..., top : top + size[0], left : left + size[1]], x)
+        bottom, right = canvas_size[0] - top - size[0], canvas_size[1] - left - size[1]
+        assert 0 <= bottom - top <= 1 and 0 <= right - left <= 1  # the odd pixel bottom/right
+        if min(size) > 16:  # reflected where the image is large enough: the row above mirrors the one below
+            torch.testing.assert_close(canvas[..., top - 1, :], canvas[..., top + 1, :], rtol=0, atol=0)
+        else:  # tiny images: the edge replicated
+            assert torch.equal(canvas[..., 0, left : left + size[1]], x[..., 0, :])

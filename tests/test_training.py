@@ -560,6 +560,32 @@ def test_train_only_refuses_what_would_train_nothing_before_writing(clean_folder
     assert not out.exists()
 
 
+def test_crop_trim_varies_the_batch_size_the_network_trains_on(clean_folder, tmp_path, monkeypatch) -> None:
+    """``crop_trim: 7`` on 32² crops: the network trains on batches of 25..32 rows and columns, as ``batch_trim`` draws
+    them from the seed and the step (the same draw after a resume); without it every batch is 32²."""
+    from derain.models.efderain import EfDeRain
+    from derain.training.trainer import batch_trim
+
+    seen: list[tuple[int, int]] = []
+    forward = EfDeRain.forward
+
+    def spy(self, x, *args, **kwargs):
+        if self.training:
+            seen.append(tuple(x.shape[-2:]))
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(EfDeRain, "forward", spy)
+    draws = [batch_trim(3, step, 7) for step in range(8)]
+    assert all(0 <= r <= 7 and 0 <= c <= 7 for r, c in draws) and len(set(draws)) > 3
+    train(load_config(write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "run", crop_trim=7))))
+    assert seen == [(32 - r, 32 - c) for r, c in draws]
+    seen.clear()
+    train(load_config(write_config(tmp_path / "d.yaml", tiny_config(clean_folder, tmp_path / "plain"))))
+    assert seen == [(32, 32)] * 8
+    with pytest.raises(ConfigError, match="crop_trim must be below half the crop"):
+        load_config(write_config(tmp_path / "e.yaml", tiny_config(clean_folder, tmp_path / "bad", crop_trim=16)))
+
+
 def test_a_run_from_before_a_config_key_existed_resumes(clean_folder, tmp_path) -> None:
     """A checkpoint whose config lacks a key added since (here ``ema``) resumes when ``cfg`` has its default."""
     out = tmp_path / "run"

@@ -1,18 +1,19 @@
 """Export a model to ONNX and run it with ONNX Runtime (:class:`OnnxDerainer`).
 
 **What is exported.** EfDeRain pads its input to a multiple of ``config.multiple`` in Python
-(``pad_to_multiple`` computes the padding from ``x.shape`` as Python ints and picks reflect or
+(:func:`~derain.ops.padding.pad_canvas` computes the padding from ``x.shape`` as Python ints and picks reflect or
 replicate padding with an ``if``), which a graph with dynamic height and width cannot hold. So the
 exported graph is the model's *core* — kernel prediction, pixel-wise dilation filtering and fusion —
 on inputs whose sides are already multiples of ``config.multiple``; the runtime wrapper
-(:class:`OnnxDerainer`) pads with the very same :func:`~derain.ops.padding.pad_to_multiple` before
+(:class:`OnnxDerainer`) pads with the very same :func:`~derain.ops.padding.pad_canvas` before
 the session and crops after it, so both backends compute the same function. Models without a
 ``multiple`` (PReNet: 3×3 convolutions only) are exported whole, with ``multiple = 1``. Batch,
 height and width are dynamic: one file serves every image size. The output is unclamped, as the
 model's; the wrapper clamps to [0, 1] like :class:`~derain.inference.derainer.Derainer`.
 
-The file carries the padding multiple and the model's architecture/config as ONNX metadata
-(``derain.multiple``, ``derain.architecture``, ``derain.config``); input ``image``, output
+The file carries the padding (multiple, border, the image centred in its canvas or not) and the model's
+architecture/config as ONNX metadata (``derain.multiple``, ``derain.border``, ``derain.centred``,
+``derain.architecture``, ``derain.config``); input ``image``, output
 ``derained``, both ``(batch, 3, height, width)`` float32.
 
 **Exporter.** The default is PyTorch's TorchScript-based exporter (``dynamo=False``,
@@ -46,7 +47,7 @@ from torch import nn
 
 from ..errors import InvalidArgument, UserError
 from ..models.interface import inference_form, is_staged
-from ..ops.padding import pad_border, pad_to_multiple
+from ..ops.padding import pad_canvas
 from ..io.atomic import write_atomic
 from .derainer import DerainerBase, Strength, resolve_strength
 
@@ -65,6 +66,7 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "derained"
 META_MULTIPLE = "derain.multiple"
 META_BORDER = "derain.border"
+META_CENTRED = "derain.centred"
 
 
 class _PaddedCore(nn.Module):
@@ -169,7 +171,9 @@ def export_onnx(
     finally:
         model.train(was_training)
 
-    meta = {META_MULTIPLE: str(multiple), META_BORDER: str(int(model.border) if is_staged(model) else 0), **_architecture_metadata(model)}
+    staged = is_staged(model)
+    meta = {META_MULTIPLE: str(multiple), META_BORDER: str(int(model.border) if staged else 0),
+            META_CENTRED: str(int(bool(model.centred))) if staged else "0", **_architecture_metadata(model)}
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -225,6 +229,7 @@ class OnnxDerainer(DerainerBase):
         meta = self.session.get_modelmeta().custom_metadata_map
         self.multiple = int(meta.get(META_MULTIPLE, "1"))
         self.border = int(meta.get(META_BORDER, "0"))
+        self.centred = meta.get(META_CENTRED, "0") == "1"
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise OnnxFileError(f"{'<bytes>' if isinstance(model, bytes) else source}: the ONNX model must have one (B, C, H, W) input")
@@ -270,7 +275,7 @@ class OnnxDerainer(DerainerBase):
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(batch.shape)}")
         x = batch.detach().to("cpu", torch.float32)
         h, w = x.shape[-2:]
-        b = self.border  # the model's reflect border (EfDeRain.border), then the padding to the multiple
-        padded, _ = pad_to_multiple(pad_border(x, b), self.multiple)
+        # the model's canvas: its reflect border (EfDeRain.border), then the padding to the multiple
+        padded, (top, left) = pad_canvas(x, self.border, self.multiple, self.centred)
         (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(padded.numpy())})
-        return torch.from_numpy(out[:, :, b : b + h, b : b + w]).clamp_(0, 1).contiguous()
+        return torch.from_numpy(out[:, :, top : top + h, left : left + w]).clamp_(0, 1).contiguous()

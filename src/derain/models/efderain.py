@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.full_resolution import bilinear_up, dilation_filter_fuse, filtering_layout, fused_path_applies, gate_map
-from ..ops.padding import pad_border, pad_to_multiple
+from ..ops.padding import pad_border, pad_canvas, pad_to_multiple
 from ..ops.shuffle import pixel_unshuffle
 from .arch_config import ArchConfig
 from .constraints import channel_preserving_params, conv_fp32, unit_kernel_params
@@ -90,6 +90,10 @@ class EfDeRainConfig(ArchConfig):
             side by side without the gates pulling on the kernels' features. The function is the same either way.
         init: the starting weights of the KPN's blocks: ``"released"`` (the released code's xavier gain 0.02) or
             ``"he"`` (He's init: trains from scratch much sooner; :mod:`.init`). The output heads start small either way.
+        centre_canvas: the image sits in the middle of the canvas padded to the multiple (the slack split around it)
+            instead of at its top-left with the slack bottom/right (:func:`~derain.ops.padding.pad_canvas`): its
+            top and left sides lie as far from the convolutions' zero padding as its bottom and right, which
+            otherwise darkens a bright flat image's top rows. A network runs best with the layout it trained with.
     """
 
     widths: tuple[int, ...] = (64, 128, 256, 512, 512)
@@ -111,6 +115,7 @@ class EfDeRainConfig(ArchConfig):
     judge_scale: int = 2
     gate_detach: bool = False
     init: str = "released"
+    centre_canvas: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -287,7 +292,7 @@ class EfDeRain(nn.Module):
         """Each image's factor ``(B, 1)`` on the gate as ``forward`` judges it from all of ``x`` (the encoder or the judge only)."""
         if not self.config.gate_global:
             raise ValueError("this model does not judge images as a whole (gate_global is off)")
-        padded, _ = pad_to_multiple(pad_border(x, self.border), self.config.multiple)
+        padded, _ = pad_canvas(x, self.border, self.config.multiple, self.centred)
         return image_factor(self.gate_global, self._gate_inputs(None, self.image_features(padded))[1])
 
     def image_features(self, x: Tensor, deepest: Tensor | None = None) -> Tensor:
@@ -305,6 +310,10 @@ class EfDeRain(nn.Module):
     @property
     def reach(self) -> int:  # ... that the full-resolution stage reads (interface): here the filtering's
         return self.filter_reach
+
+    @property
+    def centred(self) -> bool:  # the image in the middle of its padded canvas (interface)
+        return self.config.centre_canvas
 
     @property
     def border(self) -> int:  # reflect padding: the filtering's reach with unit_kernels or channel_fusion, else 0

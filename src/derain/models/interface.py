@@ -10,7 +10,8 @@ A model that implements :class:`StagedModel` runs in two stages:
    :func:`derain.ops.full_resolution.dilation_filter_fuse`, which picks the fused C kernel or an eager
    ``path`` (``"onehot"``: what an ONNX export traces).
 
-:func:`staged_forward` joins them with the padding (``border`` on every side, then to ``config.multiple``) and
+:func:`staged_forward` joins them with the padding (``border`` on every side, then to ``config.multiple``,
+the image at the canvas's top-left or, ``centred``, in its middle: :func:`~derain.ops.padding.pad_canvas`) and
 the crop; a model's ``forward(x, return_gate=False, whole=None, *, features=None)`` calls it, running
 ``features`` (a compiled stage) in place of ``self.features`` where given. No one patches a model: a
 compiled model is a runner (:class:`~derain.inference.compiled.CompiledModel`) that calls
@@ -30,7 +31,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from ..ops.padding import pad_border, pad_to_multiple
+from ..ops.padding import pad_canvas
 
 __all__ = ["FeatureStage", "StagedModel", "inference_form", "is_staged", "staged_forward"]
 
@@ -50,6 +51,10 @@ class StagedModel(Protocol):
     @property
     def border(self) -> int:
         """Pixels of reflect padding on every side before the network (0: none)."""
+
+    @property
+    def centred(self) -> bool:
+        """Whether the image sits in the middle of its padded canvas (else at its top-left, the slack bottom/right)."""
 
     @property
     def reach(self) -> int:
@@ -111,14 +116,15 @@ def staged_forward(
     # side (no tap of a kept pixel falls on a filter's zero padding, which darkens borders); without one, as
     # released, the reach comes from the bottom/right padding to the multiple, where there is one.
     lead, h, w = model.border, x.shape[-2], x.shape[-1]
-    padded, (ph, pw) = pad_to_multiple(pad_border(x, lead), cfg.multiple)
-    size = (min(padded.shape[-2], ph + model.reach - lead), min(padded.shape[-1], pw + model.reach - lead))
+    padded, (top, left) = pad_canvas(x, lead, cfg.multiple, model.centred)
+    size = (min(padded.shape[-2], top + h + model.reach), min(padded.shape[-1], left + w + model.reach))
     feats = (model.features if features is None else features)(padded)
-    out, gate = model.full_resolution(padded[..., : size[0], : size[1]], feats, (ph, pw), whole=whole, return_gate=return_gate)
-    out = out[..., lead : lead + h, lead : lead + w]
+    needed = (top + h + lead, left + w + lead)
+    out, gate = model.full_resolution(padded[..., : size[0], : size[1]], feats, needed, whole=whole, return_gate=return_gate)
+    out = out[..., top : top + h, left : left + w]
     if not return_gate:
         return out
-    return out, None if gate is None else gate[..., lead : lead + h, lead : lead + w]
+    return out, None if gate is None else gate[..., top : top + h, left : left + w]
 
 
 def inference_form(model: nn.Module) -> nn.Module:

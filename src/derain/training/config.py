@@ -173,6 +173,10 @@ class TrainConfig(_Config):
     colour_jitter: float = Field(0.0, ge=0, le=1)  # probability of an exposure and white-balance change of both images
     grey_p: float = Field(0.0, ge=0, le=1)  # probability of turning both images grey (R = G = B in -> R = G = B out)
     crop: int = Field(256, ge=16)
+    # each step's batch loses 0..crop_trim rows at the bottom and 0..crop_trim columns at the right (drawn from the
+    # seed and the step), so the padding to the network's multiple varies as it does on photos of any size and the
+    # network trains at every distance from the image's edge to the canvas's zero padding; 0: every batch `crop`²
+    crop_trim: int = Field(0, ge=0)
     flips: bool = False
     batch_size: int = Field(16, ge=1)
     iterations: int = Field(1000, ge=1)
@@ -242,6 +246,8 @@ class TrainConfig(_Config):
             raise ValueError(f"decay_start must be in [0, iterations={self.iterations}], got {self.decay_start}")
         if not self.sources:
             raise ValueError("at least one data source is needed")
+        if self.crop_trim >= self.crop // 2:
+            raise ValueError(f"crop_trim must be below half the crop ({self.crop // 2}), got {self.crop_trim}")
         if self.rainmix and not self.streaks:
             raise ValueError("rainmix needs `streaks`: a folder of rain-streak images")
         if self.gate_weight and not _has_gate(self.model, self.model_overrides):

@@ -198,6 +198,21 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
+def batch_trim(seed: int, step: int, most: int) -> tuple[int, int]:
+    """Rows and columns (each 0..``most``) that step ``step`` of a run seeded ``seed`` trims off its batch
+    (``crop_trim``): the same on every rank and after a resume.
+
+    >>> batch_trim(3, 10, 0)
+    (0, 0)
+    >>> batch_trim(3, 10, 15) == batch_trim(3, 10, 15)
+    True
+    """
+    if most <= 0:
+        return 0, 0
+    rng = random.Random(seed * 1_000_003 + step)
+    return rng.randint(0, most), rng.randint(0, most)
+
+
 def batch_loss(loss_fn: nn.Module, pred: Tensor, rainy: Tensor, clean: Tensor, identity_weight: float = 1.0) -> Tensor:
     """``loss_fn(pred, clean)`` with the rain-free samples of the batch (input equal to target) weighted by
     ``identity_weight``: each part's loss is weighted by its share of the batch, so with weight 1 this is
@@ -483,6 +498,9 @@ def _train_loop(run: _Run, samples: TrainingSamples, device: torch.device, world
     t_last = time.perf_counter()
     for rainy, clean in loader:
         rainy, clean = rainy.to(device), clean.to(device)
+        if cfg.crop_trim:
+            rows, cols = batch_trim(cfg.seed, run.step, cfg.crop_trim)
+            rainy, clean = (t[..., : t.shape[-2] - rows, : t.shape[-1] - cols] for t in (rainy, clean))
         with autocast:
             pred, gate = net(rainy, return_gate=True) if cfg.gate_weight else (net(rainy), None)
         loss = batch_loss(loss_fn, pred.float(), rainy, clean, cfg.identity_weight)

@@ -292,6 +292,25 @@ class TestExplain:
         assert np.abs(fused).sum() == pytest.approx(abs(fused[4, 4]))
         assert e.points == [(10, 20, "given")]
 
+    @pytest.mark.parametrize("centre", [False, True])
+    def test_kernels_are_the_ones_the_output_is_filtered_with(self, centre: bool) -> None:
+        """One dilation, no fusion, no gate: every output pixel is its kernel over the 3×3 neighbourhood of the input
+        (reflected at the edges, as the forward pass's border reflects it), on either canvas layout."""
+        from derain.bench.explain import predict_kernels
+
+        model = derain.create_model("efderain-cpu", fusion=False, dilations=(1,), gate=False, gate_global=False,
+                                    unit_kernels=True, centre_canvas=centre)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        image = np.random.default_rng(1).random((37, 50, 3), dtype=np.float32)
+        kernels, output = predict_kernels(model.eval(), image)
+        assert kernels.shape == (3, 3, 3, 37, 50) and np.abs(kernels[:, 1, 1] - 1).max() > 0.01  # not the identity
+        padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="reflect")
+        expected = sum(kernels[:, i, j].transpose(1, 2, 0) * padded[i : i + 37, j : j + 50] for i in range(3) for j in range(3))
+        np.testing.assert_allclose(output, np.clip(expected, 0, 1), atol=1e-4)
+
     def test_maps(self) -> None:
         k = np.zeros((3, 3, 3, 1, 2))
         k[:, 1, 1, 0, 0] = 1.0  # identity at pixel 0

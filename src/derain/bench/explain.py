@@ -30,7 +30,8 @@ from torch import nn
 from ..errors import InvalidArgument
 from ..io.atomic import write_atomic
 from ..io.pixels import luma
-from ..models.efderain import EfDeRain, pad_to_multiple
+from ..models.efderain import EfDeRain
+from ..ops.padding import pad_canvas
 from .plotting import pyplot
 
 __all__ = [
@@ -51,11 +52,11 @@ def predict_kernels(model: EfDeRain, image: np.ndarray) -> tuple[np.ndarray, np.
         raise InvalidArgument(f"explain needs an EfDeRain model (per-pixel kernels), got {type(model).__name__}", option="--model")
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
     with torch.inference_mode():
-        padded, (h, w) = pad_to_multiple(x, model.config.multiple)
+        padded, (top, left) = pad_canvas(x, model.border, model.config.multiple, model.centred)  # the forward pass's canvas
         kernels = model.predict_kernels(padded)
         out = model(x).clamp(0, 1)
-    k, c = model.config.kernel_size, model.config.in_channels
-    kern = kernels[0, :, :h, :w].float().reshape(c, k, k, h, w).numpy()
+    k, c, (h, w) = model.config.kernel_size, model.config.in_channels, x.shape[-2:]
+    kern = kernels[0, :, top : top + h, left : left + w].float().reshape(c, k, k, h, w).numpy()
     return kern, out[0].permute(1, 2, 0).float().numpy()
 
 

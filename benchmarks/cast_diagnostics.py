@@ -25,7 +25,7 @@ from derain.data.rainmix import RainMix, StreakBank
 from derain.data.render import RainRenderer
 from derain.data.pairs import find_pairs
 from derain.io.images import is_image_file, read_image
-from derain.models.efderain import pad_to_multiple
+from derain.ops.padding import pad_canvas
 
 
 def offsets(name: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
@@ -72,8 +72,8 @@ def main() -> None:
         for img in held_out:
             x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
             with torch.inference_mode():
-                padded, (h, wd) = pad_to_multiple(x, model.config.multiple)
-                k = model.predict_kernels(padded)[..., :h, :wd]
+                (h, wd), (padded, (top, left)) = x.shape[-2:], pad_canvas(x, model.border, model.config.multiple, model.centred)
+                k = model.predict_kernels(padded)[..., top : top + h, left : left + wd]
                 sums = k.view(1, 3, -1, h, wd).sum(2).mean((0, 2, 3)).numpy()
                 shift = ((model(x).clamp(0, 1) - x) * 255).mean((0, 2, 3)).numpy()
             print(f"  kernel sums R/G/B {sums.round(4)}  output shift (levels) {shift.round(2)}")

@@ -368,13 +368,14 @@ def test_tile_grid():
 
 
 def test_aligned_tiles_start_on_the_models_grid_and_agree_with_one_pass():
-    """``align``: every tile starts at a multiple of it (the last one shorter by less than it), overlaps hold, the
-    image is covered; a network that halves its input (here: 2×2 average pooling and back) gives tiled output
-    equal to one pass only with tiles on its grid. Derainers align to their model's padding multiple."""
+    """``align``: every tile starts at a multiple of it and is as long as the image modulo it (at most the tile, by
+    less than ``align``), overlaps hold, the image is covered; a network that halves its input (here: 2×2 average
+    pooling and back) gives tiled output equal to one pass only with tiles on its grid. Derainers align to their
+    model's padding multiple."""
     for length in range(600, 3000, 37):
         spans = tile_spans(length, 512, 32, align=32)
         assert spans[0][0] == 0 and spans[-1][0] + spans[-1][1] == length
-        assert all(s % 32 == 0 for s, _ in spans) and all(n == 512 for _, n in spans[:-1]) and 480 < spans[-1][1] <= 512
+        assert all(s % 32 == 0 and (n - length) % 32 == 0 and 480 < n <= 512 for s, n in spans)
         assert all(a + n - b >= 32 for (a, n), (b, _) in zip(spans, spans[1:]))
 
     def pooled(t: torch.Tensor) -> torch.Tensor:  # each 2×2 block's mean: exact only on the 2-pixel grid
@@ -390,6 +391,26 @@ def test_aligned_tiles_start_on_the_models_grid_and_agree_with_one_pass():
     tiled = derain_tiled(pooled, torch.from_numpy(img).permute(2, 0, 1).float() / 255, tile=40, overlap=8, align=2)
     array = derain_array(pooled, img, tile=40, overlap=8, align=2)
     assert np.abs(array.astype(float) - tiled.permute(1, 2, 0).numpy() * 255).max() <= 0.5 + 1e-3
+
+
+@pytest.mark.parametrize("centre", [False, True])
+def test_aligned_tiles_sit_on_the_canvas_as_the_whole_image_does(centre: bool):
+    """A tile of :func:`tile_spans` (start on the grid, size equal to the image's modulo the multiple) gives the whole
+    image's pixels where it holds their context, whether the network puts its input at the canvas's top-left or in
+    its middle; with the image centred, a tile of another size modulo the multiple does not."""
+    torch.manual_seed(0)
+    model = derain.create_model("efderain-tiny", centre_canvas=centre).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        x = torch.rand(1, 3, 1100, 24)
+        one, context = model(x), 176
+        start, size = tile_spans(1100, 480, 300, align=model.config.multiple)[1]
+        assert size == 476 and 1100 % model.config.multiple == size % model.config.multiple
+        for n, close in ((size, True), (480, not centre)):
+            tile = model(x[..., start : start + n, :])[..., context : n - context, :]
+            gap = (tile - one[..., start + context : start + n - context, :]).abs().max().item()
+            assert (gap <= 1e-4) if close else (gap > 1e-3), (n, gap)
 
 
 def test_tiled_exact_for_pointwise_functions():

@@ -13,6 +13,7 @@ import os
 import tracemalloc
 
 import numpy as np
+import torch
 import pytest
 
 av = pytest.importorskip("av")
@@ -180,6 +181,25 @@ def test_the_model_on_crops_gives_the_full_frames_pixels():
         assert sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in d.boxes) < h * w  # crops, not the frame
         checked += 1
     assert checked >= 6, checked
+
+
+def test_crops_of_a_centring_network_sit_on_its_canvas_as_the_frame_does():
+    """A network that centres its input on its padded canvas (``centre_canvas``), a frame whose height is not a
+    multiple of the network's: a crop's pixels equal the whole frame's where the crop holds their context."""
+    from derain.inference.temporal import ModelOnCrops
+
+    torch.manual_seed(0)
+    model = derain.create_model("efderain-tiny", centre_canvas=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    runner = derain.load_derainer(model, precision="fp32")
+    frame = (np.random.default_rng(4).random((1100, 24, 3)) * 255).astype(np.uint8)
+    full = runner(frame, tile=0)
+    (crop,) = ModelOnCrops(runner, tile=0)(frame, [(203, 690, 0, 24)])
+    assert crop.shape == (690 - 203, 24, 3) and np.abs(full.astype(int) - frame).max() > 20  # the weights act
+    inner = slice(176, 690 - 203 - 176)  # pixels with 176 rows of context in the crop
+    assert np.abs(crop[inner].astype(int) - full[203:690][inner]).max() <= 1  # a crop of another size modulo 16: 6 levels
 
 
 def test_window_must_be_odd():

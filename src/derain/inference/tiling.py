@@ -80,22 +80,24 @@ def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tup
     ``overlap`` (and, with ``align``, starts on its grid: small tiles then take more of them).
 
     Spread evenly; the first starts at 0 and the last ends at ``length``. With ``align`` > 1 every start is a
-    multiple of ``align`` (tiles are ``tile`` rounded down to a multiple of it, the last one to ``length``): a network
-    that halves its input ``k`` times (``config.multiple`` = 2^k, padding at the bottom and right) computes a pixel
-    alike only at offsets that differ by multiples of 2^k, so aligned tiles give what one pass over the whole image
-    gives wherever a tile holds the context the network reads. Tiles too small to align (``tile − overlap <
-    2·align``) are not aligned.
+    multiple of ``align`` and every tile's size equals ``length`` modulo ``align`` (the largest such size up to
+    ``tile``; the last tile ends at ``length``): a network that halves its input ``k`` times (``config.multiple`` =
+    2^k) computes a pixel alike only at canvas offsets that differ by multiples of 2^k, and a tile of such a start
+    and size sits on its canvas as the whole image does — at the top-left, or centred (the offset then depends on
+    the size modulo 2^k: :func:`~derain.ops.padding.pad_canvas`) — so aligned tiles give what one pass over the
+    whole image gives wherever a tile holds the context the network reads. Tiles too small to align (``tile −
+    overlap < 2·align``) are not aligned.
 
     >>> tile_spans(1000, 512, 32), tile_spans(300, 512, 32)
     ([(0, 512), (244, 512), (488, 512)], [(0, 300)])
     >>> tile_spans(2562, 512, 32, align=32)
-    [(0, 512), (416, 512), (832, 512), (1248, 512), (1664, 512), (2080, 482)]
+    [(0, 482), (416, 482), (832, 482), (1248, 482), (1664, 482), (2080, 482)]
     """
     if length <= tile:
         return [(0, length)]
     if align > 1 and tile - overlap >= 2 * align:
-        size = tile // align * align
-        last = -(-(length - tile) // align) * align  # the last tile ends at `length` and is at most `tile`
+        size = tile - (tile - length) % align  # the largest size up to `tile` that equals `length` modulo `align`
+        last = -(-(length - size) // align) * align  # the last tile ends at `length`: `size` long
         n = max(2, math.ceil((length - overlap) / (size - overlap)))
         while True:
             starts = [round(i * last / (n - 1)) // align * align for i in range(n - 1)] + [last]

@@ -114,7 +114,7 @@ def staged_forward(
     # The output's pixels need the full-resolution stage of `reach` pixels around them: the rest of the padding
     # to the multiple is cut off before it. With a `border`, the image is first reflect-padded by it on every
     # side (no tap of a kept pixel falls on a filter's zero padding, which darkens borders); without one, as
-    # released, the reach comes from the bottom/right padding to the multiple, where there is one.
+    # released, the reach comes from the padding to the multiple (bottom/right, or around a centred image).
     lead, h, w = model.border, x.shape[-2], x.shape[-1]
     padded, (top, left) = pad_canvas(x, lead, cfg.multiple, model.centred)
     size = (min(padded.shape[-2], top + h + model.reach), min(padded.shape[-1], left + w + model.reach))

@@ -368,12 +368,16 @@ def test_tile_grid():
 
 
 def test_aligned_tiles_start_on_the_models_grid_and_agree_with_one_pass():
-    """``align``: every tile starts at a multiple of it and is as long as the image modulo it (at most the tile, by
-    less than ``align``), overlaps hold, the image is covered; a network that halves its input (here: 2×2 average
-    pooling and back) gives tiled output equal to one pass only with tiles on its grid. Derainers align to their
-    model's padding multiple."""
+    """``align``: every tile starts at a multiple of it (the last one shorter by less than it; ``congruent``: every
+    tile as long as the image modulo it), overlaps hold, the image is covered; a network that halves its input
+    (here: 2×2 average pooling and back) gives tiled output equal to one pass only with tiles on its grid.
+    Derainers align to their model's padding multiple."""
     for length in range(600, 3000, 37):
         spans = tile_spans(length, 512, 32, align=32)
+        assert spans[0][0] == 0 and spans[-1][0] + spans[-1][1] == length
+        assert all(s % 32 == 0 for s, _ in spans) and all(n == 512 for _, n in spans[:-1]) and 480 < spans[-1][1] <= 512
+        assert all(a + n - b >= 32 for (a, n), (b, _) in zip(spans, spans[1:]))
+        spans = tile_spans(length, 512, 32, align=32, congruent=True)
         assert spans[0][0] == 0 and spans[-1][0] + spans[-1][1] == length
         assert all(s % 32 == 0 and (n - length) % 32 == 0 and 480 < n <= 512 for s, n in spans)
         assert all(a + n - b >= 32 for (a, n), (b, _) in zip(spans, spans[1:]))
@@ -395,9 +399,9 @@ def test_aligned_tiles_start_on_the_models_grid_and_agree_with_one_pass():
 
 @pytest.mark.parametrize("centre", [False, True])
 def test_aligned_tiles_sit_on_the_canvas_as_the_whole_image_does(centre: bool):
-    """A tile of :func:`tile_spans` (start on the grid, size equal to the image's modulo the multiple) gives the whole
-    image's pixels where it holds their context, whether the network puts its input at the canvas's top-left or in
-    its middle; with the image centred, a tile of another size modulo the multiple does not."""
+    """A tile of :func:`tile_spans` as a derainer plans it (start on the grid; for a network that centres its input on
+    its canvas, size equal to the image's modulo the multiple) gives the whole image's pixels where it holds their
+    context; the other size works for a network that puts its input at the canvas's top-left, not for a centring one."""
     torch.manual_seed(0)
     model = derain.create_model("efderain-tiny", centre_canvas=centre).eval()
     with torch.no_grad():
@@ -405,9 +409,11 @@ def test_aligned_tiles_sit_on_the_canvas_as_the_whole_image_does(centre: bool):
             p.add_(torch.randn_like(p) * 0.1)
         x = torch.rand(1, 3, 1100, 24)
         one, context = model(x), 176
-        start, size = tile_spans(1100, 480, 300, align=model.config.multiple)[1]
-        assert size == 476 and 1100 % model.config.multiple == size % model.config.multiple
-        for n, close in ((size, True), (480, not centre)):
+        runner = derain.load_derainer(model, precision="fp32")
+        assert (runner.tile_align, runner.tile_congruent) == (model.config.multiple, centre)
+        start, size = tile_spans(1100, 480, 300, align=runner.tile_align, congruent=runner.tile_congruent)[1]
+        assert size == (476 if centre else 480)
+        for n, close in ((size, True), (476 if not centre else 480, not centre)):
             tile = model(x[..., start : start + n, :])[..., context : n - context, :]
             gap = (tile - one[..., start + context : start + n - context, :]).abs().max().item()
             assert (gap <= 1e-4) if close else (gap > 1e-3), (n, gap)

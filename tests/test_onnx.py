@@ -64,7 +64,7 @@ def test_onnxruntime_matches_torch_at_several_sizes_from_one_file(exported):
         assert (out - reference.run_tensor(x)).abs().max().item() <= TOL, (b, h, w)
         # Before clamping too: the exported core plus the wrapper's padding is the model's forward.
         # the model's canvas: its reflect border (EfDeRain.border), then the padding to the multiple, centred or not
-        assert (runner.border, runner.centred) == (model.border, model.centred)
+        assert (runner.border, runner.centred, runner.tile_congruent) == (model.border, model.centred, model.centred)
         padded, (top, left) = pad_canvas(x, runner.border, runner.multiple, runner.centred)
         (raw,) = runner.session.run(None, {runner.input_name: padded.numpy()})
         with torch.no_grad():

@@ -76,6 +76,8 @@ class DerainerBase:
     #: Tiles start at multiples of this (:func:`~derain.inference.tiling.tile_spans`): the model's padding multiple,
     #: so that tiled outputs are the untiled ones wherever a tile holds the context the model reads.
     tile_align: int = 1
+    #: Tiles are as long as the image modulo ``tile_align``: the model centres its input on its padded canvas.
+    tile_congruent: bool = False
 
     @property
     def name(self) -> str:
@@ -113,7 +115,7 @@ class DerainerBase:
         """
         size = resolve_tile(tile, int(batch.shape[-2]), int(batch.shape[-1]))
         run = self._runner(batch, size is not None, strength)
-        return run(batch) if size is None else derain_tiled(run, batch, size, overlap, self.tile_align)
+        return run(batch) if size is None else derain_tiled(run, batch, size, overlap, self.tile_align, self.tile_congruent)
 
     def derain_rgb(
         self,
@@ -138,7 +140,7 @@ class DerainerBase:
         size = resolve_tile(tile, int(rgb.shape[0]), int(rgb.shape[1]))
         grey_in = not grey and is_grey(rgb)
         out = derain_array(self._runner(rgb, size is not None, strength), rgb, size, overlap, grey=grey or grey_in,
-                           align=self.tile_align)
+                           align=self.tile_align, congruent=self.tile_congruent)
         return np.repeat(out, 3, axis=2) if grey_in else out
 
     def derain_photo(
@@ -242,6 +244,11 @@ class Derainer(DerainerBase):
         """The model's padding multiple (``config.multiple``; 1 for a model without one)."""
         model = self.model.model if isinstance(self.model, CompiledModel) else self.model
         return int(getattr(getattr(model, "config", None), "multiple", 1) or 1)
+
+    @property
+    def tile_congruent(self) -> bool:  # type: ignore[override]
+        """Whether the model centres its input on its padded canvas (``centred``, a staged model's)."""
+        return bool(getattr(self.model, "centred", False))
 
     @torch.inference_mode()
     def judge(self, view: torch.Tensor) -> torch.Tensor:

@@ -264,6 +264,11 @@ class OnnxDerainer(DerainerBase):
         """Tiles start at multiples of the padding multiple (``derain.multiple``), as the torch backend's do."""
         return self.multiple
 
+    @property
+    def tile_congruent(self) -> bool:  # type: ignore[override]
+        """Tiles as long as the image modulo the multiple where the file centres its input (``derain.centred``)."""
+        return self.centred
+
     def run_tensor(self, batch: torch.Tensor, strength: Strength | str | None = None, whole: torch.Tensor | None = None) -> torch.Tensor:
         """Derain a ``(B, 3, H, W)`` float batch in [0, 1]; returns float32 on the CPU, clamped to [0, 1].
 

@@ -673,19 +673,20 @@ class ModelOnCrops:
 
         whole = self._judgement(frame)
         run = functools.partial(self.runner.run_tensor, whole=whole) if whole is not None else self.runner.run_tensor
-        align = getattr(self.runner, "tile_align", 1)
+        align, congruent = getattr(self.runner, "tile_align", 1), getattr(self.runner, "tile_congruent", False)
         outs = []
         height, width = frame.shape[:2]
         for y0, y1, x0, x1 in boxes:
-            # grown to the model's grid: the start up/left to a multiple of its padding multiple, the end down/right
-            # to the frame's size modulo it (at most the frame's edge); a network that halves its input computes a
-            # pixel as the whole frame does only where the crop sits on its canvas as the frame does (tile_spans)
+            # grown to the model's grid: the start up/left to a multiple of its padding multiple (and, for a model
+            # that centres its input on its canvas, the end down/right to the frame's size modulo it, at most the
+            # frame's edge): a network that halves its input computes a pixel as the whole frame does only where the
+            # crop sits on its canvas as the frame does (tile_spans)
             ya, xa = y0 // align * align, x0 // align * align
-            yb, xb = y1 + (height - y1) % align, x1 + (width - x1) % align
+            yb, xb = (y1 + (height - y1) % align, x1 + (width - x1) % align) if congruent else (y1, x1)
             x = torch.from_numpy(np.ascontiguousarray(frame[ya:yb, xa:xb])).permute(2, 0, 1)[None].float().div_(255.0)
             size = resolve_tile(self.tile, yb - ya, xb - xa)
             with torch.inference_mode():
-                y = run(x) if size is None else derain_tiled(run, x, size, self.tile_overlap, align)
+                y = run(x) if size is None else derain_tiled(run, x, size, self.tile_overlap, align, congruent)
             y = y[0, :, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
             outs.append(y.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy())
         return outs

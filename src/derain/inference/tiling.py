@@ -75,29 +75,33 @@ def resolve_tile(tile: int | None, height: int, width: int) -> int | None:
     return int(tile)
 
 
-def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
+def tile_spans(length: int, tile: int, overlap: int, align: int = 1, congruent: bool = False) -> list[tuple[int, int]]:
     """``(start, size)`` of the fewest tiles of at most ``tile`` covering ``length`` with overlaps of at least
     ``overlap`` (and, with ``align``, starts on its grid: small tiles then take more of them).
 
     Spread evenly; the first starts at 0 and the last ends at ``length``. With ``align`` > 1 every start is a
-    multiple of ``align`` and every tile's size equals ``length`` modulo ``align`` (the largest such size up to
-    ``tile``; the last tile ends at ``length``): a network that halves its input ``k`` times (``config.multiple`` =
-    2^k) computes a pixel alike only at canvas offsets that differ by multiples of 2^k, and a tile of such a start
-    and size sits on its canvas as the whole image does — at the top-left, or centred (the offset then depends on
-    the size modulo 2^k: :func:`~derain.ops.padding.pad_canvas`) — so aligned tiles give what one pass over the
-    whole image gives wherever a tile holds the context the network reads. Tiles too small to align (``tile −
-    overlap < 2·align``) are not aligned.
+    multiple of ``align`` (tiles are ``tile`` rounded down to a multiple of it, the last one to ``length``): a network
+    that halves its input ``k`` times (``config.multiple`` = 2^k, the image at its canvas's top-left) computes a
+    pixel alike only at offsets that differ by multiples of 2^k, so aligned tiles give what one pass over the whole
+    image gives wherever a tile holds the context the network reads. A network that centres its input on its canvas
+    (:func:`~derain.ops.padding.pad_canvas`) offsets it by an amount that depends on the input's size modulo 2^k:
+    with ``congruent`` every tile's size equals ``length`` modulo ``align`` (the largest such size up to ``tile``),
+    so each tile sits on its canvas as the whole image does. Tiles too small to align (``tile − overlap <
+    2·align``) are not aligned.
 
     >>> tile_spans(1000, 512, 32), tile_spans(300, 512, 32)
     ([(0, 512), (244, 512), (488, 512)], [(0, 300)])
     >>> tile_spans(2562, 512, 32, align=32)
+    [(0, 512), (416, 512), (832, 512), (1248, 512), (1664, 512), (2080, 482)]
+    >>> tile_spans(2562, 512, 32, align=32, congruent=True)
     [(0, 482), (416, 482), (832, 482), (1248, 482), (1664, 482), (2080, 482)]
     """
     if length <= tile:
         return [(0, length)]
     if align > 1 and tile - overlap >= 2 * align:
-        size = tile - (tile - length) % align  # the largest size up to `tile` that equals `length` modulo `align`
-        last = -(-(length - size) // align) * align  # the last tile ends at `length`: `size` long
+        # the tiles' size: `tile` down to the grid, or (congruent) the largest up to `tile` equal to `length` modulo `align`
+        size = tile - (tile - length) % align if congruent else tile // align * align
+        last = -(-(length - size) // align) * align  # the last tile ends at `length` and is at most `size`
         n = max(2, math.ceil((length - overlap) / (size - overlap)))
         while True:
             starts = [round(i * last / (n - 1)) // align * align for i in range(n - 1)] + [last]
@@ -108,13 +112,13 @@ def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tup
     return [(round(i * (length - tile) / (n - 1)), tile) for i in range(n)]
 
 
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1, congruent: bool = False) -> list[int]:
     """The starts of :func:`tile_spans`.
 
     >>> tile_starts(1000, 512, 32), tile_starts(300, 512, 32), tile_starts(992, 512, 32)
     ([0, 244, 488], [0], [0, 480])
     """
-    return [start for start, _ in tile_spans(length, tile, overlap, align)]
+    return [start for start, _ in tile_spans(length, tile, overlap, align, congruent)]
 
 
 def _rise(pos: np.ndarray, centre: float, width: float) -> np.ndarray:
@@ -163,13 +167,13 @@ def check_tile(tile: int | None, overlap: int = DEFAULT_OVERLAP, *, blame: str =
         raise InvalidArgument(f"tile must be 0 or more than twice the tile overlap ({2 * overlap}), got {tile}", option="--tile")
 
 
-def _plan(height: int, width: int, tile: int, overlap: int, align: int = 1) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]], torch.Tensor, torch.Tensor]:
+def _plan(height: int, width: int, tile: int, overlap: int, align: int = 1, congruent: bool = False) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]], torch.Tensor, torch.Tensor]:
     """The tiling of an image: (start, 1-D weight) per tile row and column (a tile's size is its weight's
     length; :func:`tile_spans`), and the reciprocal of the weights' sums per row and column (the normaliser)."""
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
     check_tile(tile, overlap, blame="overlap")
-    ys, xs = tile_spans(height, tile, overlap, align), tile_spans(width, tile, overlap, align)
+    ys, xs = tile_spans(height, tile, overlap, align, congruent), tile_spans(width, tile, overlap, align, congruent)
     rows = [(s, w) for (s, _), w in zip(ys, _axis_weights(ys, overlap))]
     cols = [(s, w) for (s, _), w in zip(xs, _axis_weights(xs, overlap))]
     sum_y, sum_x = np.zeros(height), np.zeros(width)
@@ -188,12 +192,13 @@ def derain_tiled(
     tile: int = AUTO_TILE,
     overlap: int = DEFAULT_OVERLAP,
     align: int = 1,
+    congruent: bool = False,
 ) -> torch.Tensor:
     """Apply ``fn`` (``(B, C, h, w)`` → ``(B, C', h, w)``) to ``image`` in overlapping tiles and blend.
 
     ``image`` is ``(C, H, W)`` or ``(B, C, H, W)``; the result has the same layout, float32, on the
     device ``fn`` returns. Tiles are at most ``tile × tile`` (:func:`tile_spans`: with ``align``, they start at
-    multiples of it); neighbouring tiles overlap by at least
+    multiples of it; with ``congruent`` too, they are as long as the image modulo it); neighbouring tiles overlap by at least
     ``overlap`` pixels (``overlap < tile / 2``) and are cross-faded over ``overlap`` pixels in the
     middle of their overlap. An image that fits in one tile is passed to ``fn`` whole.
     """
@@ -202,7 +207,7 @@ def derain_tiled(
     if x.dim() != 4:
         raise ValueError(f"expected a (C, H, W) or (B, C, H, W) tensor, got shape {tuple(image.shape)}")
     batch, _, height, width = x.shape
-    rows, cols, inv_y, inv_x = _plan(height, width, tile, overlap, align)
+    rows, cols, inv_y, inv_x = _plan(height, width, tile, overlap, align, congruent)
     if len(rows) == 1 and len(cols) == 1:
         out = fn(x).float()
         return out[0] if squeeze else out
@@ -279,6 +284,7 @@ def derain_array(
     *,
     grey: bool = False,
     align: int = 1,
+    congruent: bool = False,
 ) -> np.ndarray:
     """Apply ``fn`` (``(1, 3, h, w)`` float in [0, 1] → the same shape) to an ``H×W×3`` image in
     overlapping, blended tiles as :func:`derain_tiled` does; returns an array of the input's dtype
@@ -287,7 +293,7 @@ def derain_array(
 
     Tiles are converted to float one at a time and the output is finished one band of tile rows at a
     time, so memory beyond the input and output is one band. ``tile=None`` runs ``fn`` once on the
-    whole image. The values equal :func:`derain_tiled` on the float image (``align`` as there), then rounding.
+    whole image. The values equal :func:`derain_tiled` on the float image (``align``, ``congruent`` as there), then rounding.
 
     >>> img = (np.arange(70 * 90 * 3) % 256).astype(np.uint8).reshape(70, 90, 3)
     >>> out = derain_array(lambda t: 1 - t, img, tile=32, overlap=8)
@@ -307,7 +313,7 @@ def derain_array(
     if tile is None or (height <= tile and width <= tile):
         finish(slice(0, height), fn(_pixels_to_tensor(image))[0].float().cpu())
         return out
-    rows, cols, inv_y, inv_x = _plan(height, width, tile, overlap, align)
+    rows, cols, inv_y, inv_x = _plan(height, width, tile, overlap, align, congruent)
     carry: torch.Tensor | None = None  # rows of the band so far that the next band's tiles also cover
     for i, (y0, wyv) in enumerate(rows):
         th = len(wyv)

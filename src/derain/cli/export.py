@@ -75,7 +75,8 @@ def export_cmd(model_name, weights, fmt, output, opset, dynamo, verify, overwrit
         raise click.ClickException(f"export failed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
     size_mb = os.path.getsize(out) / 1e6
     click.echo(f"wrote {out} ({size_mb:.1f} MB, {fmt}, opset {opset}; input 'image' (batch, 3, height, width), "
-               f"padded to multiples of {multiple} by the runtime)", err=True)
+               f"sides multiples of {multiple}: `derain --onnx FILE` pads for you, a program of your own pads as "
+               f"derain.ops.padding.pad_canvas does)", err=True)
     if verify:
         diff = _verify(model, out, multiple)
         if diff > VERIFY_TOLERANCE:

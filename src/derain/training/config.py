@@ -175,7 +175,8 @@ class TrainConfig(_Config):
     crop: int = Field(256, ge=16)
     # each step's batch loses 0..crop_trim rows at the bottom and 0..crop_trim columns at the right (drawn from the
     # seed and the step), so the padding to the network's multiple varies as it does on photos of any size and the
-    # network trains at every distance from the image's edge to the canvas's zero padding; 0: every batch `crop`²
+    # network trains at every distance from the image's edge to the canvas's zero padding (the bottom and right edges;
+    # all four with the model's `centre_canvas`); 0: every batch `crop`²
     crop_trim: int = Field(0, ge=0)
     flips: bool = False
     batch_size: int = Field(16, ge=1)

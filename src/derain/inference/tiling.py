@@ -112,13 +112,13 @@ def tile_spans(length: int, tile: int, overlap: int, align: int = 1, congruent: 
     return [(round(i * (length - tile) / (n - 1)), tile) for i in range(n)]
 
 
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1, congruent: bool = False) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     """The starts of :func:`tile_spans`.
 
     >>> tile_starts(1000, 512, 32), tile_starts(300, 512, 32), tile_starts(992, 512, 32)
     ([0, 244, 488], [0], [0, 480])
     """
-    return [start for start, _ in tile_spans(length, tile, overlap, align, congruent)]
+    return [start for start, _ in tile_spans(length, tile, overlap, align)]
 
 
 def _rise(pos: np.ndarray, centre: float, width: float) -> np.ndarray:

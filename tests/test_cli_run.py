@@ -260,6 +260,35 @@ def test_model_errors_are_one_line(tmp_path, weights):
     assert not (tmp_path / "derained").exists()
 
 
+def test_a_mistyped_model_fails_even_when_every_output_exists(tmp_path):
+    """A rerun whose outputs all exist (each skipped) still checks the model options: a typo is not a success."""
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "photo.png")
+    (tmp_path / "derained").mkdir()
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "derained" / "photo.png")
+    before = (tmp_path / "derained" / "photo.png").read_bytes()
+    proc = derain_cli("run", "photo.png", "--model", "nosuch", cwd=tmp_path)
+    assert_clean(proc)
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 1 and lines == [lines[0]] and lines[0].startswith("Error: unknown model 'nosuch'"), lines
+    assert (tmp_path / "derained" / "photo.png").read_bytes() == before
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--strength", "2"), "Error: Invalid value for '--strength': strength must be 'auto' or a number from 0 to 1, got '2'"),
+    (("--threads", "0"), "Error: Invalid value for '--threads': 0 is not in the range x>=1."),
+    (("--bogus",), "Error: No such option '--bogus'"),
+])
+def test_option_errors_are_one_line(tmp_path, args, message):
+    """A bad option is one line that names it and where the help is, exit code 2, nothing written."""
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "photo.png")
+    proc = derain_cli("run", "photo.png", *args, cwd=tmp_path)
+    assert_clean(proc)
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(message) and lines[0].endswith("(try 'derain run --help')"), lines
+    assert not (tmp_path / "derained").exists()
+
+
 def test_a_model_without_bundled_weights_says_to_pass_weights(tmp_path):
     Image.fromarray(gradient(16, 12)).save(tmp_path / "photo.png")
     proc = derain_cli("run", "photo.png", "--model", "prenet", cwd=tmp_path)

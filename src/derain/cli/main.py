@@ -123,6 +123,10 @@ def train_cmd(config, overrides, resume, data_root, allow_changes) -> None:
         click.echo(result)
 
 
+# click >= 8.2 shows a group's help through this usage error when it is called without arguments.
+_HELP_ON_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -136,7 +140,20 @@ def main(argv: list[str] | None = None) -> None:
     which prints it), exit code 1."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        cli.main(args=argv, prog_name="derain")
+        code = cli.main(args=argv, prog_name="derain", standalone_mode=False)
+    except _HELP_ON_NO_ARGS as err:  # `derain` alone: the help
+        err.show()
+        sys.exit(err.exit_code)
+    except click.UsageError as err:  # one line: click's own display adds the usage and a hint on lines of their own
+        hint = f" (try '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        click.echo(f"Error: {printable(err.format_message())}{hint}", err=True)
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.Abort:  # Ctrl-C or SIGTERM: each command has removed its partial outputs
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
     except UserError as err:  # a command without its own one_line_errors (a full disk while writing, say)
         click.echo(f"Error: {printable(str(err).strip())}", err=True)
         sys.exit(1)
@@ -147,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: internal error ({type(err).__name__}: {printable(message)}): a bug in derain, not in your input; "
                    "`derain -v ...` shows the traceback to report", err=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)  # a command's ctx.exit(N) arrives as N
 
 
 if __name__ == "__main__":  # pragma: no cover

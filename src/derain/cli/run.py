@@ -230,9 +230,10 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
             return
         raise click.ClickException("no images found in the inputs")
     ok, failed = 0, len(plan.errors)
-    if plan.jobs:
+    if plan.jobs or plan.skipped:  # the model options are checked even when every output exists already
         derainer = runner_for_cli(model_name, weights, onnx_path=onnx_path, device=device, precision=precision, threads=threads,
                                   backend=backend, compile_=compile_, strength=strength)
+    if plan.jobs:
         ok, run_failed = _run_jobs(derainer, plan.jobs, out_path, tile, tile_overlap, fmt, quality, side_by_side, max_pixels,
                                    overwrite=overwrite)
         failed += run_failed

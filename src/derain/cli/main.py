@@ -140,6 +140,13 @@ def main(argv: list[str] | None = None) -> None:
     which prints it), exit code 1."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        _run(argv)
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM while the first one's message is printed
+        sys.exit(1)
+
+
+def _run(argv: list[str] | None) -> None:
+    try:
         code = cli.main(args=argv, prog_name="derain", standalone_mode=False)
     except _HELP_ON_NO_ARGS as err:  # `derain` alone: the help
         err.show()
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: internal error ({type(err).__name__}: {printable(message)}): a bug in derain, not in your input; "
                    "`derain -v ...` shows the traceback to report", err=True)
         sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)  # a command's ctx.exit(N) arrives as N
+    sys.exit(code if type(code) is int else 0)  # a command's ctx.exit(N) arrives as N; commands return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -427,3 +427,27 @@ def test_a_closed_pipe_at_the_flush_of_stdout_is_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "error: <stdin>: cannot write <stdout>: Broken pipe", err
     assert err[1].startswith("0 ok, 1 failed, 0 skipped")
+
+
+def test_a_commands_own_error_is_one_line_with_control_characters_escaped(tmp_path):
+    """A command's own refusal (here the demo's existing output, its name holding a newline) is one line, exit 1: the
+    name cannot forge a second line."""
+    name = "strip\nerror: forged.png"
+    (tmp_path / name).write_bytes(b"kept")
+    proc = derain_cli("demo", "-o", name, cwd=tmp_path)
+    assert_clean(proc)
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 1 and lines == ["Error: strip\\nerror: forged.png exists (use --overwrite to replace it, or -o another name)"], lines
+    assert (tmp_path / name).read_bytes() == b"kept"
+
+
+def test_version_and_bare_command(tmp_path):
+    """`derain --version` prints the version (exit 0); `derain` alone shows the help and no error (exit 0 on click
+    8.1, 2 on click >= 8.2, which treats it as a usage error)."""
+    proc = derain_cli("--version", cwd=tmp_path)
+    assert_clean(proc)
+    assert proc.returncode == 0 and derain.__version__ in proc.stdout.decode(), proc
+    proc = derain_cli(cwd=tmp_path)
+    assert_clean(proc)
+    shown = proc.stdout.decode() + proc.stderr.decode()
+    assert proc.returncode in (0, 2) and "Usage: derain" in shown and "Commands:" in shown and "Error" not in shown, shown

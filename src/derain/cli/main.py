@@ -149,12 +149,12 @@ def _run(argv: list[str] | None) -> None:
     try:
         code = cli.main(args=argv, prog_name="derain", standalone_mode=False)
     except click.ClickException as err:
-        if isinstance(err, click.UsageError) and not isinstance(err, _HELP_ON_NO_ARGS):
-            # one line: click's own display adds the usage and a hint on lines of their own
-            hint = f" (try '{err.ctx.command_path} --help')" if err.ctx is not None else ""
-            click.echo(f"Error: {printable(err.format_message())}{hint}", err=True)
-        else:  # `derain` alone shows the help
+        if isinstance(err, _HELP_ON_NO_ARGS):  # `derain` alone: the help
             err.show()
+        else:  # one line (click's own display adds the usage and a hint on lines of their own)
+            ctx = err.ctx if isinstance(err, click.UsageError) else None
+            hint = f" (try '{ctx.command_path} --help')" if ctx is not None else ""
+            click.echo(f"Error: {printable(err.format_message())}{hint}", err=True)
         sys.exit(err.exit_code)
     except click.Abort:  # Ctrl-C or SIGTERM: each command has removed its partial outputs
         click.echo("Aborted!", err=True)

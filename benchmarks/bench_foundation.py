@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import derain  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import torch
-import derain
 from derain.bench.timing import machine_description, model_gflops, time_call
 from derain.inference.precision import autocast, input_layout, prepare_model
 from derain.ops import pixel_dilation_filter2d

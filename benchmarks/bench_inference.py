@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import derain  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import numpy as np
 import torch
 from PIL import Image
 
-import derain
 from derain.bench.timing import machine_description, time_call
 from derain.inference.derainer import Derainer
 from derain.inference.precision import cpu_has_fast_bf16

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import derain  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import numpy as np
 import torch
 
-import derain
 from derain.bench.timing import machine_description, time_call
 from derain.errors import UserError
 from derain.inference.derainer import Derainer

@@ -19,6 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
+import derain  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import torch
 
 from derain.bench.quality import load_model_spec

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import derain  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import derain  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import numpy as np
 import torch
 
-import derain
 from derain.data.rain_layers import RainLayerBank
 from derain.data.rainmix import RainMix, StreakBank
 from derain.data.render import RainRenderer

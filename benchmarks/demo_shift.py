@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import sys
 
+import derain  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import numpy as np
 import torch
 
-import derain
 from derain.cli.demo import synthetic_scene
 from derain.data.render import RainRenderer
 from derain.io.pixels import to_float

@@ -30,6 +30,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import derain  # noqa: F401 - first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import torch
 
 from derain.errors import UserError

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import derain  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import numpy as np
 import torch
 
-import derain
 from derain.evaluation import ValidationSets
 from derain.io.images import is_image_file, read_image
 from derain.models.checkpoint import save_model

@@ -21,10 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import derain  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import numpy as np
 import torch
 
-import derain
 from derain.bench.noharm import rain_free_images
 from derain.data.photos import read_photo
 from derain.data.render import PRESETS, RainRenderer

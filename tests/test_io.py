@@ -914,6 +914,23 @@ def test_importing_derain_makes_waiting_threads_sleep_unless_told_otherwise():
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"
 
 
+def test_benchmark_scripts_import_derain_before_torch():
+    """A script that loads torch before derain keeps OpenMP's spinning threads: beside a busy process its timings
+    come out several times slower (BENCHMARKS.md, "A shared machine"). Every benchmark that imports both at module
+    level imports derain first."""
+    import ast
+
+    late = []
+    for script in sorted((Path(__file__).parent.parent / "benchmarks").glob("*.py")):
+        order = []
+        for node in ast.parse(script.read_text()).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            order += [n.split(".")[0] for n in names if n.split(".")[0] in ("derain", "torch")]
+        if "torch" in order and "derain" in order and order.index("torch") < order.index("derain"):
+            late.append(script.name)
+    assert not late, late
+
+
 class TestAutoPrecision:
     """``auto`` is bf16 only where oneDNN may use native bf16 instructions (BENCHMARKS.md "Precision by CPU")."""
 

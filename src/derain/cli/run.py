@@ -34,7 +34,7 @@ import click
 
 from ..inference.tiling import DEFAULT_OVERLAP
 from ..io.atomic import DISK_FULL, WriteError, write_fd
-from ..io.images import DEFAULT_MAX_PIXELS, ImageReadError
+from ..io.images import DEFAULT_MAX_PIXELS, ImageReadError, is_image_file
 from .common import (
     compile_option, device_option, model_options, one_line_errors, precision_option, printable, runner_for_cli, strength_option,
     threads_option,
@@ -221,6 +221,9 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
 
     start = time.perf_counter()
     out_path = Path(out_dir)
+    if is_image_file(out_path) and not out_path.is_dir():  # `-o out.jpg` would make a folder named out.jpg
+        raise click.BadParameter(f"{out_dir} looks like a file name: -o names the output folder, where each "
+                                 "input keeps its name (--suffix and --format change it)", param_hint="'-o' / '--output'")
     plan = plan_jobs(inputs, out_path, recursive, suffix, fmt, overwrite, parse_shard(shard))
     for path, reason in plan.errors:
         click.echo(f"error: {printable(path)}: {printable(reason)}", err=True)

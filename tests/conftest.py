@@ -1,7 +1,7 @@
 """Shared pytest fixtures, and the ``slow`` marker's policy.
 
 Tests marked ``slow`` (tens of seconds or more on 2 cores, or whole-dataset runs) are left out of a plain
-``python -m pytest`` (with ``CI=1`` too), so it stays within 5 minutes on 2 cores; ``-m slow`` runs only them,
+``python -m pytest`` (with ``CI=1`` too), so it stays at about 5 minutes on 2 cores; ``-m slow`` runs only them,
 ``--slow`` runs everything, and any other ``-m`` selects by its own expression (``-m precision``: the precision
 tests, slow ones included). CI (``.ci/run``) runs the plain command and then ``-m slow``.
 

@@ -452,3 +452,13 @@ def test_version_and_bare_command(tmp_path):
     assert_clean(proc)
     shown = proc.stdout.decode() + proc.stderr.decode()
     assert proc.returncode in (0, 2) and "Usage: derain" in shown and "Commands:" in shown and "Error" not in shown, shown
+
+
+def test_an_output_folder_may_look_like_a_file_name_when_it_says_so(tmp_path, weights):
+    """`-o shots.jpg/` (a trailing slash) or an existing folder named so is taken as the folder it names."""
+    Image.fromarray(gradient(16, 12)).save(tmp_path / "photo.png")
+    (tmp_path / "old.jpg").mkdir()
+    for out in ("shots.jpg/", "old.jpg"):
+        proc = derain_cli("run", "photo.png", "-o", out, "--weights", weights, "--threads", 1, cwd=tmp_path)
+        assert_clean(proc)
+        assert proc.returncode == 0 and (tmp_path / out / "photo.png").is_file(), proc.stderr.decode()

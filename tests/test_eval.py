@@ -139,7 +139,9 @@ def test_cli_bad_dataset(tmp_path, tiny_weights) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "rainy" / "y.png")
     Image.new("RGB", (8, 9)).save(tmp_path / "clean" / "x.png")
     proc = cli("eval", str(tmp_path), "--weights", str(tiny_weights), "--strict")
-    assert proc.returncode == 1 and "y.png has no clean partner" in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and lines[-3].startswith("Error: ") and "2 problem(s)" in lines[-3], lines  # one per line
+    assert "y.png has no clean partner" in lines[-2] and "size mismatch" in lines[-1], lines
     proc = cli("eval", str(tmp_path), "--weights", str(tiny_weights))
     assert proc.returncode == 1 and "size mismatch" in proc.stderr and "x.png" in proc.stderr
 

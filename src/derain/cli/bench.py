@@ -171,7 +171,7 @@ def real_cmd(folders, models, peer, only, max_side, video, video_stride, sheet_p
 
     for option, path in (("--sheet", sheet_path), ("--json", json_path)):
         if path and Path(path).is_dir():
-            raise click.ClickException(f"{option} {path}: is a folder; give a file name")
+            raise click.ClickException(f"{option} {printable(path)}: is a folder; give a file name")
     _threads(threads)
     try:
         report = run_real(

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..io.images import save_image
 from ..io.pixels import to_float
-from .common import model_options
+from .common import model_options, printable
 
 __all__ = ["demo_cmd", "synthetic_scene", "first_free"]
 
@@ -85,7 +85,7 @@ def demo_cmd(ctx: click.Context, output: str, rain: str, model_name: str | None,
     if not overwrite and ctx.get_parameter_source("output") is click.core.ParameterSource.DEFAULT:
         path = first_free(path)  # running the demo again keeps the earlier strip and still works
     if path.exists() and not overwrite:
-        raise click.ClickException(f"{path} exists (use --overwrite to replace it, or -o another name)")
+        raise click.ClickException(f"{printable(path)} exists (use --overwrite to replace it, or -o another name)")
     from .common import runner_for_cli
     from derain.data.render import RainRenderer
     from derain.metrics import calculate_psnr, quantize

@@ -18,7 +18,7 @@ import click
 
 from ..inference.onnx_export import DEFAULT_OPSET
 from ..io.atomic import WriteError
-from .common import model_for_cli, model_options
+from .common import model_for_cli, model_options, printable
 
 __all__ = ["export_cmd", "VERIFY_TOLERANCE"]
 
@@ -62,9 +62,9 @@ def export_cmd(model_name, weights, fmt, output, opset, dynamo, verify, overwrit
 
     out = Path(output)
     if out.exists() and not overwrite:
-        raise click.ClickException(f"{out} exists (use --overwrite to replace it)")
+        raise click.ClickException(f"{printable(out)} exists (use --overwrite to replace it)")
     if not out.parent.is_dir() and str(out.parent):
-        raise click.ClickException(f"{out.parent}: output folder does not exist")
+        raise click.ClickException(f"{printable(out.parent)}: output folder does not exist")
     model = model_for_cli(model_name, weights)
     _, multiple = exportable_core(model)
     try:

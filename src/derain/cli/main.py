@@ -151,10 +151,12 @@ def _run(argv: list[str] | None) -> None:
     except click.ClickException as err:
         if isinstance(err, _HELP_ON_NO_ARGS):  # `derain` alone: the help
             err.show()
-        else:  # one line (click's own display adds the usage and a hint on lines of their own)
-            ctx = err.ctx if isinstance(err, click.UsageError) else None
-            hint = f" (try '{ctx.command_path} --help')" if ctx is not None else ""
-            click.echo(f"Error: {printable(err.format_message())}{hint}", err=True)
+        elif isinstance(err, click.UsageError):  # one line: click's own display adds the usage and a hint on lines of their own
+            hint = f" (try '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+            click.echo(f"Error: {printable(err.format_message().strip())}{hint}", err=True)
+        else:  # a command's own error: its lines as it wrote them (a dataset's problems, one per line), each printable
+            lines = err.format_message().strip().split("\n")
+            click.echo("\n".join(printable(line) for line in [f"Error: {lines[0]}", *lines[1:]]), err=True)
         sys.exit(err.exit_code)
     except click.Abort:  # Ctrl-C or SIGTERM: each command has removed its partial outputs
         click.echo("Aborted!", err=True)

@@ -221,9 +221,11 @@ def run_cmd(inputs, out_dir, model_name, weights, tile, tile_overlap, device, pr
 
     start = time.perf_counter()
     out_path = Path(out_dir)
-    if is_image_file(out_path) and not out_path.is_dir():  # `-o out.jpg` would make a folder named out.jpg
-        raise click.BadParameter(f"{out_dir} looks like a file name: -o names the output folder, where each "
-                                 "input keeps its name (--suffix and --format change it)", param_hint="'-o' / '--output'")
+    named_a_folder = out_dir.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)) or out_path.is_dir()
+    if is_image_file(out_path) and not named_a_folder:  # `-o out.jpg` would make a folder named out.jpg
+        raise click.BadParameter(f"{out_dir} looks like a file name: -o names the output folder, where each input keeps "
+                                 "its name (--suffix and --format change it; a folder of that name: end it with /)",
+                                 param_hint="'-o' / '--output'")
     plan = plan_jobs(inputs, out_path, recursive, suffix, fmt, overwrite, parse_shard(shard))
     for path, reason in plan.errors:
         click.echo(f"error: {printable(path)}: {printable(reason)}", err=True)

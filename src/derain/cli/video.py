@@ -24,7 +24,8 @@ from typing import Any
 import click
 
 from .common import (
-    compile_option, device_option, model_options, one_line_errors, precision_option, runner_for_cli, strength_option, threads_option,
+    compile_option, device_option, model_options, one_line_errors, precision_option, printable, runner_for_cli, strength_option,
+    threads_option,
 )
 
 __all__ = ["video_cmd"]
@@ -118,13 +119,13 @@ def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_
         raise click.ClickException(str(err)) from None
     out = Path(output) if output else _default_output(src_path)
     if os.path.realpath(out) == os.path.realpath(src_path) or (out.exists() and os.path.samefile(out, src_path)):
-        raise click.ClickException(f"refusing to overwrite the input {src} (choose another -o)")
+        raise click.ClickException(f"refusing to overwrite the input {printable(src)} (choose another -o)")
     if out.is_dir():
-        raise click.ClickException(f"{out} is a folder; -o takes a file name such as {out / (src_path.stem + '.mp4')}")
+        raise click.ClickException(f"{printable(out)} is a folder; -o takes a file name such as {printable(out / (src_path.stem + '.mp4'))}")
     if out.exists() and not overwrite:
-        raise click.ClickException(f"{out} exists (use --overwrite to replace it)")
+        raise click.ClickException(f"{printable(out)} exists (use --overwrite to replace it)")
     if not out.parent.is_dir():
-        raise click.ClickException(f"{out.parent}: output folder does not exist")
+        raise click.ClickException(f"{printable(out.parent)}: output folder does not exist")
 
     derainer = runner_for_cli(model_name, weights, onnx_path=onnx_path, device=device, precision=precision, threads=threads,
                               backend=backend, compile_=bool(compile_), strength=strength)
@@ -140,12 +141,12 @@ def video_cmd(src, output, model_name, weights, batch, codec, bitrate, crf, pix_
     except VideoError as err:
         raise click.ClickException(str(err)) from None
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: {out} was not written", err=True)
+        click.echo(f"\ninterrupted: {printable(out)} was not written", err=True)
         click.get_current_context().exit(130)
     except (MemoryError, RuntimeError) as err:
         log.debug("video failed", exc_info=True)
         reason = "out of memory (try a smaller --batch or --tile 512)" if isinstance(err, MemoryError) else str(err).strip().splitlines()[0]
-        raise click.ClickException(f"{src}: derain failed: {reason}") from None
+        raise click.ClickException(f"{printable(src)}: derain failed: {reason}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     if result.note:

@@ -176,6 +176,30 @@ class TestSamples:
             expected = np.minimum(clean_crop + added, 1.0)
             assert np.abs(rainy - expected).max() < 2 / 255
 
+    def test_rain_layer_zoom(self, clean_folder, tmp_path) -> None:
+        """A source's ``zoom`` resizes the rain layer: one-pixel streaks every 8 columns come out about ``factor``
+        pixels wide, at 0.5 twice as many, and a factor-1 range leaves the sample as it was without the key."""
+        from derain.data.rain_layers import RainLayerBank
+
+        clean = np.zeros((64, 64, 3), np.float32)
+        rainy = clean.copy()
+        rainy[:, ::8] = 0.6
+        bank = RainLayerBank.from_arrays([(rainy, clean)])
+        def streak_width(zoom: tuple[float, float]) -> float:  # columns above half the streak, per streak
+            layer = bank.sample(np.random.default_rng(1), (64, 64), scale=(1, 1), flip=False, zoom=zoom)
+            lit = np.concatenate([[0], layer.mean(axis=0) > 0.3, [0]]).astype(int)  # above half the streak's 0.6
+            return float(lit.sum() / (np.diff(lit) == 1).sum())
+        assert streak_width((1, 1)) == 1.0
+        assert 2.5 <= streak_width((3, 3)) <= 4.5
+        far = np.concatenate([[0], bank.sample(np.random.default_rng(1), (64, 64), scale=(1, 1), zoom=(0.5, 0.5)).mean(axis=0) > 0.1, [0]])
+        assert (np.diff(far.astype(int)) == 1).sum() == 16  # at 0.5 twice as many streaks as the layer's 8 per 64 columns
+        plain = bank.sample(np.random.default_rng(5), (32, 32))
+        np.testing.assert_array_equal(plain, bank.sample(np.random.default_rng(5), (32, 32), zoom=(1, 1)))
+        with pytest.raises(ConfigError, match="zoom resizes rain layers"):
+            load_config(None, [f"sources=[{{kind: synthetic, path: {clean_folder}, zoom: [0.5, 2]}}]"])
+        with pytest.raises(ConfigError, match="zoom must be"):
+            load_config(None, [f"sources=[{{kind: rain_layers, path: {clean_folder}, layers: [{clean_folder}], zoom: [2, 1]}}]"])
+
     def test_paired_and_synthetic_sources_turn_their_samples(self, clean_folder, tmp_path) -> None:
         """``max_rotation`` on a paired source turns rainy and clean by one angle (their difference is still the
         rain, turned); on a synthetic one it spreads the rendered streaks' slant; 0 keeps every streak vertical."""
@@ -336,6 +360,31 @@ class TestHoldOut:
         assert {name: [p.name for p in held] for name, held in validation.sets.items()} == {"pairs-holdout2": ["4", "5"]}
         assert [name for name, _, _ in validation.synthetic] == ["p3", "p4"]
 
+    def test_a_photo_held_out_by_a_folder_never_trains_from_a_folder_inside_it(self, tmp_path) -> None:
+        """A source on a sub-folder (``photos/sub``) beside a hold-out of its parent's last photos leaves those
+        photos out too, and validation scores each held-out photo once, however many folders hold it out."""
+        from derain.evaluation import ValidationSets
+
+        _, photos = self._data(tmp_path)
+        sub = photos / "sub"
+        sub.mkdir()
+        for j in range(3):  # the parent's last photos, sorted after p0-p4
+            Image.fromarray(np.full((40, 40, 3), 200 + 10 * j, np.uint8)).save(sub / f"s{j}.png")
+        sources = [{"kind": "synthetic", "path": str(photos), "preset": "light"},
+                   {"kind": "synthetic", "path": str(sub), "preset": "light", "weight": 3}]
+        for holdout in (f"{{'{photos}': 2}}", f"{{'{photos}': 2, '{sub}': 1}}"):
+            cfg = load_config(None, [f"sources={yaml.safe_dump(sources, default_flow_style=True).strip()}",
+                                     f"holdout={holdout}", "crop=32", "identity_p=1"])
+            samples = TrainingSamples(cfg)
+            levels = {round(float(samples.sample(i)[1].mean()) * 255) for i in range(200)}
+            assert levels == {5, 35, 65, 95, 125, 200}  # s1 and s2 (210, 220) are held out by photos' hold-out
+            validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed)
+            assert [name for name, _, _ in validation.synthetic] == ["s1", "s2"]
+        cfg = load_config(None, [f"sources={yaml.safe_dump(sources, default_flow_style=True).strip()}",
+                                 f"holdout={{'{photos}': 3}}", "crop=32"])
+        with pytest.raises(DatasetError, match="none left to train on"):
+            TrainingSamples(cfg)
+
     def test_older_spellings_read_as_holdout(self, tmp_path) -> None:
         pairs, photos = self._data(tmp_path)
         sources = f"{{kind: paired, path: {pairs}}}, {{kind: synthetic, path: {photos}}}"
@@ -432,6 +481,11 @@ def test_a_run_saved_before_a_validation_key_existed_resumes(clean_folder, tmp_p
     assert config_changes(saved, cfg) == []
     saved["validation"]["every"] = 7
     assert config_changes(saved, cfg) == ["validation"]
+    for source in saved["sources"]:  # a source key added since (``zoom``) counts at its default too
+        del source["zoom"]
+    assert config_changes(saved, cfg) == ["validation"]
+    saved["sources"][0]["weight"] = 3.0
+    assert config_changes(saved, cfg) == ["sources", "validation"]
 
 
 def test_pick_step_chooses_the_best_worst_margin(tmp_path) -> None:

@@ -133,7 +133,21 @@ class HoldOut:
 
     def split_photos(self, folder: str) -> tuple[list[Path], list[Path]]:
         """The images under a clean-photo ``folder`` (sorted paths) as (training, held out); :class:`DatasetError`
-        when the folder is missing or holds no more images than the hold-out takes."""
+        when the folder is missing or leaves no image to train on.
+
+        A photo held out by any held-out photo folder never trains, wherever it is read from: a source on
+        ``clean/Urban100`` beside a hold-out of ``clean``'s last 6 leaves those 6 out too (folders may nest)."""
+        own_training, held = self._own_split(folder)
+        elsewhere = {p.resolve() for other in self.counts if other != folder and other in self.photo_folders
+                     for p in self._own_split(other)[1]}
+        training = [p for p in own_training if p.resolve() not in elsewhere]
+        if not training:
+            raise DatasetError(f"{folder}: {len(own_training) + len(held)} images, none left to train on after the "
+                               "hold-out (its own and that of the folders it shares photos with)")
+        return training, held
+
+    def _own_split(self, folder: str) -> tuple[list[Path], list[Path]]:
+        """``folder``'s images split by its own hold-out count only."""
         root = Path(folder)
         if not root.is_dir():
             raise DatasetError(f"clean image folder {root} does not exist")
@@ -148,5 +162,14 @@ class HoldOut:
         return {folder: self.split_pairs(folder)[1] for folder in self.counts if folder not in self.photo_folders}
 
     def held_out_photos(self) -> list[Path]:
-        """The held-out photos of every held-out clean-photo folder, in the order the hold-out names the folders."""
-        return [p for folder in self.counts if folder in self.photo_folders for p in self.split_photos(folder)[1]]
+        """The held-out photos of every held-out clean-photo folder, in the order the hold-out names the folders;
+        a photo two nested folders both hold out is listed once."""
+        seen: set[Path] = set()
+        photos = []
+        for folder in self.counts:
+            if folder in self.photo_folders:
+                for p in self._own_split(folder)[1]:
+                    if p.resolve() not in seen:
+                        seen.add(p.resolve())
+                        photos.append(p)
+        return photos

@@ -23,8 +23,9 @@ backgrounds). The measured Y-PSNRs are in BENCHMARKS.md, "Rendered rain and real
 :meth:`RainLayerBank.sample` draws a layer, crops it at a random position to the requested size
 (tiling it periodically if it is smaller: periodic tiling keeps every streak's direction, which
 mirror padding would flip), flips it horizontally with probability 1/2, scales its intensity by
-U(0.7, 1.1) and optionally rotates it by a few degrees (cropping from a larger window so no
-black corners appear).
+U(0.7, 1.1) and optionally zooms it (its streaks wider and longer, or thinner and denser: photographed
+rain comes at every distance from the camera, the paired sets' at one) and rotates it by a few degrees
+(cropping from a larger window so no black corners appear).
 
 >>> import numpy as np
 >>> clean = np.full((8, 8, 3), 0.25, np.float32)
@@ -47,7 +48,7 @@ from PIL import Image
 from ..io.images import is_image_file, read_image
 from ..io.pixels import to_float, to_u8
 
-__all__ = ["RainLayerBank", "composite", "random_angle", "rotate_center", "rotation_window"]
+__all__ = ["RainLayerBank", "composite", "random_angle", "random_zoom", "rotate_center", "rotation_window"]
 
 PathLike = str | os.PathLike[str]
 
@@ -98,6 +99,23 @@ def random_angle(rng: np.random.Generator, max_rotation: float) -> float:
     """A turn by U(−max_rotation, max_rotation) degrees, drawn only when ``max_rotation`` > 0 (without rotation the
     random stream is left as it was)."""
     return float(rng.uniform(-max_rotation, max_rotation)) if max_rotation > 0 else 0.0
+
+
+def random_zoom(rng: np.random.Generator, zoom: tuple[float, float]) -> float:
+    """A zoom factor log-uniform in [``zoom[0]``, ``zoom[1]``] (as likely to halve as to double), drawn only when the
+    range is not (1, 1) (without zoom the random stream is left as it was).
+
+    >>> random_zoom(np.random.default_rng(0), (1.0, 1.0))
+    1.0
+    >>> 0.5 <= random_zoom(np.random.default_rng(0), (0.5, 2.0)) <= 2.0
+    True
+    """
+    low, high = float(zoom[0]), float(zoom[1])
+    if not 0 < low <= high:
+        raise ValueError(f"zoom must be [low, high] with 0 < low <= high, got {list(zoom)}")
+    if low == high == 1.0:
+        return 1.0
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
 def rotation_window(h: int, w: int, angle: float) -> tuple[int, int]:
@@ -244,11 +262,14 @@ class RainLayerBank:
         scale: tuple[float, float] = (0.7, 1.1),
         flip: bool = True,
         max_rotation: float = 0.0,
+        zoom: tuple[float, float] = (1.0, 1.0),
         index: int | None = None,
     ) -> np.ndarray:
         """A random layer of ``size = (h, w)`` (``h×w``, or ``h×w×3`` if not grey) as float32 in [0, 1].
 
-        Random layer (or ``index``), random crop (periodic tiling where the layer is smaller),
+        Random layer (or ``index``), random crop (periodic tiling where the layer is smaller), with ``zoom`` other
+        than (1, 1) resized by a factor :func:`random_zoom` (a crop of ``1/factor`` the size, bilinear, antialiased
+        where it shrinks: a factor 2 draws streaks twice as wide and long, 0.5 twice as many, half as wide),
         horizontal flip with probability 1/2 (``flip``), intensity × U(``scale``) clipped to 1, and
         with ``max_rotation > 0`` a rotation by U(−max_rotation, max_rotation) degrees.
         """
@@ -258,8 +279,13 @@ class RainLayerBank:
         i = int(rng.integers(len(self))) if index is None else int(index)
         src = self._layers[i]
         angle = random_angle(rng, max_rotation)
+        factor = random_zoom(rng, zoom)
         ch, cw = rotation_window(h, w, angle)
-        crop = self._crop(src, rng, ch, cw)
+        if factor == 1.0:
+            crop = self._crop(src, rng, ch, cw)
+        else:
+            small = self._crop(src, rng, max(1, round(ch / factor)), max(1, round(cw / factor)))
+            crop = np.asarray(Image.fromarray(np.ascontiguousarray(small)).resize((cw, ch), Image.Resampling.BILINEAR))
         if angle:
             crop = rotate_center(crop, angle, h, w)
         if flip and rng.random() < 0.5:

@@ -8,7 +8,8 @@ the values (types, ranges, unknown keys) and expands the data paths in the same 
 :class:`TrainConfig` is frozen: what was validated is what trains.
 
 The data a run reads is described once, in three keys: ``sources`` (what trains), ``holdout``
-(``{FOLDER: N}``: the last N pairs or photos of FOLDER never train, and validation scores them instead;
+(``{FOLDER: N}``: the last N pairs or photos of FOLDER never train, and validation scores them instead, once
+each, also where photo folders nest (a source on ``clean/Urban100`` leaves out what ``clean``'s hold-out holds);
 :class:`~derain.data.folders.HoldOut`, which training and validation both read) and ``validation``
 (:class:`~derain.evaluation.validation.ValidationConfig`: folders used only for validation, and when).
 The hold-out's other spellings (a source's ``holdout``, ``validation.held_out`` ...) are read as ``holdout``
@@ -61,7 +62,10 @@ class SourceConfig(_Config):
         real); with ``streaks_only`` the target is the clean photo under the rainy one's veil and JPEG compression,
         so that only the streaks are learned as rain (fog and compression are the photo's).
         ``rain_layers``: clean photos from ``path`` with real rain layers (rainy − clean) of the pairs in
-        ``layers`` composited onto them. Each layer's intensity is scaled by U(``scale``).
+        ``layers`` composited onto them. Each layer's intensity is scaled by U(``scale``), and with ``zoom``
+        (``[low, high]``, default ``[1, 1]``) its size by a factor log-uniform in that range: streaks wider and
+        longer (close to the camera) or thinner and denser (far, a drizzle) than the pairs' own
+        (:meth:`~derain.data.rain_layers.RainLayerBank.sample`).
 
     max_rotation:
         degrees; each sample's rain turns by U(−max_rotation, max_rotation): a rain layer before it is composited,
@@ -82,6 +86,7 @@ class SourceConfig(_Config):
     layers: list[DataPath] = Field(default_factory=list)
     layout: str = "auto"  # a paired folder's layout (find_pairs); validation of its held-out pairs uses it too
     scale: tuple[float, float] = (0.7, 1.1)
+    zoom: tuple[float, float] = (1.0, 1.0)  # rain_layers: each layer resized by a log-uniform factor in this range
     max_rotation: float = Field(0.0, ge=0, le=90)
     # synthetic: the target keeps the rainy image's veil and JPEG compression (only the streaks are to be removed)
     streaks_only: bool = False
@@ -96,6 +101,10 @@ class SourceConfig(_Config):
             raise ValueError("a rain_layers source needs `layers`: paired folders to take rain layers from")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"source scale must be [low, high] with 0 < low <= high, got {list(self.scale)}")
+        if not 0 < self.zoom[0] <= self.zoom[1]:
+            raise ValueError(f"source zoom must be [low, high] with 0 < low <= high, got {list(self.zoom)}")
+        if tuple(self.zoom) != (1.0, 1.0) and self.kind != "rain_layers":
+            raise ValueError(f"zoom resizes rain layers (kind: rain_layers), not a {self.kind} source's rain")
         if self.streaks_only and self.kind != "synthetic":
             raise ValueError(f"streaks_only is for rendered rain (kind: synthetic), not a {self.kind} source")
         return self
@@ -315,11 +324,13 @@ def _saved_value(saved: dict[str, Any], key: str) -> Any:
         default = field.get_default(call_default_factory=True)
         return default.model_dump() if isinstance(default, BaseModel) else default
     sections = [t for t in (field.annotation, *get_args(field.annotation)) if isinstance(t, type) and issubclass(t, BaseModel)]
-    if sections and isinstance(saved[key], dict):
-        try:
+    try:
+        if sections and isinstance(saved[key], dict):
             return sections[0].model_validate(saved[key]).model_dump()
-        except ValueError:  # not a section this version reads: it differs
-            return saved[key]
+        if sections and isinstance(saved[key], list):  # a list of sections (``sources``): each with its defaults
+            return [sections[0].model_validate(item).model_dump() for item in saved[key]]
+    except ValueError:  # not a section this version reads: it differs
+        pass
     return saved[key]
 
 

@@ -139,10 +139,11 @@ class RainLayerSource:
             raise DatasetError(f"no rain-layer pairs left in {cfg.layers} after the hold-out")
         self.bank = RainLayerBank.from_pairs([(p.rainy, p.clean) for p in pairs])
         self.scale, self.max_rotation = (float(cfg.scale[0]), float(cfg.scale[1])), float(cfg.max_rotation)
+        self.zoom = (float(cfg.zoom[0]), float(cfg.zoom[1]))
 
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
         clean = _to_float(_random_crop([_load(str(self.files[int(rng.integers(len(self.files)))]))], crop, rng)[0])
-        return self.bank.augment(clean, rng, scale=self.scale, max_rotation=self.max_rotation), clean
+        return self.bank.augment(clean, rng, scale=self.scale, max_rotation=self.max_rotation, zoom=self.zoom), clean
 
 
 #: The source class of each ``kind`` (:data:`~derain.training.config.SOURCE_KINDS`).

@@ -195,10 +195,30 @@ class TestSamples:
         assert (np.diff(far.astype(int)) == 1).sum() == 16  # at 0.5 twice as many streaks as the layer's 8 per 64 columns
         plain = bank.sample(np.random.default_rng(5), (32, 32))
         np.testing.assert_array_equal(plain, bank.sample(np.random.default_rng(5), (32, 32), zoom=(1, 1)))
+        turned = bank.sample(np.random.default_rng(2), (40, 24), zoom=(0.5, 2.0), max_rotation=30)
+        assert turned.shape == (40, 24) and turned.max() > 0.2  # zoomed and turned, still the requested size
+        pairs = tmp_path / "pairs"  # through a training source: the zoom reaches the samples
+        for sub in ("rainy", "clean"):
+            (pairs / sub).mkdir(parents=True)
+        Image.fromarray(np.full((64, 64, 3), 40, np.uint8)).save(pairs / "clean" / "a.png")
+        streaks = np.full((64, 64, 3), 40, np.uint8)
+        streaks[:, ::8] = 200  # one-pixel streaks every 8 columns
+        Image.fromarray(streaks).save(pairs / "rainy" / "a.png")
+        source = {"kind": "rain_layers", "path": str(clean_folder), "layers": [str(pairs)], "scale": [1, 1]}
+        def rain(zoom: list[float]) -> np.ndarray:
+            cfg = load_config(None, [f"sources=[{yaml.safe_dump({**source, 'zoom': zoom}, default_flow_style=True).strip()}]",
+                                     "crop=32", "colour_jitter=0"])
+            rainy, clean = TrainingSamples(cfg).sample(3)
+            return (rainy - clean).max(axis=2)
+        sharp, wide = rain([1, 1]), rain([3, 3])
+        lit = [int((r.mean(axis=0) > 0.3).sum()) for r in (sharp, wide)]  # columns above half the streak's 0.63
+        assert lit[0] == 4 and lit[1] >= 6, lit  # 4 one-pixel streaks in 32 columns; x3: about 1-2 streaks 3 px wide
         with pytest.raises(ConfigError, match="zoom resizes rain layers"):
             load_config(None, [f"sources=[{{kind: synthetic, path: {clean_folder}, zoom: [0.5, 2]}}]"])
         with pytest.raises(ConfigError, match="zoom must be"):
             load_config(None, [f"sources=[{{kind: rain_layers, path: {clean_folder}, layers: [{clean_folder}], zoom: [2, 1]}}]"])
+        with pytest.raises(ConfigError, match=r"0.25 <= low <= high <= 4"):
+            load_config(None, [f"sources=[{{kind: rain_layers, path: {clean_folder}, layers: [{clean_folder}], zoom: [0.01, 1]}}]"])
 
     def test_paired_and_synthetic_sources_turn_their_samples(self, clean_folder, tmp_path) -> None:
         """``max_rotation`` on a paired source turns rainy and clean by one angle (their difference is still the
@@ -360,9 +380,10 @@ class TestHoldOut:
         assert {name: [p.name for p in held] for name, held in validation.sets.items()} == {"pairs-holdout2": ["4", "5"]}
         assert [name for name, _, _ in validation.synthetic] == ["p3", "p4"]
 
-    def test_a_photo_held_out_by_a_folder_never_trains_from_a_folder_inside_it(self, tmp_path) -> None:
+    def test_a_photo_held_out_by_a_folder_never_trains_from_a_folder_inside_or_around_it(self, tmp_path) -> None:
         """A source on a sub-folder (``photos/sub``) beside a hold-out of its parent's last photos leaves those
-        photos out too, and validation scores each held-out photo once, however many folders hold it out."""
+        photos out too (also where no source reads the parent), a source on the parent leaves out what the
+        sub-folder's hold-out holds, and validation scores each held-out photo once, however many folders hold it out."""
         from derain.evaluation import ValidationSets
 
         _, photos = self._data(tmp_path)
@@ -380,6 +401,18 @@ class TestHoldOut:
             assert levels == {5, 35, 65, 95, 125, 200}  # s1 and s2 (210, 220) are held out by photos' hold-out
             validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed)
             assert [name for name, _, _ in validation.synthetic] == ["s1", "s2"]
+        # the other way round: sub's own hold-out (s1, s2) beyond photos' (s2) leaves the source on photos too
+        cfg = load_config(None, [f"sources={yaml.safe_dump(sources, default_flow_style=True).strip()}",
+                                 f"holdout={{'{photos}': 1, '{sub}': 2}}", "crop=32", "identity_p=1"])
+        assert {round(float(TrainingSamples(cfg).sample(i)[1].mean()) * 255) for i in range(200)} == {5, 35, 65, 95, 125, 200}
+        assert [name for name, _, _ in ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed).synthetic] == ["s2", "s1"]
+        # a hold-out of the parent that no source reads still holds its photos out of the source inside it
+        inner = [sources[1]]
+        cfg = load_config(None, [f"sources={yaml.safe_dump(inner, default_flow_style=True).strip()}",
+                                 f"holdout={{'{photos}': 2}}", "crop=32", "identity_p=1"])
+        assert {round(float(TrainingSamples(cfg).sample(i)[1].mean()) * 255) for i in range(50)} == {200}
+        validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed)
+        assert [name for name, _, _ in validation.synthetic] == ["s1", "s2"] and not validation.sets
         cfg = load_config(None, [f"sources={yaml.safe_dump(sources, default_flow_style=True).strip()}",
                                  f"holdout={{'{photos}': 3}}", "crop=32"])
         with pytest.raises(DatasetError, match="none left to train on"):

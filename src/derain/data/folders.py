@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -112,14 +113,17 @@ class HoldOut:
     """The hold-out: the last ``counts[folder]`` items of each folder (its sorted order) never train; validation
     scores them instead.
 
-    ``photo_folders`` are the held-out folders of clean photos (the ``path`` of a synthetic or rain-layer source):
-    their photos are held out, and validation renders rain on them. Every other held-out folder holds pairs
-    (:func:`~derain.data.pairs.find_pairs`, in ``layouts[folder]`` where a paired source names one, else detected).
+    ``photo_folders`` are the folders of clean photos (the ``path`` of a synthetic or rain-layer source): a held-out
+    folder that is one of them, or holds one or lies inside one (and is not one of ``pair_folders``, the folders
+    read as pairs), holds photos; its photos are held out, and validation renders rain on them. Every other
+    held-out folder holds pairs (:func:`~derain.data.pairs.find_pairs`, in ``layouts[folder]`` where a paired
+    source names one, else detected).
     """
 
     counts: Mapping[str, int] = field(default_factory=dict)
     photo_folders: frozenset[str] = frozenset()
     layouts: Mapping[str, str] = field(default_factory=dict)
+    pair_folders: frozenset[str] = frozenset()
 
     def count(self, folder: str) -> int:
         """How many of ``folder``'s last items are held out (0: none)."""
@@ -136,11 +140,11 @@ class HoldOut:
         when the folder is missing or leaves no image to train on.
 
         A photo held out by any held-out photo folder never trains, wherever it is read from: a source on
-        ``clean/Urban100`` beside a hold-out of ``clean``'s last 6 leaves those 6 out too (folders may nest)."""
+        ``clean/Urban100`` beside a hold-out of ``clean``'s last 6 leaves those 6 out too, and a source on ``clean``
+        leaves out what a hold-out of ``clean/Urban100`` holds."""
         own_training, held = self._own_split(folder)
-        elsewhere = {p.resolve() for other in self.counts if other != folder and other in self.photo_folders
-                     for p in self._own_split(other)[1]}
-        training = [p for p in own_training if p.resolve() not in elsewhere]
+        elsewhere = {p.resolve() for other, photos in self._held_photos.items() if other != folder for p in photos}
+        training = [p for p in own_training if p.resolve() not in elsewhere] if elsewhere else own_training
         if not training:
             raise DatasetError(f"{folder}: {len(own_training) + len(held)} images, none left to train on after the "
                                "hold-out (its own and that of the folders it shares photos with)")
@@ -157,19 +161,40 @@ class HoldOut:
             raise DatasetError(f"{root}: {len(files)} images, need more than the {n} held out for validation")
         return (files[:-n], files[-n:]) if n else (files, [])
 
+    def _photo_holdouts(self) -> list[str]:
+        """The held-out folders that hold photos: a photo folder, or one that holds one or lies inside one (in the
+        order the hold-out names them)."""
+        sources = [Path(p).resolve() for p in self.photo_folders]
+        def photos(folder: str) -> bool:
+            path = Path(folder).resolve()
+            return any(path == s or path in s.parents or s in path.parents for s in sources)
+        return [folder for folder in self.counts if folder not in self.pair_folders and photos(folder)]
+
+    @cached_property
+    def _held_photos(self) -> dict[str, list[Path]]:
+        """Each held-out photo folder's own held-out photos, read once (a folder that is missing or too small holds
+        none here: its own split says what is wrong)."""
+        held: dict[str, list[Path]] = {}
+        for folder in self._photo_holdouts():
+            try:
+                held[folder] = self._own_split(folder)[1]
+            except DatasetError:
+                held[folder] = []
+        return held
+
     def held_out_pairs(self) -> dict[str, list[Pair]]:
         """Each held-out paired folder's held-out pairs, in the order the hold-out names the folders."""
-        return {folder: self.split_pairs(folder)[1] for folder in self.counts if folder not in self.photo_folders}
+        photos = self._photo_holdouts()
+        return {folder: self.split_pairs(folder)[1] for folder in self.counts if folder not in photos}
 
     def held_out_photos(self) -> list[Path]:
-        """The held-out photos of every held-out clean-photo folder, in the order the hold-out names the folders;
-        a photo two nested folders both hold out is listed once."""
+        """The held-out photos of every held-out photo folder, in the order the hold-out names the folders; a photo
+        two nested folders both hold out is listed once."""
         seen: set[Path] = set()
         photos = []
-        for folder in self.counts:
-            if folder in self.photo_folders:
-                for p in self._own_split(folder)[1]:
-                    if p.resolve() not in seen:
-                        seen.add(p.resolve())
-                        photos.append(p)
+        for folder in self._photo_holdouts():
+            for p in self._own_split(folder)[1]:
+                if p.resolve() not in seen:
+                    seen.add(p.resolve())
+                    photos.append(p)
         return photos

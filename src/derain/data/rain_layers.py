@@ -23,7 +23,7 @@ backgrounds). The measured Y-PSNRs are in BENCHMARKS.md, "Rendered rain and real
 :meth:`RainLayerBank.sample` draws a layer, crops it at a random position to the requested size
 (tiling it periodically if it is smaller: periodic tiling keeps every streak's direction, which
 mirror padding would flip), flips it horizontally with probability 1/2, scales its intensity by
-U(0.7, 1.1) and optionally zooms it (its streaks wider and longer, or thinner and denser: photographed
+U(0.7, 1.1) and optionally zooms it (its streaks wider and longer, or more of them and smaller: photographed
 rain comes at every distance from the camera, the paired sets' at one) and rotates it by a few degrees
 (cropping from a larger window so no black corners appear).
 
@@ -269,7 +269,9 @@ class RainLayerBank:
 
         Random layer (or ``index``), random crop (periodic tiling where the layer is smaller), with ``zoom`` other
         than (1, 1) resized by a factor :func:`random_zoom` (a crop of ``1/factor`` the size, bilinear, antialiased
-        where it shrinks: a factor 2 draws streaks twice as wide and long, 0.5 twice as many, half as wide),
+        where it shrinks: a factor 2 draws streaks twice as wide and long; 0.5 twice as many, half as long, and
+        a streak thinner than 2 px fainter, not thinner, its light spread over the pixel it shares with the
+        background: the layer's mean stays),
         horizontal flip with probability 1/2 (``flip``), intensity × U(``scale``) clipped to 1, and
         with ``max_rotation > 0`` a rotation by U(−max_rotation, max_rotation) degrees.
         """

@@ -63,9 +63,9 @@ class SourceConfig(_Config):
         so that only the streaks are learned as rain (fog and compression are the photo's).
         ``rain_layers``: clean photos from ``path`` with real rain layers (rainy − clean) of the pairs in
         ``layers`` composited onto them. Each layer's intensity is scaled by U(``scale``), and with ``zoom``
-        (``[low, high]``, default ``[1, 1]``) its size by a factor log-uniform in that range: streaks wider and
-        longer (close to the camera) or thinner and denser (far, a drizzle) than the pairs' own
-        (:meth:`~derain.data.rain_layers.RainLayerBank.sample`).
+        (``[low, high]`` within [0.25, 4], default ``[1, 1]``) its size by a factor log-uniform in that range:
+        streaks wider and longer (close to the camera) or more of them, shorter and, below 2 px, fainter (far
+        off) than the pairs' own (:meth:`~derain.data.rain_layers.RainLayerBank.sample`).
 
     max_rotation:
         degrees; each sample's rain turns by U(−max_rotation, max_rotation): a rain layer before it is composited,
@@ -101,8 +101,8 @@ class SourceConfig(_Config):
             raise ValueError("a rain_layers source needs `layers`: paired folders to take rain layers from")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"source scale must be [low, high] with 0 < low <= high, got {list(self.scale)}")
-        if not 0 < self.zoom[0] <= self.zoom[1]:
-            raise ValueError(f"source zoom must be [low, high] with 0 < low <= high, got {list(self.zoom)}")
+        if not 0.25 <= self.zoom[0] <= self.zoom[1] <= 4:
+            raise ValueError(f"source zoom must be [low, high] with 0.25 <= low <= high <= 4, got {list(self.zoom)}")
         if tuple(self.zoom) != (1.0, 1.0) and self.kind != "rain_layers":
             raise ValueError(f"zoom resizes rain layers (kind: rain_layers), not a {self.kind} source's rain")
         if self.streaks_only and self.kind != "synthetic":
@@ -281,11 +281,13 @@ class TrainConfig(_Config):
 
     def hold_out(self) -> HoldOut:
         """The hold-out as training and validation both read it: ``holdout``, with the sources telling which folders
-        hold clean photos (a synthetic or rain-layer source's ``path``, ``judgement.dry``) and which layout a paired
-        folder has."""
+        hold clean photos (a synthetic or rain-layer source's ``path``, ``judgement.dry``), which hold pairs (a paired
+        source's ``path``, a rain-layer source's ``layers``) and which layout a paired folder has."""
         photos = frozenset(s.path for s in self.sources if s.kind != "paired") | frozenset(self.judgement.dry if self.judgement else ())
         layouts = {s.path: s.layout for s in self.sources if s.kind == "paired" and s.layout != "auto"}
-        return HoldOut(dict(self.holdout), photos, layouts)
+        pairs = frozenset(s.path for s in self.sources if s.kind == "paired") | frozenset(
+            folder for s in self.sources for folder in s.layers)
+        return HoldOut(dict(self.holdout), photos, layouts, pairs)
 
 
 def _has_gate(model: str, overrides: dict[str, Any], key: str = "gate") -> bool:

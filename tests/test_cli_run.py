@@ -462,3 +462,25 @@ def test_an_output_folder_may_look_like_a_file_name_when_it_says_so(tmp_path, we
         proc = derain_cli("run", "photo.png", "-o", out, "--weights", weights, "--threads", 1, cwd=tmp_path)
         assert_clean(proc)
         assert proc.returncode == 0 and (tmp_path / out / "photo.png").is_file(), proc.stderr.decode()
+
+
+def test_images_left_in_an_output_folder_inside_the_input_are_named(tmp_path, caplog):
+    """``--recursive`` never searches the output folder; where it holds images that are not this run's outputs (an
+    album chosen as ``-o``), a warning says how many were left, and a rerun's own outputs say nothing."""
+    from derain.cli.plan import plan_jobs
+
+    inp = tmp_path / "photos"
+    (inp / "album").mkdir(parents=True)
+    for name in ("photos/a.png", "photos/b.png", "photos/album/c.png"):
+        Image.fromarray(gradient(8, 8)).save(tmp_path / name)
+    with caplog.at_level("WARNING"):
+        plan = plan_jobs((str(inp),), inp / "album", recursive=True, suffix="", fmt=None, overwrite=False)
+    assert sorted(job.src.name for job in plan.jobs) == ["a.png", "b.png"]
+    assert caplog.messages == [f"{inp}: 1 image in the output folder {inp / 'album'} not searched (the output folder holds outputs, not inputs)"]
+    caplog.clear()
+    (inp / "album" / "c.png").unlink()
+    for name in ("a.png", "b.png"):  # an earlier run's outputs
+        Image.fromarray(gradient(8, 8)).save(inp / "album" / name)
+    with caplog.at_level("WARNING"):
+        plan_jobs((str(inp),), inp / "album", recursive=True, suffix="", fmt=None, overwrite=True)
+    assert caplog.messages == []

@@ -99,7 +99,13 @@ _FAST_NOT_YET = pytest.mark.xfail(strict=True, reason="fast does not meet issue 
 
 @pytest.mark.parametrize("name", ["default", pytest.param("fast", marks=_FAST_NOT_YET)])
 def test_rain_free_photo_comes_back_unchanged(name: str) -> None:
-    """The target: a photo without rain comes back within 0.5 level per channel and >= 40 dB."""
+    """The target: a photo without rain comes back within 0.5 level per channel and >= 40 dB, on the synthetic
+    scene and the held-out clean photos (``fast`` misses it on those only: without them its expected failure
+    cannot show, so it skips, as data-backed tests do)."""
+    from conftest import shared_path
+
+    if name == "fast":
+        shared_path("clean")
     for photo in _rain_free_photos():
         out = derain.derain(photo, model=name)
         shift = (out.astype(np.float64) - photo).reshape(-1, 3).mean(0)

@@ -47,6 +47,14 @@ class TestConfig:
         cfg = load_config(path, ["lr=0.001", "validation.every=7", "model_overrides={depth: 1}", "flips=true"], base=tmp_path)
         assert cfg.lr == 0.001 and cfg.validation.every == 7 and cfg.model_overrides == {"depth": 1} and cfg.flips
         assert cfg.sources[0].path == str(tmp_path / "clean")
+        two = ["sources=[{kind: synthetic, path: a}, {kind: synthetic, path: b}]"]
+        cfg = load_config(None, [*two, "sources.1.weight=0.25", "sources.0.preset=light"], base=tmp_path)
+        assert [(s.weight, s.preset) for s in cfg.sources] == [(1.0, "light"), (0.25, "mixed")]
+        for override, match in (("sources.2.weight=1", r"override sources.2.weight: '2' is not an index of a list of 2 \(0 to 1\)"),
+                                ("sources.x.weight=1", "'x' is not an index"), ("sources.0.kind.x=1", "override sources.0.kind.x: kind holds a value"),
+                                ("sources.1.zoom=[5, 6]", r"^sources\[1\]: source zoom must be")):
+            with pytest.raises(ConfigError, match=match):
+                load_config(None, [*two, override], base=tmp_path)
 
     @pytest.mark.parametrize(
         "override,match",

@@ -75,6 +75,21 @@ def _scan(folder: Path, recursive: bool, exclude: Path, errors: list[tuple[str, 
                 errors.append((str(path), _not_a_file(path)))
 
 
+def _warn_unsearched(folders: list[str], out_dir: Path, outputs: set[str]) -> None:
+    """Say so where ``--recursive`` left images in the output folder (inside a searched folder, or its sub-folders
+    where it is the searched folder itself) that are not this run's outputs: the output folder is never searched."""
+    out_real = out_dir.resolve()
+    for item in folders:
+        is_input = out_real == Path(item).resolve()
+        left = [p for p in out_real.rglob("*") if p.suffix.lower() in PHOTO_EXTENSIONS and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(out_real).parts)
+                and not (is_input and p.parent == out_real) and os.path.realpath(p) not in outputs]
+        if left:
+            where = "in the sub-folders of the output folder" if is_input else f"in the output folder {out_dir}"
+            log.warning("%s: %d image%s %s not searched (the output folder holds outputs, not inputs)", item,
+                        len(left), "" if len(left) == 1 else "s", where)
+
+
 def _subfolders(folder: Path, exclude: Path) -> int:
     """How many sub-folders ``--recursive`` would search in ``folder`` (hidden ones and the output folder left out)."""
     return sum(1 for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and not _is_within(p.resolve(), exclude))
@@ -155,6 +170,7 @@ def plan_jobs(
     found: list[tuple[Path, Path, str]] = []  # (src, rel, shown)
     named: set[str] = set()  # inputs named one by one (never taken for earlier outputs)
     errors: list[tuple[str, str]] = []
+    searched: list[str] = []  # folders searched with --recursive that hold the output folder
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -163,6 +179,8 @@ def plan_jobs(
                 log.warning("%s: no images found%s", item, "" if recursive else " (use --recursive for sub-folders)")
             elif not recursive and (subs := _subfolders(path, out_real)):
                 log.warning("%s: %d sub-folder%s not searched (--recursive takes them)", item, subs, "" if subs == 1 else "s")
+            if recursive and out_real.is_dir() and _is_within(out_real, path.resolve()):
+                searched.append(item)
             found += [(f, f.relative_to(path), str(f)) for f in files]
         elif path.is_file():
             found.append((path, Path(path.name), item))
@@ -182,6 +200,8 @@ def plan_jobs(
         else:
             errors.append((item, "no such file or directory"))
 
+    if searched:
+        _warn_unsearched(searched, out_dir, {os.path.realpath(out_dir / _out_name(rel, suffix, fmt)) for _, rel, _ in found})
     own_outputs = {os.path.realpath(out_dir / _out_name(rel, suffix, fmt)) for _, rel, _ in found} if suffix else set()
     found = [f for f in found if os.path.realpath(f[0]) in named or os.path.realpath(f[0]) not in own_outputs]
     input_paths = {os.path.realpath(src) for src, _, _ in found}

@@ -358,8 +358,9 @@ def _message(error: dict[str, Any]) -> str:
     key, kind, ctx, got = _key(error["loc"]), error["type"], error.get("ctx") or {}, error.get("input")
     if kind == "extra_forbidden":
         return f"unknown config key(s) {key}"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
+    if kind == "value_error":  # a section's own check (a source's, the judgement's) names the section
+        message = str(ctx.get("error", error["msg"]))
+        return f"{key}: {message}" if key and not message.startswith(key) else message
     bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
     if kind in bounds:
         op, name = bounds[kind]
@@ -467,20 +468,42 @@ def build_config(data: dict[str, Any], base: Path | None = None, data_root: Path
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` overrides (values parsed as YAML) to a nested dict."""
+    """Apply ``a.b=value`` overrides (values parsed as YAML) to a nested dict; a number indexes a list
+    (``sources.1.weight=0.5``). What the caller passed is not changed: each level on the way is copied.
+
+    >>> apply_overrides({"sources": [{"weight": 1}, {"weight": 2}]}, ["sources.1.weight=0.5", "lr=0.001"])
+    {'sources': [{'weight': 1}, {'weight': 0.5}], 'lr': 0.001}
+    """
     data = dict(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value")
         key, raw = item.split("=", 1)
+        key = key.strip()
         value = yaml.safe_load(raw) if raw else ""
-        node = data
-        parts = key.strip().split(".")
+        node: dict[str, Any] | list[Any] = data
+        parts = key.split(".")
         for part in parts[:-1]:
-            node[part] = dict(node.get(part) or {})
-            node = node[part]
-        node[parts[-1]] = value
+            slot = _slot(node, part, key)
+            child = node[slot] if isinstance(node, list) else node.get(slot)  # type: ignore[call-overload]
+            if child is None and isinstance(node, dict):
+                child = {}
+            if not isinstance(child, (dict, list)):
+                raise ConfigError(f"override {key}: {part} holds a value, not keys to set")
+            child = dict(child) if isinstance(child, dict) else list(child)
+            node[slot] = child  # type: ignore[index]
+            node = child
+        node[_slot(node, parts[-1], key)] = value  # type: ignore[index]
     return data
+
+
+def _slot(node: dict[str, Any] | list[Any], part: str, key: str) -> Any:
+    """Where ``part`` of the override ``key`` goes in ``node``: the key itself, or a list's index."""
+    if isinstance(node, dict):
+        return part
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"override {key}: {part!r} is not an index of a list of {len(node)} (0 to {len(node) - 1})")
+    return int(part)
 
 
 def load_config(

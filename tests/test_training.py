@@ -1253,3 +1253,27 @@ def test_derive_weights_shallow_keeps_each_blocks_first_convolution(tmp_path) ->
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "at least two convolutions" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_check_says_what_a_run_would_read_and_writes_nothing(clean_folder, tmp_path) -> None:
+    """``derain train CONFIG --check``: the sources' shares and sizes after the hold-out, the validation sets and
+    the schedule, read as training reads them (its errors too), and no run folder."""
+    from click.testing import CliRunner
+
+    from derain.cli.main import cli
+    from derain.training import check_run
+
+    out = tmp_path / "run"
+    path = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, out, iterations=4, decay_start=2,
+                                                         holdout={str(clean_folder): 2}, validation={"every": 2}))
+    lines = check_run(load_config(path))
+    n = len([p for p in clean_folder.rglob("*") if p.is_file()])
+    assert any(line.startswith("sources[0] synthetic") and f"100% of the samples, {n - 2} photos" in line for line in lines), lines
+    assert any(line.startswith("validation: 2 held-out photos with rendered rain") and line.endswith("every 2 steps") for line in lines), lines
+    assert not out.exists()
+    result = CliRunner().invoke(cli, ["train", str(path), "--check", "seed=3"])
+    assert result.exit_code == 0 and "seed 3" in result.output and not out.exists()
+    train(load_config(path), stop_after=1)
+    with pytest.raises(ConfigError, match="holds an earlier run"):
+        check_run(load_config(path))
+    assert len(check_run(load_config(path), resume=True)) == len(lines)

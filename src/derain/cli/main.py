@@ -103,8 +103,10 @@ def eval_cmd(dataset_dir, model_name, weights, protocol, layout, strict, limit, 
 @click.option("--data-root", type=click.Path(file_okay=False), help="Folder the presets' data names refer to "
               "(${DERAIN_DATA}; default: $DERAIN_DATA, else ../shared/data).")
 @click.option("--allow-changes", is_flag=True, help="With --resume: accept changed schedule keys (iterations, decay_start, lr, checkpoint_every, validation).")
+@click.option("--check", is_flag=True, help="Read the config, its data and its starting weights as training would, say what "
+              "it would train on, and stop: nothing is trained or written.")
 @user_errors
-def train_cmd(config, overrides, resume, data_root, allow_changes) -> None:
+def train_cmd(config, overrides, resume, data_root, allow_changes, check) -> None:
     """Train a model: CONFIG.yaml or a PRESET (see below) plus key=value overrides.
 
     Results go to the config's out_dir (default runs/train; override with out_dir=PATH): config.yaml,
@@ -112,12 +114,16 @@ def train_cmd(config, overrides, resume, data_root, allow_changes) -> None:
     Config keys: see derain/training/config.py or any preset. Without CONFIG, lists the presets.
     Works unchanged under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
     """
-    from derain.training import list_presets, load_config, resolve_preset, train
+    from derain.training import check_run, list_presets, load_config, resolve_preset, train
 
     if not config:
         click.echo("presets (derain train PRESET [key=value ...]): " + ", ".join(list_presets()))
         return
     cfg = load_config(resolve_preset(config), overrides, data_root=data_root)
+    if check:
+        for line in check_run(cfg, resume=resume, allow_changes=allow_changes):
+            click.echo(printable(line))
+        return
     result = train(cfg, resume=resume, allow_changes=allow_changes)
     if result is not None:
         click.echo(result)

@@ -423,22 +423,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     torch.set_flush_denormal(True)  # the released init (gain 0.02) makes denormal activations: 10-40x slower on CPU
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     out = Path(cfg.out_dir)
-    samples = TrainingSamples(cfg, build_sources(cfg))  # dataset errors end here, before anything is written
-    judgement = JudgementSamples(cfg.judgement, cfg.hold_out(), cfg.seed) if cfg.judgement else None
-    if cfg.init_weights and not Path(cfg.init_weights).is_file():
-        raise ConfigError(
-            f"init_weights {cfg.init_weights}: no such file (the weights this config starts from; "
-            "set init_weights=PATH, or see the preset's comment for where they come from)"
-        )
-    validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed) if rank == 0 else None
-
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, **cfg.model_overrides)
-    new_heads = _load_init_weights(model, cfg.init_weights) if cfg.init_weights else []
-    untrained = [h for h in new_heads if cfg.train_only and h not in cfg.train_only]
-    if untrained:
-        raise ConfigError(f"init_weights {cfg.init_weights} lack {', '.join(untrained)}, which train_only leaves out: "
-                          "it would stay as initialised")
+    samples, judgement, validation, model = _prepare(cfg, validate=rank == 0)
     model.to(device)
     optimizer = torch.optim.Adam(trainable_parameters(model, cfg.train_only), lr=cfg.lr, betas=tuple(cfg.betas))
     if rank == 0:  # the configuration is whole: from here on the run is written
@@ -460,6 +445,59 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     if world > 1:
         _record_rank_checksums(model, out, rank)
     return TrainResult(out, run.step, run.best, last_loss, run.skipped)
+
+
+def _prepare(cfg: TrainConfig, validate: bool) -> tuple[TrainingSamples, JudgementSamples | None, ValidationSets | None, nn.Module]:
+    """What a run reads and starts from, read before anything is written: its samples, the image gate's labelled
+    photos, the validation sets (``validate``) and the model with ``init_weights``; data and weights errors end here."""
+    samples = TrainingSamples(cfg, build_sources(cfg))
+    judgement = JudgementSamples(cfg.judgement, cfg.hold_out(), cfg.seed) if cfg.judgement else None
+    if cfg.init_weights and not Path(cfg.init_weights).is_file():
+        raise ConfigError(
+            f"init_weights {cfg.init_weights}: no such file (the weights this config starts from; "
+            "set init_weights=PATH, or see the preset's comment for where they come from)"
+        )
+    validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed) if validate else None
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, **cfg.model_overrides)
+    new_heads = _load_init_weights(model, cfg.init_weights) if cfg.init_weights else []
+    untrained = [h for h in new_heads if cfg.train_only and h not in cfg.train_only]
+    if untrained:
+        raise ConfigError(f"init_weights {cfg.init_weights} lack {', '.join(untrained)}, which train_only leaves out: "
+                          "it would stay as initialised")
+    return samples, judgement, validation, model
+
+
+def check_run(cfg: TrainConfig, resume: bool = False, allow_changes: bool = False) -> list[str]:
+    """What :func:`train` would read and start from, checked as it checks them and described, without training or
+    writing anything (``derain train --check``): the model, each source's share and size after the hold-out, the
+    hold-out, the validation sets, the image gate's photos and the schedule. Raises what :func:`train` would."""
+    _check_run_folder(cfg, resume, allow_changes)
+    samples, judgement, validation, model = _prepare(cfg, validate=True)
+    trained = sum(p.numel() for p in trainable_parameters(model, cfg.train_only))
+    total = sum(p.numel() for p in model.parameters())
+    lines = [f"model {cfg.model}: {total / 1e6:.2f} M parameters, {trained / 1e6:.2f} M trained"
+             + (f", from {cfg.init_weights}" if cfg.init_weights else "")]
+    for i, (source, share) in enumerate(zip(cfg.sources, samples.probabilities)):
+        built = samples.sources[i]
+        if source.kind == "paired":
+            size = f"{len(built.pairs)} pairs"  # type: ignore[union-attr]
+        elif source.kind == "rain_layers":
+            size = f"{len(built.files)} photos, {len(built.bank)} rain layers"  # type: ignore[union-attr]
+        else:
+            size = f"{len(built.files)} photos"  # type: ignore[union-attr]
+        lines.append(f"sources[{i}] {source.kind} {source.path}: {share:.0%} of the samples, {size}")
+    assert validation is not None
+    held = {name: len(pairs) for name, pairs in validation.sets.items()}
+    lines.append("validation: " + ", ".join([f"{name} ({n} pairs)" for name, n in held.items()]
+                                          + ([f"{len(validation.synthetic)} held-out photos with rendered rain"] if validation.synthetic else []))
+                 + (f"; no harm on {len(validation.rain_free)} rain-free images" if validation.rain_free else "")
+                 + (f", every {cfg.validation.every} steps" if cfg.validation.every else ", at the end"))
+    if judgement is not None:
+        lines.append(f"judgement: {len(judgement.rainy)} rainy and {len(judgement.dry)} dry photos")
+    lines.append(f"{cfg.iterations} steps of {cfg.batch_size} crops of {cfg.crop}², lr {cfg.lr:g} (decay from step "
+                 f"{cfg.decay_start}), {cfg.precision}, seed {cfg.seed} -> {cfg.out_dir}")
+    return lines
 
 
 def _gradient_norm(model: nn.Module) -> float:

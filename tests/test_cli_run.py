@@ -471,7 +471,7 @@ def test_images_left_in_an_output_folder_inside_the_input_are_named(tmp_path, ca
 
     inp = tmp_path / "photos"
     (inp / "album").mkdir(parents=True)
-    for name in ("photos/a.png", "photos/b.png", "photos/album/c.png"):
+    for name in ("photos/a.png", "photos/b.png", "photos/album/c.png", "photos/album/.hidden.png"):
         Image.fromarray(gradient(8, 8)).save(tmp_path / name)
     with caplog.at_level("WARNING"):
         plan = plan_jobs((str(inp),), inp / "album", recursive=True, suffix="", fmt=None, overwrite=False)
@@ -484,3 +484,7 @@ def test_images_left_in_an_output_folder_inside_the_input_are_named(tmp_path, ca
     with caplog.at_level("WARNING"):
         plan_jobs((str(inp),), inp / "album", recursive=True, suffix="", fmt=None, overwrite=True)
     assert caplog.messages == []
+    with caplog.at_level("WARNING"):  # the input folder as the output folder: its sub-folders are left
+        plan = plan_jobs((str(inp),), inp, recursive=True, suffix="_dr", fmt=None, overwrite=False)
+    assert sorted(job.src.name for job in plan.jobs) == ["a.png", "b.png"]
+    assert caplog.messages == [f"{inp}: 2 images in the sub-folders of the output folder not searched (the output folder holds outputs, not inputs)"]

@@ -104,8 +104,8 @@ def test_rain_free_photo_comes_back_unchanged(name: str) -> None:
     cannot show, so it skips, as data-backed tests do)."""
     from conftest import shared_path
 
-    if name == "fast":
-        shared_path("clean")
+    if name == "fast" and not any(shared_path("clean").rglob("*.jpg")):
+        pytest.skip("../shared/data/clean holds no held-out .jpg photos")
     for photo in _rain_free_photos():
         out = derain.derain(photo, model=name)
         shift = (out.astype(np.float64) - photo).reshape(-1, 3).mean(0)

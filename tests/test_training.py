@@ -52,7 +52,8 @@ class TestConfig:
         assert [(s.weight, s.preset) for s in cfg.sources] == [(1.0, "light"), (0.25, "mixed")]
         for override, match in (("sources.2.weight=1", r"override sources.2.weight: '2' is not an index of a list of 2 \(0 to 1\)"),
                                 ("sources.x.weight=1", "'x' is not an index"), ("sources.0.kind.x=1", "override sources.0.kind.x: kind holds a value"),
-                                ("sources.1.zoom=[5, 6]", r"^sources\[1\]: source zoom must be")):
+                                ("sources.1.zoom=[5, 6]", r"^sources\[1\]: source zoom must be"),
+                                ("sources.²=1", "'²' is not an index")):
             with pytest.raises(ConfigError, match=match):
                 load_config(None, [*two, override], base=tmp_path)
 
@@ -424,6 +425,12 @@ class TestHoldOut:
         cfg = load_config(None, [f"sources={yaml.safe_dump(sources, default_flow_style=True).strip()}",
                                  f"holdout={{'{photos}': 3}}", "crop=32"])
         with pytest.raises(DatasetError, match="none left to train on"):
+            TrainingSamples(cfg)
+        # a held-out folder around photos and pairs alike is refused: it cannot be both
+        mixed = [sources[1], {"kind": "paired", "path": str(tmp_path / "pairs")}]
+        cfg = load_config(None, [f"sources={yaml.safe_dump(mixed, default_flow_style=True).strip()}",
+                                 f"holdout={{'{tmp_path}': 2}}", "crop=32"])
+        with pytest.raises(DatasetError, match="holds photos and pairs .* alike"):
             TrainingSamples(cfg)
 
     def test_older_spellings_read_as_holdout(self, tmp_path) -> None:
@@ -1273,7 +1280,15 @@ def test_check_says_what_a_run_would_read_and_writes_nothing(clean_folder, tmp_p
     assert not out.exists()
     result = CliRunner().invoke(cli, ["train", str(path), "--check", "seed=3"])
     assert result.exit_code == 0 and "seed 3" in result.output and not out.exists()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_run(load_config(path))
+    assert torch.equal(torch.rand(3), expected)  # the caller's random state is left as it was
+    bare = check_run(load_config(path, ["holdout={}", "validation.paired=[]"]))
+    assert "validation: none (nothing held out, no validation.paired folder)" in bare
     train(load_config(path), stop_after=1)
     with pytest.raises(ConfigError, match="holds an earlier run"):
         check_run(load_config(path))
-    assert len(check_run(load_config(path), resume=True)) == len(lines)
+    resumed = check_run(load_config(path), resume=True)
+    assert resumed[0].endswith(f"resumed from {out / 'checkpoint.pt'} at step 1") and resumed[1:] == lines[1:]

@@ -55,15 +55,16 @@ def _is_within(path: Path, folder: Path) -> bool:
         return False
 
 
-def _scan(folder: Path, recursive: bool, exclude: Path, errors: list[tuple[str, str]]) -> Iterator[Path]:
-    """Image files in ``folder`` (sorted; hidden files and the output folder left out). Entries named like
+def _scan(folder: Path, recursive: bool, exclude: Path | None, errors: list[tuple[str, str]]) -> Iterator[Path]:
+    """Image files in ``folder`` (sorted; hidden files and the output folder ``exclude`` left out). Entries named like
     images that are not readable files (dangling or looping symbolic links, folders without
     ``--recursive``, devices) go to ``errors`` instead of being skipped silently."""
     walker = os.walk(folder) if recursive else [(str(folder), [], None)]
     for root, dirs, files in walker:
         root_path = Path(root)
         if dirs is not None:
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _is_within((root_path / d).resolve(), exclude))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                             and not (exclude is not None and _is_within((root_path / d).resolve(), exclude)))
         names = files if files is not None else [p.name for p in root_path.iterdir()]
         for name in sorted(names):
             path = root_path / name
@@ -77,13 +78,13 @@ def _scan(folder: Path, recursive: bool, exclude: Path, errors: list[tuple[str, 
 
 def _warn_unsearched(folders: list[str], out_dir: Path, outputs: set[str]) -> None:
     """Say so where ``--recursive`` left images in the output folder (inside a searched folder, or its sub-folders
-    where it is the searched folder itself) that are not this run's outputs: the output folder is never searched."""
+    where it is the searched folder itself) that are not this run's ``outputs``: the output folder's images are
+    never inputs. Read as the inputs are (:func:`_scan`: hidden files and folders left out), once."""
     out_real = out_dir.resolve()
+    inside = [p for p in _scan(out_real, True, None, []) if os.path.realpath(p) not in outputs]
     for item in folders:
         is_input = out_real == Path(item).resolve()
-        left = [p for p in out_real.rglob("*") if p.suffix.lower() in PHOTO_EXTENSIONS and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(out_real).parts)
-                and not (is_input and p.parent == out_real) and os.path.realpath(p) not in outputs]
+        left = [p for p in inside if not (is_input and p.parent == out_real)]
         if left:
             where = "in the sub-folders of the output folder" if is_input else f"in the output folder {out_dir}"
             log.warning("%s: %d image%s %s not searched (the output folder holds outputs, not inputs)", item,
@@ -200,9 +201,10 @@ def plan_jobs(
         else:
             errors.append((item, "no such file or directory"))
 
+    outputs = {os.path.realpath(out_dir / _out_name(rel, suffix, fmt)) for _, rel, _ in found}
     if searched:
-        _warn_unsearched(searched, out_dir, {os.path.realpath(out_dir / _out_name(rel, suffix, fmt)) for _, rel, _ in found})
-    own_outputs = {os.path.realpath(out_dir / _out_name(rel, suffix, fmt)) for _, rel, _ in found} if suffix else set()
+        _warn_unsearched(searched, out_dir, outputs)
+    own_outputs = outputs if suffix else set()
     found = [f for f in found if os.path.realpath(f[0]) in named or os.path.realpath(f[0]) not in own_outputs]
     input_paths = {os.path.realpath(src) for src, _, _ in found}
     everything = len(found)

@@ -164,11 +164,19 @@ class HoldOut:
     def _photo_holdouts(self) -> list[str]:
         """The held-out folders that hold photos: a photo folder, or one that holds one or lies inside one (in the
         order the hold-out names them)."""
-        sources = [Path(p).resolve() for p in self.photo_folders]
-        def photos(folder: str) -> bool:
+        def related(path: Path, folders: frozenset[str]) -> list[Path]:
+            others = [Path(p).resolve() for p in folders]
+            return [o for o in others if path == o or path in o.parents or o in path.parents]
+        held = []
+        for folder in self.counts:
             path = Path(folder).resolve()
-            return any(path == s or path in s.parents or s in path.parents for s in sources)
-        return [folder for folder in self.counts if folder not in self.pair_folders and photos(folder)]
+            if not related(path, self.photo_folders) or path in [Path(p).resolve() for p in self.pair_folders]:
+                continue
+            if pairs := related(path, self.pair_folders):
+                raise DatasetError(f"holdout {folder}: it holds photos and pairs ({pairs[0]}) alike; hold out the "
+                                   "photo folder and the pair folder each on its own")
+            held.append(folder)
+        return held
 
     @cached_property
     def _held_photos(self) -> dict[str, list[Path]]:
@@ -193,7 +201,7 @@ class HoldOut:
         seen: set[Path] = set()
         photos = []
         for folder in self._photo_holdouts():
-            for p in self._own_split(folder)[1]:
+            for p in self._held_photos[folder] or self._own_split(folder)[1]:  # a folder too small says so here
                 if p.resolve() not in seen:
                     seen.add(p.resolve())
                     photos.append(p)

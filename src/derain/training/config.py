@@ -501,8 +501,9 @@ def _slot(node: dict[str, Any] | list[Any], part: str, key: str) -> Any:
     """Where ``part`` of the override ``key`` goes in ``node``: the key itself, or a list's index."""
     if isinstance(node, dict):
         return part
-    if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"override {key}: {part!r} is not an index of a list of {len(node)} (0 to {len(node) - 1})")
+    if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
+        which = f"0 to {len(node) - 1}" if node else "it is empty"
+        raise ConfigError(f"override {key}: {part!r} is not an index of a list of {len(node)} ({which})")
     return int(part)
 
 

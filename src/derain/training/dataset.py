@@ -154,10 +154,10 @@ SOURCES: dict[str, type[PairedSource | SyntheticSource | RainLayerSource]] = {
 }
 
 
-def build_sources(cfg: TrainConfig) -> list[Source]:
-    """Every configured source, reading what the config's hold-out leaves of its folders; dataset problems raise
-    :class:`DatasetError` before training."""
-    holdout = cfg.hold_out()
+def build_sources(cfg: TrainConfig, holdout: HoldOut | None = None) -> list[Source]:
+    """Every configured source, reading what the config's hold-out (``holdout``, default ``cfg.hold_out()``) leaves
+    of its folders; dataset problems raise :class:`DatasetError` before training."""
+    holdout = holdout if holdout is not None else cfg.hold_out()
     sources: list[Source] = []
     for s in cfg.sources:
         try:

@@ -450,14 +450,15 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
 def _prepare(cfg: TrainConfig, validate: bool) -> tuple[TrainingSamples, JudgementSamples | None, ValidationSets | None, nn.Module]:
     """What a run reads and starts from, read before anything is written: its samples, the image gate's labelled
     photos, the validation sets (``validate``) and the model with ``init_weights``; data and weights errors end here."""
-    samples = TrainingSamples(cfg, build_sources(cfg))
-    judgement = JudgementSamples(cfg.judgement, cfg.hold_out(), cfg.seed) if cfg.judgement else None
+    holdout = cfg.hold_out()  # one reading of the held-out folders for the samples, the judgement and validation
+    samples = TrainingSamples(cfg, build_sources(cfg, holdout))
+    judgement = JudgementSamples(cfg.judgement, holdout, cfg.seed) if cfg.judgement else None
     if cfg.init_weights and not Path(cfg.init_weights).is_file():
         raise ConfigError(
             f"init_weights {cfg.init_weights}: no such file (the weights this config starts from; "
             "set init_weights=PATH, or see the preset's comment for where they come from)"
         )
-    validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed) if validate else None
+    validation = ValidationSets(cfg.validation, holdout, cfg.seed) if validate else None
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **cfg.model_overrides)
     new_heads = _load_init_weights(model, cfg.init_weights) if cfg.init_weights else []
@@ -471,13 +472,16 @@ def _prepare(cfg: TrainConfig, validate: bool) -> tuple[TrainingSamples, Judgeme
 def check_run(cfg: TrainConfig, resume: bool = False, allow_changes: bool = False) -> list[str]:
     """What :func:`train` would read and start from, checked as it checks them and described, without training or
     writing anything (``derain train --check``): the model, each source's share and size after the hold-out, the
-    hold-out, the validation sets, the image gate's photos and the schedule. Raises what :func:`train` would."""
-    _check_run_folder(cfg, resume, allow_changes)
-    samples, judgement, validation, model = _prepare(cfg, validate=True)
+    hold-out, the validation sets, the image gate's photos and the schedule. Raises what :func:`train` would.
+    torch's global random state is left as it was (the model is built under the run's seed in a forked state)."""
+    resumed = _check_run_folder(cfg, resume, allow_changes)
+    with torch.random.fork_rng(devices=[]):
+        samples, judgement, validation, model = _prepare(cfg, validate=True)
     trained = sum(p.numel() for p in trainable_parameters(model, cfg.train_only))
     total = sum(p.numel() for p in model.parameters())
-    lines = [f"model {cfg.model}: {total / 1e6:.2f} M parameters, {trained / 1e6:.2f} M trained"
-             + (f", from {cfg.init_weights}" if cfg.init_weights else "")]
+    start = (f", resumed from {Path(cfg.out_dir) / 'checkpoint.pt'} at step {resumed['step']}" if resumed is not None
+             else f", from {cfg.init_weights}" if cfg.init_weights else "")
+    lines = [f"model {cfg.model}: {total / 1e6:.2f} M parameters, {trained / 1e6:.2f} M trained{start}"]
     for i, (source, share) in enumerate(zip(cfg.sources, samples.probabilities)):
         built = samples.sources[i]
         if source.kind == "paired":
@@ -488,11 +492,14 @@ def check_run(cfg: TrainConfig, resume: bool = False, allow_changes: bool = Fals
             size = f"{len(built.files)} photos"  # type: ignore[union-attr]
         lines.append(f"sources[{i}] {source.kind} {source.path}: {share:.0%} of the samples, {size}")
     assert validation is not None
-    held = {name: len(pairs) for name, pairs in validation.sets.items()}
-    lines.append("validation: " + ", ".join([f"{name} ({n} pairs)" for name, n in held.items()]
-                                          + ([f"{len(validation.synthetic)} held-out photos with rendered rain"] if validation.synthetic else []))
-                 + (f"; no harm on {len(validation.rain_free)} rain-free images" if validation.rain_free else "")
-                 + (f", every {cfg.validation.every} steps" if cfg.validation.every else ", at the end"))
+    scored = [f"{name} ({len(pairs)} pairs)" for name, pairs in validation.sets.items()]
+    scored += [f"{len(validation.synthetic)} held-out photos with rendered rain"] if validation.synthetic else []
+    if scored:
+        lines.append("validation: " + ", ".join(scored)
+                     + (f"; no harm on {len(validation.rain_free)} rain-free images" if validation.rain_free else "")
+                     + (f", every {cfg.validation.every} steps" if cfg.validation.every else ", at the end"))
+    else:
+        lines.append("validation: none (nothing held out, no validation.paired folder)")
     if judgement is not None:
         lines.append(f"judgement: {len(judgement.rainy)} rainy and {len(judgement.dry)} dry photos")
     lines.append(f"{cfg.iterations} steps of {cfg.batch_size} crops of {cfg.crop}², lr {cfg.lr:g} (decay from step "

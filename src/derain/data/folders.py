@@ -161,18 +161,20 @@ class HoldOut:
             raise DatasetError(f"{root}: {len(files)} images, need more than the {n} held out for validation")
         return (files[:-n], files[-n:]) if n else (files, [])
 
+    @cached_property
     def _photo_holdouts(self) -> list[str]:
         """The held-out folders that hold photos: a photo folder, or one that holds one or lies inside one (in the
         order the hold-out names them)."""
-        def related(path: Path, folders: frozenset[str]) -> list[Path]:
-            others = [Path(p).resolve() for p in folders]
+        photo_paths = [Path(p).resolve() for p in self.photo_folders]
+        pair_paths = [Path(p).resolve() for p in self.pair_folders]
+        def related(path: Path, others: list[Path]) -> list[Path]:
             return [o for o in others if path == o or path in o.parents or o in path.parents]
         held = []
         for folder in self.counts:
             path = Path(folder).resolve()
-            if not related(path, self.photo_folders) or path in [Path(p).resolve() for p in self.pair_folders]:
+            if not related(path, photo_paths) or path in pair_paths:
                 continue
-            if pairs := related(path, self.pair_folders):
+            if pairs := related(path, pair_paths):
                 raise DatasetError(f"holdout {folder}: it holds photos and pairs ({pairs[0]}) alike; hold out the "
                                    "photo folder and the pair folder each on its own")
             held.append(folder)
@@ -183,7 +185,7 @@ class HoldOut:
         """Each held-out photo folder's own held-out photos, read once (a folder that is missing or too small holds
         none here: its own split says what is wrong)."""
         held: dict[str, list[Path]] = {}
-        for folder in self._photo_holdouts():
+        for folder in self._photo_holdouts:
             try:
                 held[folder] = self._own_split(folder)[1]
             except DatasetError:
@@ -192,7 +194,7 @@ class HoldOut:
 
     def held_out_pairs(self) -> dict[str, list[Pair]]:
         """Each held-out paired folder's held-out pairs, in the order the hold-out names the folders."""
-        photos = self._photo_holdouts()
+        photos = self._photo_holdouts
         return {folder: self.split_pairs(folder)[1] for folder in self.counts if folder not in photos}
 
     def held_out_photos(self) -> list[Path]:
@@ -200,7 +202,7 @@ class HoldOut:
         two nested folders both hold out is listed once."""
         seen: set[Path] = set()
         photos = []
-        for folder in self._photo_holdouts():
+        for folder in self._photo_holdouts:
             for p in self._held_photos[folder] or self._own_split(folder)[1]:  # a folder too small says so here
                 if p.resolve() not in seen:
                     seen.add(p.resolve())

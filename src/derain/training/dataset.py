@@ -78,6 +78,10 @@ def _random_crop(images: Sequence[np.ndarray], crop: int, rng: np.random.Generat
 class Source(Protocol):
     def sample(self, rng: np.random.Generator, crop: int) -> Sample: ...
 
+    def describe(self) -> str:
+        """What the source draws from, counted after the hold-out (``derain train --check``)."""
+        ...
+
 
 class PairedSource:
     """Crops of real (rainy, clean) pairs from a folder in any known layout, except its held-out pairs."""
@@ -87,6 +91,9 @@ class PairedSource:
         usable = set(_usable([p.rainy for p in pairs], crop, cfg.path))
         self.pairs = [p for p in pairs if p.rainy in usable]
         self.max_rotation = float(cfg.max_rotation)
+
+    def describe(self) -> str:
+        return f"{len(self.pairs)} pairs"
 
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
         pair = self.pairs[int(rng.integers(len(self.pairs)))]
@@ -116,6 +123,9 @@ class SyntheticSource:
         self.streaks_only = cfg.streaks_only
         self.max_rotation = float(cfg.max_rotation)
 
+    def describe(self) -> str:
+        return f"{len(self.files)} photos"
+
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
         photo = _load(str(self.files[int(rng.integers(len(self.files)))]))
         angle = random_angle(rng, self.max_rotation)
@@ -140,6 +150,9 @@ class RainLayerSource:
         self.bank = RainLayerBank.from_pairs([(p.rainy, p.clean) for p in pairs])
         self.scale, self.max_rotation = (float(cfg.scale[0]), float(cfg.scale[1])), float(cfg.max_rotation)
         self.zoom = (float(cfg.zoom[0]), float(cfg.zoom[1]))
+
+    def describe(self) -> str:
+        return f"{len(self.files)} photos, {len(self.bank)} rain layers"
 
     def sample(self, rng: np.random.Generator, crop: int) -> Sample:
         clean = _to_float(_random_crop([_load(str(self.files[int(rng.integers(len(self.files)))]))], crop, rng)[0])

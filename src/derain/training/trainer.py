@@ -482,15 +482,8 @@ def check_run(cfg: TrainConfig, resume: bool = False, allow_changes: bool = Fals
     start = (f", resumed from {Path(cfg.out_dir) / 'checkpoint.pt'} at step {resumed['step']}" if resumed is not None
              else f", from {cfg.init_weights}" if cfg.init_weights else "")
     lines = [f"model {cfg.model}: {total / 1e6:.2f} M parameters, {trained / 1e6:.2f} M trained{start}"]
-    for i, (source, share) in enumerate(zip(cfg.sources, samples.probabilities)):
-        built = samples.sources[i]
-        if source.kind == "paired":
-            size = f"{len(built.pairs)} pairs"  # type: ignore[union-attr]
-        elif source.kind == "rain_layers":
-            size = f"{len(built.files)} photos, {len(built.bank)} rain layers"  # type: ignore[union-attr]
-        else:
-            size = f"{len(built.files)} photos"  # type: ignore[union-attr]
-        lines.append(f"sources[{i}] {source.kind} {source.path}: {share:.0%} of the samples, {size}")
+    for i, (source, built, share) in enumerate(zip(cfg.sources, samples.sources, samples.probabilities)):
+        lines.append(f"sources[{i}] {source.kind} {source.path}: {share:.0%} of the samples, {built.describe()}")
     assert validation is not None
     scored = [f"{name} ({len(pairs)} pairs)" for name, pairs in validation.sets.items()]
     scored += [f"{len(validation.synthetic)} held-out photos with rendered rain"] if validation.synthetic else []

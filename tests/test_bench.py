@@ -185,6 +185,30 @@ class TestNoHarm:
         assert row.grey_spread_max == 0  # grey in, grey out: whatever the network's tint
         assert 1 < row.near_grey_spread_mean and 20 < row.near_grey_spread_max < 26  # near-grey 240 -> (240, 240, 217)
 
+    def test_worst_image_and_judged_rainy(self) -> None:
+        """The row names the image of the minimum; a model with an image gate counts the images it judges rainy (a
+        judgement forced wide open: all of them; shut: none, and each comes back exactly), one without has no count."""
+
+        class DarkenBright(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return torch.where(x.mean() > 0.5, x - 0.05, x)
+
+        rng = np.random.default_rng(0)
+        dark, bright = (rng.integers(lo, lo + 60, (32, 40, 3), dtype=np.uint8) for lo in (20, 180))
+        row = measure_noharm(DarkenBright(), [dark, bright], "x", precision="fp32", names=["dark.png", "bright.png"])
+        assert row.worst == "bright.png" and row.psnr_min < 40 and row.judged_rainy is None
+        assert measure_noharm(DarkenBright(), [dark, bright], "x", precision="fp32").worst == ""
+        torch.manual_seed(0)
+        judging = derain.create_model("efderain-tiny", gate=True, gate_global=True)
+        with torch.no_grad():
+            judging.gate_global.weight.zero_()
+            judging.gate_global.bias.fill_(3.0)
+        assert measure_noharm(judging, [dark, bright], "x", precision="fp32").judged_rainy == 2
+        with torch.no_grad():
+            judging.gate_global.bias.fill_(-3.0)
+        shut = measure_noharm(judging, [dark, bright], "x", precision="fp32")
+        assert shut.judged_rainy == 0 and shut.psnr_min == 100.0
+
     def test_sets_and_cli(self, tmp_path: Path) -> None:
         data = _pair_folder(tmp_path / "data", n=3)
         assert [p.name for p in rain_free_images(data)] == ["0.png", "1.png", "2.png"]  # the clean side
@@ -194,7 +218,8 @@ class TestNoHarm:
             rain_free_images(f"{data}@lastx")
         rows = run_noharm(["default"], [f"{data}@last2"])
         assert [(r.model, r.dataset, r.n) for r in rows] == [("default", "data (last2)", 2)]
-        assert "| default | data (last2) | 2 |" in noharm_table(rows, "auto")
+        assert rows[0].worst in ("1.png", "2.png") and rows[0].judged_rainy in (0, 1, 2)  # the default judges images
+        assert f"| default | data (last2) | 2 | {rows[0].psnr_mean:.2f} / {rows[0].psnr_min:.2f} | {rows[0].worst} |" in noharm_table(rows, "auto")
         out = CliRunner().invoke(cli, ["bench", "noharm", "--model", "fast", "--set", str(data), "--json", str(tmp_path / "n.json")])
         assert out.exit_code == 0, out.output
         assert json.loads((tmp_path / "n.json").read_text())[0]["n"] == 3

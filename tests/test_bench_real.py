@@ -33,6 +33,7 @@ from derain.data.photos import PhotoFolderError, photo_files, read_photo
 from derain.errors import UserError
 from derain.inference.video import VideoError
 from derain.metrics import calculate_psnr
+from derain.models.gate import GATE_GAIN
 
 Y_WEIGHT_SUM = (65.481 + 128.553 + 24.966) / 255  # Y levels per level of R = G = B
 
@@ -132,7 +133,7 @@ class TestPhotos:
         assert row.psnr_median == row.psnr_p10 == row.psnr_p90 == PSNR_CAP and row.mean_abs_change == 0
         assert [p.photo for p in report.photos] == ["0.png", "1.png", "2.png"]
         assert len(skipped) == 1 and "broken.png" in str(skipped[0]) and report.skipped == [str(skipped[0])]
-        assert "| same | 3 | 3 | 3 | 100.00 | 100.00 | 100.00 | 0.00 |" in report.table()
+        assert "| same | 3 | 3 | 3 | - | 100.00 | 100.00 | 100.00 | 0.00 |" in report.table()
 
     def test_darkening_by_10_levels_gives_the_psnr_computed_by_hand(self, tmp_path: Path) -> None:
         images = _photos(tmp_path / "p", n=4)
@@ -264,6 +265,40 @@ class TestStrength:
         assert 0.4 * full.mean_abs_change < half.mean_abs_change < 0.6 * full.mean_abs_change
         with pytest.raises(UserError):
             run_real([str(weights)], [tmp_path / "p"], precision="fp32", strength="lots")
+
+
+class TestJudgement:
+    @staticmethod
+    def _judging_model(path: Path, bias: float) -> Path:
+        """A tiny model with an image gate whose judgement is ``sigmoid(GATE_GAIN * bias)`` on every image (its weight zeroed)."""
+        import derain
+
+        torch.manual_seed(0)
+        model = derain.create_model("efderain-tiny", gate=True, gate_global=True)
+        with torch.no_grad():
+            model.gate_global.weight.zero_()
+            model.gate_global.bias.fill_(bias)
+        derain.save_model(model, path)
+        return path
+
+    def test_judged_dry_counts_the_photos_the_image_gate_closes(self, tmp_path: Path) -> None:
+        """A model that judges every photo dry is counted as judging all of them dry (and leaves them unchanged); one
+        that judges every photo rainy, none; a model without an image gate, and one run at a set strength, have no
+        count (``-`` in the table), and each photo's judgement is in the JSON."""
+        _photos(tmp_path / "p", n=3, size=(24, 32))
+        dry = self._judging_model(tmp_path / "dry.safetensors", -3.0)
+        rainy = self._judging_model(tmp_path / "rainy.safetensors", 0.2)
+        report = run_real([str(dry), str(rainy), Identity()], [tmp_path / "p"], precision="fp32")
+        rows = {r.model: r for r in report.rows}
+        assert [r.judged_dry for r in report.rows] == [3, 0, None]
+        assert report.rows[0].unchanged == 3
+        judgements = [p.judgement for p in report.photos if p.model == report.rows[1].model]
+        np.testing.assert_allclose(judgements, [1 / (1 + math.exp(-0.2 * GATE_GAIN))] * 3, rtol=0, atol=1e-6)
+        assert all(p.judgement is None for p in report.photos if p.model == report.rows[2].model)
+        table = report.table().splitlines()
+        assert "judged dry" in table[2] and table[4].split("|")[5].strip() == "3" and table[6].split("|")[5].strip() == "-"
+        forced = run_real([str(dry)], [tmp_path / "p"], precision="fp32", strength="1").rows[0]
+        assert forced.judged_dry is None and forced.unchanged == 0, rows
 
 
 class TestVideo:

@@ -4,7 +4,11 @@ A deraining tool runs on every frame of a dashcam and every photo of a folder, m
 a rain-free image must come back as it went in. For each model and each set of rain-free images,
 through the user-facing path (:func:`derain.derain` on uint8 RGB, the given precision):
 
-* **identity Y-PSNR**, mean and minimum over the images (protocol ``y``: MATLAB Y, output as uint8);
+* **identity Y-PSNR**, mean and minimum over the images (protocol ``y``: MATLAB Y, output as uint8), and the
+  image of the minimum (its file name, where the set was read from files);
+* for a model that judges images as a whole (an image gate), how many of the images it **judges rainy** (its
+  judgement of the whole image at or above :data:`~derain.bench.real.JUDGED_DRY`): a rain-free image judged rainy is
+  left to the network's kernels and per-pixel gate;
 * **mean shift** per RGB channel in 8-bit levels (output − input, averaged over all pixels: a
   global darkening or colour cast shows here);
 * **grey spread**: greyscale versions of the same photos (R = G = B in) and eight flat grey cards
@@ -79,6 +83,8 @@ class NoHarmRow:
     grey_spread_max: float
     near_grey_spread_mean: float  # the same for the inputs with blue +1: max − min of (output − input) channel means
     near_grey_spread_max: float
+    worst: str = ""  # the image of psnr_min (its file name; "" where the images came without names)
+    judged_rainy: int | None = None  # images the model judges rainy as a whole; None: it does not judge images
 
 
 def rain_free_images(spec: str | Path) -> list[Path]:
@@ -110,18 +116,25 @@ def _grey_spread(derain_fn: Callable[[np.ndarray], np.ndarray], grey: np.ndarray
 
 
 def measure_noharm(
-    model: ModelSource, images: Sequence[np.ndarray], dataset: str, label: str | None = None, precision: str = "auto"
+    model: ModelSource, images: Sequence[np.ndarray], dataset: str, label: str | None = None, precision: str = "auto",
+    names: Sequence[str] | None = None,
 ) -> NoHarmRow:
-    """Score ``model`` on rain-free uint8 RGB ``images`` (see the module docstring)."""
+    """Score ``model`` on rain-free uint8 RGB ``images`` (see the module docstring); ``names``: the images' names."""
     from ..inference.api import derain, get_derainer
+    from ..inference.derainer import resolve_strength
+    from ..inference.tiling import judgement_view
+    from .real import JUDGED_DRY
 
     derainer = get_derainer(model, "cpu", precision)
+    judges = derainer.judges_images and resolve_strength(derainer.strength) == "auto"
 
     def run(img: np.ndarray) -> np.ndarray:
         return derain(img, model=derainer)
 
-    psnrs, shifts, spreads, near = [], [], [], []
+    psnrs, shifts, spreads, near, rainy = [], [], [], [], 0
     for img in images:
+        if judges:
+            rainy += float(derainer.judge(judgement_view(img))[0, 0]) >= JUDGED_DRY
         out = run(img)
         psnr = score("y", out, img)[0]
         psnrs.append(100.0 if math.isinf(psnr) else min(psnr, 100.0))
@@ -140,6 +153,7 @@ def measure_noharm(
         str(name), dataset, len(images), float(np.mean(psnrs)) if psnrs else float("nan"),
         float(np.min(psnrs)) if psnrs else float("nan"), *(float(v) for v in shift),
         float(np.mean(spreads)), float(np.max(spreads)), float(np.mean(near)), float(np.max(near)),
+        str(names[int(np.argmin(psnrs))]) if names and psnrs else "", rainy if judges else None,
     )
 
 
@@ -157,15 +171,16 @@ def run_noharm(
 
     if jpeg is not None and not 1 <= jpeg <= 100:
         raise InvalidArgument(f"JPEG quality must be in 1..100, got {jpeg}", option="--jpeg")
-    loaded = [(_set_name(spec), read_set(spec)) for spec in sets]
+    files = [rain_free_images(spec) for spec in sets]
+    loaded = [(_set_name(spec), [p.name for p in paths], [read_image(p) for p in paths]) for spec, paths in zip(sets, files)]
     if jpeg is not None:
-        loaded += [(_set_name(spec, f"JPEG q{jpeg} ≤{WEB_SIDE} px"), [web_jpeg(img, jpeg) for img in images])
-                   for spec, (_, images) in zip(sets, loaded)]
+        loaded += [(_set_name(spec, f"JPEG q{jpeg} ≤{WEB_SIDE} px"), names, [web_jpeg(img, jpeg) for img in images])
+                   for spec, (_, names, images) in zip(sets, loaded)]
     rows = []
     for mspec in models:
         label, model = spec_label(mspec), load_derainer(mspec, precision=precision)
-        for name, images in loaded:
-            row = measure_noharm(model, images, name, label, precision)
+        for name, names, images in loaded:
+            row = measure_noharm(model, images, name, label, precision, names)
             rows.append(row)
             if progress:
                 progress(row)
@@ -179,24 +194,22 @@ def _set_name(spec: str, copy: str = "") -> str:
     return Path(folder).name + (f" ({', '.join(notes)})" if notes else "")
 
 
-def read_set(spec: str) -> list[np.ndarray]:
-    """The uint8 RGB images of a set spec (:func:`rain_free_images`)."""
-    return [read_image(p) for p in rain_free_images(spec)]
-
-
 def noharm_table(rows: Sequence[NoHarmRow], precision: str) -> str:
     """Markdown table of the rows."""
     lines = [
         f"No harm on rain-free photos (derain.derain, precision {precision}; shift = output − input in 8-bit levels; "
         "grey spread = max − min of the output channel means for R = G = B inputs: greyscale photos and 8 grey cards; "
-        "near-grey: the same with blue one level up, max − min of the channels' mean change)",
+        "near-grey: the same with blue one level up, max − min of the channels' mean change; judged rainy: images the "
+        "model judges rainy as a whole, - where it does not judge images)",
         "",
-        "| model | set | n | identity Y-PSNR mean / min (dB) | mean shift R / G / B | grey spread mean / max | near-grey spread mean / max |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| model | set | n | identity Y-PSNR mean / min (dB) | worst | judged rainy | mean shift R / G / B | grey spread mean / max | "
+        "near-grey spread mean / max |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.model} | {r.dataset} | {r.n} | {r.psnr_mean:.2f} / {r.psnr_min:.2f} | "
+            f"| {r.model} | {r.dataset} | {r.n} | {r.psnr_mean:.2f} / {r.psnr_min:.2f} | {r.worst or '-'} | "
+            f"{'-' if r.judged_rainy is None else r.judged_rainy} | "
             f"{r.shift_r:+.2f} / {r.shift_g:+.2f} / {r.shift_b:+.2f} | {r.grey_spread_mean:.2f} / {r.grey_spread_max:.2f} | "
             f"{r.near_grey_spread_mean:.2f} / {r.near_grey_spread_max:.2f} |"
         )

@@ -19,7 +19,11 @@ bounded), and derained as uint8 by the runner :func:`~derain.inference.loading.l
 * how many photos come back **unchanged** (above :data:`UNCHANGED_DB`) and **nearly unchanged** (above
   :data:`NEARLY_UNCHANGED_DB`; the unchanged ones included);
 * the **mean absolute change** in 8-bit levels (``|output − input|`` over all pixels and RGB channels of
-  a photo, averaged over the photos).
+  a photo, averaged over the photos);
+* for a model that judges images as a whole (an image gate, ``judges_images``) run at ``auto`` strength:
+  how many photos it **judges dry** (its judgement of the whole photo, as :meth:`~derain.inference.derainer.DerainerBase.judge`
+  makes it, below :data:`JUDGED_DRY`). A photo judged rainy and still unchanged was left alone by the
+  network itself (its kernels or its per-pixel gate), not by its judgement.
 
 A **peer** (a model that is not bundled, ``prenet=WEIGHTS``: PReNet with its authors' weights, loaded as
 ``derain bench quality`` loads ``NAME=PATH``) is reported like the others, after them.
@@ -78,6 +82,7 @@ from ..data.folders import SELECT
 from ..data.photos import downscale, photo_files, read_photo
 from ..errors import UserError
 from ..inference.derainer import DerainerBase, Strength, resolve_strength
+from ..inference.tiling import judgement_view
 from ..io.atomic import write_atomic
 from ..io.images import ImageReadError, save_image
 from ..metrics import calculate_psnr, rgb_to_y
@@ -86,6 +91,7 @@ __all__ = [
     "ONLY",
     "UNCHANGED_DB",
     "NEARLY_UNCHANGED_DB",
+    "JUDGED_DRY",
     "PSNR_CAP",
     "STATIC_STD",
     "RAIN_TRIM",
@@ -111,6 +117,8 @@ __all__ = [
 
 #: ``only`` choices: every file, or the files whose numeric stem is odd / even.
 ONLY = SELECT
+#: A model's judgement of a whole photo (in (0, 1)) below this counts as "judged dry".
+JUDGED_DRY = 0.5
 #: Above this Y-PSNR (dB) a photo counts as unchanged.
 UNCHANGED_DB = 45.0
 #: Above this Y-PSNR (dB) a photo counts as nearly unchanged.
@@ -183,9 +191,11 @@ class PhotoChange:
     psnr: float  # Y-PSNR output vs input, dB (PSNR_CAP: identical)
     mean_abs_change: float  # mean |output − input| over pixels and RGB channels, 8-bit levels
     thumb: np.ndarray | None = field(default=None, repr=False, compare=False)  # the output, sheet height; not reported
+    judgement: float | None = None  # the model's judgement of the whole photo in (0, 1); None: it does not judge
 
     def to_dict(self) -> dict[str, Any]:
-        return {"photo": self.photo, "model": self.model, "psnr": self.psnr, "mean_abs_change": self.mean_abs_change}
+        return {"photo": self.photo, "model": self.model, "psnr": self.psnr, "mean_abs_change": self.mean_abs_change,
+                "judgement": self.judgement}
 
 
 @dataclass
@@ -201,6 +211,7 @@ class ModelChange:
     psnr_p90: float
     mean_abs_change: float
     peer: bool = False
+    judged_dry: int | None = None  # photos judged below JUDGED_DRY; None: the model does not judge (or not at auto)
 
     @classmethod
     def of(cls, model: str, changes: Sequence[PhotoChange], peer: bool = False) -> ModelChange:
@@ -209,9 +220,11 @@ class ModelChange:
             nan = float("nan")
             return cls(model, 0, 0, 0, nan, nan, nan, nan, peer)
         p10, p50, p90 = (float(v) for v in np.percentile(psnr, [10, 50, 90]))
+        judged = [c.judgement for c in changes]
+        dry = None if any(j is None for j in judged) else sum(j < JUDGED_DRY for j in judged)  # type: ignore[operator]
         return cls(
             model, len(psnr), int((psnr > UNCHANGED_DB).sum()), int((psnr > NEARLY_UNCHANGED_DB).sum()), p50, p10, p90,
-            float(np.mean([c.mean_abs_change for c in changes])), peer,
+            float(np.mean([c.mean_abs_change for c in changes])), peer, dry,
         )
 
 
@@ -232,7 +245,8 @@ def measure_photos(
     progress: Callable[[ModelChange], None] | None = None,
 ) -> tuple[list[ModelChange], list[list[PhotoChange]]]:
     """Each ``(label, derain)`` runner on each ``(name, uint8 RGB)`` photo: a row per runner, and its
-    :class:`PhotoChange` per photo.
+    :class:`PhotoChange` per photo (with the runner's judgement of the photo where it is a
+    :class:`~derain.inference.derainer.DerainerBase` that judges images, at ``auto`` strength).
 
     The last ``peers`` runners are marked as peers. With ``thumb_height``, each change also keeps the
     output downscaled to that height (:attr:`PhotoChange.thumb`, for :func:`write_sheet`).
@@ -242,11 +256,13 @@ def measure_photos(
     rows, per_runner = [], []
     for i, (label, derain) in enumerate(runners):
         changes = []
+        judges = isinstance(derain, DerainerBase) and derain.judges_images and resolve_strength(derain.strength) == "auto"
         for name, rgb in track(photos, desc=label, unit="photo", leave=False):
             out = derain(rgb)
             changes.append(PhotoChange(
                 name, label, _y_psnr(out, rgb), float(np.abs(out.astype(np.int16) - rgb).mean()),
                 _thumb(out, thumb_height) if thumb_height else None,
+                float(derain.judge(judgement_view(rgb))[0, 0]) if judges else None,  # type: ignore[union-attr]
             ))
         row = ModelChange.of(label, changes, peer=i >= len(runners) - peers)
         rows.append(row)
@@ -440,15 +456,17 @@ class RealReport:
             f"Real rainy photos: Y-PSNR of each model's output against its input (how much it changes them; no ground "
             f"truth), {n} photos{subset}, long side <= {self.max_side} px, precision {self.precision}; unchanged: "
             f"> {UNCHANGED_DB:g} dB, nearly unchanged: > {NEARLY_UNCHANGED_DB:g} dB; change: mean |output - input| in "
-            "8-bit levels",
+            f"8-bit levels; judged dry: the model's judgement of the whole photo below {JUDGED_DRY:g} (-: it does not "
+            "judge, or runs at a set strength)",
             "",
-            "| model | photos | unchanged | nearly unchanged | Y-PSNR median | p10 | p90 | mean change (levels) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| model | photos | unchanged | nearly unchanged | judged dry | Y-PSNR median | p10 | p90 | mean change (levels) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in self.rows:
             name = f"{r.model} (peer)" if r.peer else r.model
             lines.append(
-                f"| {name} | {r.n} | {r.unchanged} | {r.nearly_unchanged} | {r.psnr_median:.2f} | {r.psnr_p10:.2f} | "
+                f"| {name} | {r.n} | {r.unchanged} | {r.nearly_unchanged} | {'-' if r.judged_dry is None else r.judged_dry} | "
+                f"{r.psnr_median:.2f} | {r.psnr_p10:.2f} | "
                 f"{r.psnr_p90:.2f} | {r.mean_abs_change:.2f} |"
             )
         if self.video is not None:
@@ -561,8 +579,9 @@ def run_real(
 
     def said_photos(row: ModelChange) -> None:
         if progress:
+            judged = "" if row.judged_dry is None else f", {row.judged_dry} judged dry"
             progress(f"{row.model}: {row.n} photos, Y-PSNR median {row.psnr_median:.2f} dB, "
-                     f"{row.unchanged} unchanged, {row.nearly_unchanged} nearly unchanged")
+                     f"{row.unchanged} unchanged, {row.nearly_unchanged} nearly unchanged{judged}")
 
     def said_video(row: VideoRow) -> None:
         if progress:

@@ -131,7 +131,7 @@ def noharm_cmd(models, sets, precision, threads, jpeg, json_path) -> None:
     _threads(threads)
     rows = run_noharm(
         models, sets, precision,
-        progress=lambda r: _echo_row(f"{r.model} on {r.dataset}: {r.psnr_mean:.2f} dB (min {r.psnr_min:.2f})"), jpeg=jpeg,
+        progress=lambda r: _echo_row(f"{r.model} on {r.dataset}: {r.psnr_mean:.2f} dB (min {r.psnr_min:.2f}{' on ' + r.worst if r.worst else ''})"), jpeg=jpeg,
     )
     click.echo(noharm_table(rows, precision))
     if json_path:

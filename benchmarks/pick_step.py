@@ -1,13 +1,18 @@
 """Pick a run's validated step by its worst margin against reference scores (a rule other than the best mean).
 
     python benchmarks/pick_step.py RUN [--ref RainTrainL=31.03 --ref SIRR_val=25.50 ...] [--min-noharm 45]
+        [--min-noharm-min 40] [--max-shift 0.5] [--by margin|noharm-min]
 
 Reads ``RUN/val_log.csv`` (one row per validation; a run with ``validation.keep`` also has each step's weights in
-``RUN/validated/``) and prints, per validated step, every family's Y-PSNR minus its reference and the worst of
-those margins; the chosen step is the one with the largest worst margin among the steps whose validation no harm
-(where logged) is at least ``--min-noharm``. A family is the validation set's name up to ``-holdout``. The default
-references are version 7's validation scores (MODEL_CARD.md, "Validation"): a candidate for ``default`` ships only
-if no family is below them.
+``RUN/validated/``) and prints, per validated step, every family's Y-PSNR minus its reference, the worst of those
+margins and the validation no harm (mean, lowest image, mean shift; where logged). A step qualifies when its no harm
+is at least ``--min-noharm``, and with ``--min-noharm-min`` / ``--max-shift`` when its lowest rain-free image is at
+least that and its shift at most that many levels from 0 (a log without those columns fails those options). The
+chosen step: ``--by margin`` (the default) the qualifying one with the largest worst margin; ``--by noharm-min``
+among the qualifying steps with no family below its reference (worst margin ≥ 0), the one whose lowest rain-free
+image is highest (ties: the larger worst margin), else as ``--by margin``. A family is the validation set's name up
+to ``-holdout``. The default references are version 7's validation scores (MODEL_CARD.md, "Validation"): a candidate
+for ``default`` ships only if no family is below them.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def margins(row: dict[str, str], ref: dict[str, float]) -> dict[str, float]:
     more than one."""
     found: dict[str, float] = {}
     for key, value in row.items():
-        if key.endswith("_psnr") and key not in ("mean_psnr", "noharm_psnr"):
+        if key.endswith("_psnr") and key not in ("mean_psnr", "noharm_psnr"):  # noharm_min/_shift end otherwise
             family = key[: -len("_psnr")].split("-holdout")[0]
             if family in ref:
                 if family in found:
@@ -52,24 +57,39 @@ def margins(row: dict[str, str], ref: dict[str, float]) -> dict[str, float]:
     return found
 
 
-def pick(rows: list[dict[str, str]], ref: dict[str, float], min_noharm: float) -> tuple[str, float]:
-    """The (step, worst margin) chosen among ``rows``; prints the table on the way."""
+def _logged(row: dict[str, str], key: str) -> float | None:
+    return float(row[key]) if row.get(key) else None
+
+
+def pick(rows: list[dict[str, str]], ref: dict[str, float], min_noharm: float, min_noharm_min: float | None = None,
+         max_shift: float | None = None, by: str = "margin") -> tuple[str, float]:
+    """The (step, worst margin) chosen among ``rows`` (the module docstring's rule); prints the table on the way."""
     if not rows:
         raise LogError("val_log.csv has no validation yet")
-    best = None
-    print("| step | " + " | ".join(ref) + " | worst | mean | no harm |")
-    print("|---" * (len(ref) + 4) + "|")
+    for key, bound in (("noharm_min", min_noharm_min), ("noharm_shift", max_shift)):
+        if bound is not None and any(_logged(row, key) is None for row in rows):
+            raise LogError(f"a validated step has no {key} (logged by runs with validation.noharm since it was added)")
+    qualifying = []
+    print("| step | " + " | ".join(ref) + " | worst | mean | no harm | no harm min | shift |")
+    print("|---" * (len(ref) + 6) + "|")
     for row in rows:
         m = margins(row, ref)
         worst = min(m.values())
-        noharm = float(row["noharm_psnr"]) if row.get("noharm_psnr") else None
-        shown = f"{noharm:.2f}" if noharm is not None else "-"
-        print(f"| {row['step']} | " + " | ".join(f"{m[k]:+.2f}" for k in ref) + f" | {worst:+.2f} | {float(row['mean_psnr']):.2f} | {shown} |")
-        if (noharm is None or noharm >= min_noharm) and (best is None or worst > best[1]):
-            best = (row["step"], worst)
-    if best is None:
-        raise LogError(f"no validated step has no harm >= {min_noharm} dB")
-    return best
+        noharm, low, shift = (_logged(row, k) for k in ("noharm_psnr", "noharm_min", "noharm_shift"))
+        shown = [f"{v:{fmt}}" if v is not None else "-" for v, fmt in ((noharm, ".2f"), (low, ".2f"), (shift, "+.2f"))]
+        print(f"| {row['step']} | " + " | ".join(f"{m[k]:+.2f}" for k in ref) + f" | {worst:+.2f} | "
+              f"{float(row['mean_psnr']):.2f} | " + " | ".join(shown) + " |")
+        if ((noharm is None or noharm >= min_noharm) and (min_noharm_min is None or low >= min_noharm_min)
+                and (max_shift is None or abs(shift) <= max_shift)):
+            qualifying.append((row["step"], worst, low))
+    if not qualifying:
+        raise LogError("no validated step meets the no-harm bounds")
+    clear = [q for q in qualifying if q[1] >= 0 and q[2] is not None]
+    if by == "noharm-min" and clear:
+        step, worst, _ = max(clear, key=lambda q: (q[2], q[1]))
+    else:
+        step, worst, _ = max(qualifying, key=lambda q: q[1])
+    return step, worst
 
 
 def main() -> None:
@@ -77,6 +97,9 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--ref", action="append", type=reference, default=None, metavar="FAMILY=DB")
     parser.add_argument("--min-noharm", type=float, default=45.0)
+    parser.add_argument("--min-noharm-min", type=float, default=None, help="lowest rain-free image at least this, dB")
+    parser.add_argument("--max-shift", type=float, default=None, help="|mean shift| at most this, 8-bit levels")
+    parser.add_argument("--by", choices=("margin", "noharm-min"), default="margin")
     args = parser.parse_args()
     ref = dict(args.ref) if args.ref else dict(VERSION7)
     log = args.run / "val_log.csv"
@@ -85,7 +108,7 @@ def main() -> None:
     with open(log) as f:
         rows = list(csv.DictReader(f))
     try:
-        step, worst = pick(rows, ref, args.min_noharm)
+        step, worst = pick(rows, ref, args.min_noharm, args.min_noharm_min, args.max_shift, args.by)
     except LogError as err:
         sys.exit(f"{log}: {err}")
     kept = args.run / "validated" / f"step{int(step):07d}.safetensors"

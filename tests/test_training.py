@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import os
 import signal
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 import yaml
 from helpers_training import TINY_MODEL, tiny_config, write_config
 from PIL import Image
@@ -519,6 +521,51 @@ def test_validation_keep_saves_every_validated_step(clean_folder, tmp_path) -> N
     assert not (tmp_path / "plain" / "validated").exists()
 
 
+def test_validation_no_harm_reports_the_lowest_image_and_the_shift(tmp_path) -> None:
+    """``noharm_min`` is the lowest held-out rain-free image's identity Y-PSNR and ``noharm_shift`` the mean
+    output - input in levels (the channel farthest from 0): a model that darkens only bright photos by 10 levels
+    leaves the dark one at 100 dB, the bright one at 20·log10(255 / (10 · Y's weight sum)) and the mean at -5."""
+    from derain.evaluation import ValidationSets
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, level in enumerate((30, 60, 90, 200)):  # the last two are held out
+        Image.fromarray(np.full((24, 32, 3), level, np.uint8)).save(photos / f"p{i}.png")
+
+    class DarkenBright(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unused = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.where(x.mean() > 0.5, x - 10 / 255, x)
+
+    sources = [{"kind": "synthetic", "path": str(photos), "preset": "light"}]
+    cfg = load_config(None, [f"sources={yaml.safe_dump(sources, default_flow_style=True).strip()}",
+                             f"holdout={{'{photos}': 2}}", "validation={noharm: true}"])
+    scores = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed).run(DarkenBright(), "fp32")
+    y_sum = (65.481 + 128.553 + 24.966) / 255
+    assert scores["noharm_min"] == pytest.approx(20 * math.log10(255 / (10 * y_sum)), abs=1e-3)
+    assert scores["noharm_psnr"] == pytest.approx((100 + scores["noharm_min"]) / 2, abs=1e-3)
+    assert scores["noharm_shift"] == pytest.approx(-5.0, abs=1e-6)
+    assert "mean_psnr" in scores and all(not k.startswith("noharm") for k in scores if k.endswith("_psnr") and k != "noharm_psnr")
+
+
+def test_a_log_row_with_new_columns_widens_the_header(tmp_path) -> None:
+    """A resumed run that logs a column its val_log.csv lacks rewrites the file with the wider header: the earlier
+    rows keep their values and are blank in the new column; a row with the same columns is appended as it is."""
+    from derain.training.trainer import _append_csv
+
+    log = tmp_path / "val_log.csv"
+    _append_csv(log, {"step": 2, "mean_psnr": "20.0"})
+    _append_csv(log, {"step": 4, "mean_psnr": "21.0", "noharm_min": "45.0"})
+    _append_csv(log, {"step": 6, "mean_psnr": "22.0", "noharm_min": "46.0"})
+    with open(log, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [{"step": "2", "mean_psnr": "20.0", "noharm_min": ""}, {"step": "4", "mean_psnr": "21.0", "noharm_min": "45.0"},
+                    {"step": "6", "mean_psnr": "22.0", "noharm_min": "46.0"}]
+
+
 def test_a_run_saved_before_a_validation_key_existed_resumes(clean_folder, tmp_path) -> None:
     """A checkpoint whose config's ``validation`` section lacks a key added since (``keep``) counts it at its default."""
     from derain.training.config import config_changes
@@ -551,6 +598,28 @@ def test_pick_step_chooses_the_best_worst_margin(tmp_path) -> None:
     assert missing.returncode != 0 and "no column for C" in missing.stderr
     malformed = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "A"], capture_output=True, text=True)
     assert malformed.returncode == 2 and "expected FAMILY=DB" in malformed.stderr and "Traceback" not in malformed.stderr
+    # the per-image guards: --min-noharm-min and --max-shift need their columns; --by noharm-min takes, among the
+    # steps with no family below its reference, the one whose lowest rain-free image is highest
+    for option in (["--min-noharm-min", "40"], ["--max-shift", "0.5"]):
+        old = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "A=30", "--ref", "B=20", *option],
+                             capture_output=True, text=True)
+        assert old.returncode != 0 and "has no noharm_" in old.stderr and "Traceback" not in old.stderr
+    rows = ["300,31.0,0.9,20.0,0.8,25,25.3,60,41,-0.1", "600,30.5,0.9,20.6,0.8,25,25.4,50,44,-0.6",
+            "900,30.9,0.9,21.0,0.8,25,25.6,50,39,-0.2", "1200,31.2,0.9,21.2,0.8,25,25.7,55,42,-0.3"]
+    (tmp_path / "val_log.csv").write_text(header.strip() + ",noharm_min,noharm_shift\n" + "\n".join(rows) + "\n")
+
+    def chosen(*options: str) -> str:
+        out = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "A=30", "--ref", "B=20", *options],
+                             capture_output=True, text=True, check=True).stdout
+        return out.split("chosen: step ")[1].split(" ")[0]
+
+    assert chosen() == "1200"  # the best worst margin (+0.5 at 600 is beaten by 1200's +1.2)
+    assert chosen("--by", "noharm-min") == "600"  # every step clears the references; 600's lowest image is highest
+    assert chosen("--by", "noharm-min", "--max-shift", "0.5") == "1200"  # 600 shifts 0.6 levels
+    assert chosen("--min-noharm-min", "41.5") == "1200"
+    none = subprocess.run([sys.executable, str(script), str(tmp_path), "--min-noharm-min", "50", "--ref", "A=30", "--ref", "B=20"],
+                          capture_output=True, text=True)
+    assert none.returncode != 0 and "no validated step meets the no-harm bounds" in none.stderr
 
 
 def test_slant_benchmark_renders_rain_at_the_asked_slant_and_scores_each_model(clean_folder, tmp_path) -> None:

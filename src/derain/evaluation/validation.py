@@ -10,8 +10,10 @@ A run's validation sets come from two places of its data description:
   these items: both sides take them from the same :class:`~derain.data.folders.HoldOut`.
 
 Scores are protocol ``y`` (:func:`derain.evaluation.evaluate.evaluate`) per set, and ``mean_psnr`` over the sets;
-with ``noharm`` also ``noharm_psnr``, how unchanged the held-out rain-free images come back (identity Y-PSNR,
-reported beside the mean, not in it).
+with ``noharm`` also how unchanged the held-out rain-free images come back, reported beside the mean, not in it:
+``noharm_psnr`` (their identity Y-PSNR, the mean), ``noharm_min`` (the lowest image's; a mean over many images hides
+one damaged photo) and ``noharm_shift`` (output − input in 8-bit levels averaged over every image's pixels, the
+channel farthest from 0, signed: a darkening or a colour cast).
 """
 
 from __future__ import annotations
@@ -81,8 +83,8 @@ class ValidationSets:
         return bool(self.sets or self.synthetic)
 
     def run(self, model: nn.Module, precision: str) -> dict[str, float]:
-        """``<set>_psnr`` and ``<set>_ssim`` per set, ``synthetic_psnr``, ``mean_psnr`` (and ``noharm_psnr``), on the
-        model's own device."""
+        """``<set>_psnr`` and ``<set>_ssim`` per set, ``synthetic_psnr``, ``mean_psnr`` (and ``noharm_psnr``,
+        ``noharm_min``, ``noharm_shift``), on the model's own device."""
         derainer = Derainer(model, device=next(model.parameters()).device, precision=precision)
         scores: dict[str, float] = {}
         for name, pairs in self.sets.items():
@@ -94,9 +96,17 @@ class ValidationSets:
             scores["synthetic_psnr"] = float(np.mean(psnrs))
         psnr_keys = [k for k in scores if k.endswith("_psnr")]
         scores["mean_psnr"] = float(np.mean([scores[k] for k in psnr_keys]))
-        if self.rain_free:
-            psnrs = [min(score("y", derainer(to_float(img)), img)[0], 100.0) for img in self.rain_free]
-            scores["noharm_psnr"] = float(np.mean(psnrs))  # reported beside the mean, not part of it
+        if self.rain_free:  # reported beside the mean, not part of it
+            psnrs, shifts, pixels = [], np.zeros(3), 0
+            for img in self.rain_free:
+                out = derainer(to_float(img))
+                psnrs.append(min(score("y", out, img)[0], 100.0))
+                shifts += (quantize(out).astype(np.float64) - img).reshape(-1, 3).sum(0)
+                pixels += img.shape[0] * img.shape[1]
+            shift = shifts / pixels
+            scores["noharm_psnr"] = float(np.mean(psnrs))
+            scores["noharm_min"] = float(np.min(psnrs))
+            scores["noharm_shift"] = float(shift[np.argmax(np.abs(shift))])
         return scores
 
     def first_image(self) -> np.ndarray | None:

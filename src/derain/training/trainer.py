@@ -166,9 +166,25 @@ def _weights_step(path: Path) -> int | None:
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    """Append one row (a header first in a new file) whole or not at all (:func:`~derain.io.atomic.append_file`)."""
+    """Append one row (a header first in a new file) whole or not at all (:func:`~derain.io.atomic.append_file`).
+    A row with columns the file's header lacks (a run resumed by a newer version that logs more) rewrites the file
+    with the wider header, its earlier rows blank there."""
+    if path.exists() and path.stat().st_size:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = list(reader.fieldnames or []), list(reader)
+        new = [k for k in row if k not in fields]
+        if new:
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=fields + new, restval="")
+            writer.writeheader()
+            writer.writerows(rows + [row])
+            write_atomic(path, text.getvalue())
+            return
+    else:
+        fields = list(row)
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(row))
+    writer = csv.DictWriter(text, fieldnames=fields, restval="")
     if not path.exists() or path.stat().st_size == 0:
         writer.writeheader()
     writer.writerow(row)
@@ -389,7 +405,8 @@ class _Run:
         self.require_finite(weights)  # before a score or best.safetensors comes of them
         scores = self.validation.run(weights, "fp32")  # Derainer runs it in eval mode, its modes restored after
         _append_csv(self.out / "val_log.csv", {"step": self.step, **{k: f"{v:.4f}" for k, v in scores.items()}})
-        echo(f"step {self.step}: validation " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k.endswith("psnr")))
+        echo(f"step {self.step}: validation " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()
+                                                          if k.endswith("psnr") or k.startswith("noharm")))
         if self.best is None or scores["mean_psnr"] > self.best:
             self.best = scores["mean_psnr"]
             meta = {"step": str(self.step), "mean_val_psnr": f"{self.best:.4f}"}

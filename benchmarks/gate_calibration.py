@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from derain.evaluation import ValidationSets
+from derain.evaluation.validation import validation_families
 from derain.io.images import is_image_file, read_image
 from derain.models.checkpoint import save_model
 from derain.training import load_config, resolve_preset
@@ -56,7 +57,7 @@ def main() -> None:
         with torch.no_grad():
             model.gate_global.bias += offset
         scores = validation.run(model, "fp32")
-        families = [k for k in scores if k.endswith("_psnr") and k not in ("mean_psnr", "noharm_psnr")]
+        families = validation_families(scores)
         if not header:
             print("| bias offset | " + " | ".join(k[: -len("_psnr")] for k in families)
                   + " | validation mean | no harm | real photos gate < 0.1 / < 0.3 | median gate |")

@@ -301,6 +301,30 @@ class TestJudgement:
         assert forced.judged_dry is None and forced.unchanged == 0, rows
 
 
+    def test_the_judgement_reported_is_the_one_applied(self) -> None:
+        """Each photo's reported judgement equals the factor the bundled default (its image gate's bias lowered)
+        applies inside the same photo's derain (odd sizes: the model pads them), and differs between photos."""
+        from derain.bench.real import measure_photos
+        from derain.inference.loading import load_derainer
+
+        runner = load_derainer("default", precision="fp32")
+        with torch.no_grad():  # its judgements of these small images, all near 1, brought to mid-range
+            runner.model.gate_global.bias -= 0.85
+        applied: list[float] = []
+        runner.model.gate_global.register_forward_hook(
+            lambda _m, _i, out: applied.append(float(torch.sigmoid(out.float() * GATE_GAIN)[0, 0])))
+        rng = np.random.default_rng(5)
+        flat = np.full((37, 53, 3), 90, np.uint8)
+        streaks = flat.copy()
+        streaks[:, ::6] = 230  # bright vertical lines
+        photos = [("flat.png", flat), ("lines.png", streaks), ("noise.png", rng.integers(0, 256, (64, 45, 3), dtype=np.uint8))]
+        _, per_photo = measure_photos([("default", runner)], photos)
+        reported = [c.judgement for c in per_photo[0]]
+        assert applied[0::2] == pytest.approx(applied[1::2], abs=1e-6)  # the derain's own, then the report's
+        assert reported == pytest.approx(applied[0::2], abs=1e-6)
+        assert max(reported) - min(reported) > 0.01, reported
+
+
 class TestVideo:
     def test_oracle_beats_the_input_and_identity_matches_it(self, tmp_path: Path) -> None:
         video = tmp_path / "rain.mp4"

@@ -593,30 +593,38 @@ def test_pick_step_chooses_the_best_worst_margin(tmp_path) -> None:
     run = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "A=31", "--ref", "B=21"],
                          capture_output=True, text=True, check=True)
     # worst margins: 300 -1.0, 600 -0.5, 900 -0.1 but its no harm 40 < 45
-    assert "chosen: step 600 (worst margin -0.50 dB)" in run.stdout
+    assert "chosen: step 600 (worst margin -0.50 dB; by margin)" in run.stdout
     missing = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "C=1"], capture_output=True, text=True)
     assert missing.returncode != 0 and "no column for C" in missing.stderr
     malformed = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "A"], capture_output=True, text=True)
     assert malformed.returncode == 2 and "expected FAMILY=DB" in malformed.stderr and "Traceback" not in malformed.stderr
     # the per-image guards: --min-noharm-min and --max-shift need their columns; --by noharm-min takes, among the
     # steps with no family below its reference, the one whose lowest rain-free image is highest
-    for option in (["--min-noharm-min", "40"], ["--max-shift", "0.5"]):
+    for option in (["--min-noharm-min", "40"], ["--max-shift", "0.5"], ["--by", "noharm-min"]):
         old = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "A=30", "--ref", "B=20", *option],
                              capture_output=True, text=True)
-        assert old.returncode != 0 and "has no noharm_" in old.stderr and "Traceback" not in old.stderr
+        assert old.returncode != 0 and "no validated step has noharm_" in old.stderr and "Traceback" not in old.stderr
     rows = ["300,31.0,0.9,20.0,0.8,25,25.3,60,41,-0.1", "600,30.5,0.9,20.6,0.8,25,25.4,50,44,-0.6",
             "900,30.9,0.9,21.0,0.8,25,25.6,50,39,-0.2", "1200,31.2,0.9,21.2,0.8,25,25.7,55,42,-0.3"]
     (tmp_path / "val_log.csv").write_text(header.strip() + ",noharm_min,noharm_shift\n" + "\n".join(rows) + "\n")
 
-    def chosen(*options: str) -> str:
-        out = subprocess.run([sys.executable, str(script), str(tmp_path), "--ref", "A=30", "--ref", "B=20", *options],
+    def chosen(*options: str, ref: tuple[str, ...] = ("--ref", "A=30", "--ref", "B=20")) -> str:
+        out = subprocess.run([sys.executable, str(script), str(tmp_path), *ref, *options],
                              capture_output=True, text=True, check=True).stdout
-        return out.split("chosen: step ")[1].split(" ")[0]
+        line = out.split("chosen: step ")[1]
+        return line.split(" ")[0] + ("" if "by margin" in line else " by noharm-min")
 
-    assert chosen() == "1200"  # the best worst margin (+0.5 at 600 is beaten by 1200's +1.2)
-    assert chosen("--by", "noharm-min") == "600"  # every step clears the references; 600's lowest image is highest
-    assert chosen("--by", "noharm-min", "--max-shift", "0.5") == "1200"  # 600 shifts 0.6 levels
-    assert chosen("--min-noharm-min", "41.5") == "1200"
+    # worst margins against A=30, B=20: 300 0.0, 600 +0.5, 900 +0.9, 1200 +1.2; lowest images 41, 44, 39, 42
+    assert chosen() == "1200"
+    assert chosen("--by", "noharm-min") == "600 by noharm-min"  # every step clears the references; 600's image highest
+    assert chosen("--by", "noharm-min", "--max-shift", "0.5") == "1200 by noharm-min"  # 600 shifts 0.6 levels: 1200's 42
+    assert chosen("--min-noharm-min", "43") == "600"  # the one step whose lowest image is at least 43
+    # against A=31.3, B=21.1 no step clears both references: the margin rule chooses, and the line says so
+    assert chosen("--by", "noharm-min", ref=("--ref", "A=31.3", "--ref", "B=21.1")) == "1200"
+    # ties on the lowest image go to the larger worst margin
+    rows[0] = "300,31.0,0.9,20.0,0.8,25,25.3,60,44,-0.1"  # 300 and 600 both at 44; 600's margin (+0.5) is larger
+    (tmp_path / "val_log.csv").write_text(header.strip() + ",noharm_min,noharm_shift\n" + "\n".join(rows) + "\n")
+    assert chosen("--by", "noharm-min") == "600 by noharm-min"
     none = subprocess.run([sys.executable, str(script), str(tmp_path), "--min-noharm-min", "50", "--ref", "A=30", "--ref", "B=20"],
                           capture_output=True, text=True)
     assert none.returncode != 0 and "no validated step meets the no-harm bounds" in none.stderr

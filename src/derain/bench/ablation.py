@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..evaluation.evaluate import evaluate
-from ..evaluation.validation import ValidationSets
+from ..evaluation.validation import ValidationSets, validation_families
 from ..io.atomic import write_atomic
 from ..models.checkpoint import load_training_state
 from ..training import TrainConfig, config_changes, load_config, resolve_preset, train
@@ -154,7 +154,7 @@ def ablation_table(rows: Sequence[AblationRow]) -> str:
     """Markdown: validation PSNR/SSIM per set and their mean, test PSNR/SSIM, ms per image."""
     if not rows:
         return "(no rows)"
-    sets = [k[: -len("_psnr")] for k in rows[0].validation if k.endswith("_psnr") and k != "mean_psnr"]
+    sets = [k[: -len("_psnr")] for k in validation_families(rows[0].validation)]
     tests = list(rows[0].test)
     head = ["variant", "what", "steps", *(f"{s} (val)" for s in sets), "val mean PSNR", *(f"{t} (test)" for t in tests), "ms 481×321 fp32"]
     lines = [f"Machine: {machine_description()}; protocol y (PSNR dB / SSIM)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

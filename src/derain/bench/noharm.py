@@ -5,12 +5,13 @@ a rain-free image must come back as it went in. For each model and each set of r
 through the user-facing path (:func:`derain.derain` on uint8 RGB, the given precision):
 
 * **identity Y-PSNR**, mean and minimum over the images (protocol ``y``: MATLAB Y, output as uint8), and the
-  image of the minimum (its file name, where the set was read from files);
+  image of the minimum (its file name, with its folder where two share a name; none where every image comes back
+  identical);
 * for a model that judges images as a whole (an image gate), how many of the images it **judges rainy** (its
   judgement of the whole image at or above :data:`~derain.bench.real.JUDGED_DRY`): a rain-free image judged rainy is
   left to the network's kernels and per-pixel gate;
-* **mean shift** per RGB channel in 8-bit levels (output − input, averaged over all pixels: a
-  global darkening or colour cast shows here);
+* **mean shift** per RGB channel in 8-bit levels (output − input, averaged over each image's pixels, then over
+  the images: a global darkening or colour cast shows here);
 * **grey spread**: greyscale versions of the same photos (R = G = B in) and eight flat grey cards
   (levels 16 … 240); for each image the spread max − min of the three output channel means, in
   levels, reported as the mean and the maximum (a cast on black-and-white photos shows here). Grey inputs come
@@ -119,22 +120,22 @@ def measure_noharm(
     model: ModelSource, images: Sequence[np.ndarray], dataset: str, label: str | None = None, precision: str = "auto",
     names: Sequence[str] | None = None,
 ) -> NoHarmRow:
-    """Score ``model`` on rain-free uint8 RGB ``images`` (see the module docstring); ``names``: the images' names."""
+    """Score ``model`` on rain-free uint8 RGB ``images`` (see the module docstring); ``names``: the images' names,
+    one per image."""
     from ..inference.api import derain, get_derainer
-    from ..inference.derainer import resolve_strength
-    from ..inference.tiling import judgement_view
     from .real import JUDGED_DRY
 
+    if names is not None and len(names) != len(images):
+        raise ValueError(f"{len(names)} names for {len(images)} images")
     derainer = get_derainer(model, "cpu", precision)
-    judges = derainer.judges_images and resolve_strength(derainer.strength) == "auto"
 
     def run(img: np.ndarray) -> np.ndarray:
         return derain(img, model=derainer)
 
-    psnrs, shifts, spreads, near, rainy = [], [], [], [], 0
+    psnrs, shifts, spreads, near, judged = [], [], [], [], []
     for img in images:
-        if judges:
-            rainy += float(derainer.judge(judgement_view(img))[0, 0]) >= JUDGED_DRY
+        judgement = derainer.judgement(img)
+        judged.append(None if judgement is None else float(judgement[0, 0]) >= JUDGED_DRY)
         out = run(img)
         psnr = score("y", out, img)[0]
         psnrs.append(100.0 if math.isinf(psnr) else min(psnr, 100.0))
@@ -153,7 +154,8 @@ def measure_noharm(
         str(name), dataset, len(images), float(np.mean(psnrs)) if psnrs else float("nan"),
         float(np.min(psnrs)) if psnrs else float("nan"), *(float(v) for v in shift),
         float(np.mean(spreads)), float(np.max(spreads)), float(np.mean(near)), float(np.max(near)),
-        str(names[int(np.argmin(psnrs))]) if names and psnrs else "", rainy if judges else None,
+        str(names[int(np.argmin(psnrs))]) if names and psnrs and min(psnrs) < 100.0 else "",
+        None if not judged or None in judged else sum(judged),
     )
 
 
@@ -171,8 +173,10 @@ def run_noharm(
 
     if jpeg is not None and not 1 <= jpeg <= 100:
         raise InvalidArgument(f"JPEG quality must be in 1..100, got {jpeg}", option="--jpeg")
+    from .real import _names
+
     files = [rain_free_images(spec) for spec in sets]
-    loaded = [(_set_name(spec), [p.name for p in paths], [read_image(p) for p in paths]) for spec, paths in zip(sets, files)]
+    loaded = [(_set_name(spec), _names(paths), [read_image(p) for p in paths]) for spec, paths in zip(sets, files)]
     if jpeg is not None:
         loaded += [(_set_name(spec, f"JPEG q{jpeg} ≤{WEB_SIDE} px"), names, [web_jpeg(img, jpeg) for img in images])
                    for spec, (_, names, images) in zip(sets, loaded)]

@@ -21,8 +21,8 @@ bounded), and derained as uint8 by the runner :func:`~derain.inference.loading.l
 * the **mean absolute change** in 8-bit levels (``|output − input|`` over all pixels and RGB channels of
   a photo, averaged over the photos);
 * for a model that judges images as a whole (an image gate, ``judges_images``) run at ``auto`` strength:
-  how many photos it **judges dry** (its judgement of the whole photo, as :meth:`~derain.inference.derainer.DerainerBase.judge`
-  makes it, below :data:`JUDGED_DRY`). A photo judged rainy and still unchanged was left alone by the
+  how many photos it **judges dry** (its judgement of the whole photo as ``auto`` applies it,
+  :meth:`~derain.inference.derainer.DerainerBase.judgement`, below :data:`JUDGED_DRY`). A photo judged rainy and still unchanged was left alone by the
   network itself (its kernels or its per-pixel gate), not by its judgement.
 
 A **peer** (a model that is not bundled, ``prenet=WEIGHTS``: PReNet with its authors' weights, loaded as
@@ -82,7 +82,6 @@ from ..data.folders import SELECT
 from ..data.photos import downscale, photo_files, read_photo
 from ..errors import UserError
 from ..inference.derainer import DerainerBase, Strength, resolve_strength
-from ..inference.tiling import judgement_view
 from ..io.atomic import write_atomic
 from ..io.images import ImageReadError, save_image
 from ..metrics import calculate_psnr, rgb_to_y
@@ -256,13 +255,12 @@ def measure_photos(
     rows, per_runner = [], []
     for i, (label, derain) in enumerate(runners):
         changes = []
-        judges = isinstance(derain, DerainerBase) and derain.judges_images and resolve_strength(derain.strength) == "auto"
         for name, rgb in track(photos, desc=label, unit="photo", leave=False):
             out = derain(rgb)
+            judged = derain.judgement(rgb) if isinstance(derain, DerainerBase) else None
             changes.append(PhotoChange(
                 name, label, _y_psnr(out, rgb), float(np.abs(out.astype(np.int16) - rgb).mean()),
-                _thumb(out, thumb_height) if thumb_height else None,
-                float(derain.judge(judgement_view(rgb))[0, 0]) if judges else None,  # type: ignore[union-attr]
+                _thumb(out, thumb_height) if thumb_height else None, None if judged is None else float(judged[0, 0]),
             ))
         row = ModelChange.of(label, changes, peer=i >= len(runners) - peers)
         rows.append(row)

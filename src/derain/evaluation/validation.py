@@ -12,8 +12,8 @@ A run's validation sets come from two places of its data description:
 Scores are protocol ``y`` (:func:`derain.evaluation.evaluate.evaluate`) per set, and ``mean_psnr`` over the sets;
 with ``noharm`` also how unchanged the held-out rain-free images come back, reported beside the mean, not in it:
 ``noharm_psnr`` (their identity Y-PSNR, the mean), ``noharm_min`` (the lowest image's; a mean over many images hides
-one damaged photo) and ``noharm_shift`` (output − input in 8-bit levels averaged over every image's pixels, the
-channel farthest from 0, signed: a darkening or a colour cast).
+one damaged photo) and ``noharm_shift`` (output − input in 8-bit levels, averaged over each image's pixels, then over
+the images, as ``derain bench noharm`` does; the channel farthest from 0, signed: a darkening or a colour cast).
 """
 
 from __future__ import annotations
@@ -33,7 +33,20 @@ from ..io.pixels import to_float
 from ..metrics import quantize, score
 from .evaluate import evaluate
 
-__all__ = ["ValidationConfig", "ValidationSets"]
+__all__ = ["ValidationConfig", "ValidationSets", "REPORTED_BESIDE", "validation_families"]
+
+#: Scores of :meth:`ValidationSets.run` that end in ``_psnr`` but are not a validation set's.
+REPORTED_BESIDE = ("mean_psnr", "noharm_psnr")
+
+
+def validation_families(scores: dict[str, object]) -> list[str]:
+    """The ``<set>_psnr`` keys of a validation's scores (or of a val_log.csv row), in order: each set's own score.
+
+    >>> validation_families({"A-holdout20_psnr": 31.0, "A-holdout20_ssim": 0.9, "B_psnr": 24.0, "mean_psnr": 27.5,
+    ...                      "noharm_psnr": 90.0, "noharm_min": 45.0})
+    ['A-holdout20_psnr', 'B_psnr']
+    """
+    return [k for k in scores if k.endswith("_psnr") and k not in REPORTED_BESIDE]
 
 
 class ValidationConfig(BaseModel):
@@ -97,13 +110,12 @@ class ValidationSets:
         psnr_keys = [k for k in scores if k.endswith("_psnr")]
         scores["mean_psnr"] = float(np.mean([scores[k] for k in psnr_keys]))
         if self.rain_free:  # reported beside the mean, not part of it
-            psnrs, shifts, pixels = [], np.zeros(3), 0
+            psnrs, shifts = [], []
             for img in self.rain_free:
                 out = derainer(to_float(img))
                 psnrs.append(min(score("y", out, img)[0], 100.0))
-                shifts += (quantize(out).astype(np.float64) - img).reshape(-1, 3).sum(0)
-                pixels += img.shape[0] * img.shape[1]
-            shift = shifts / pixels
+                shifts.append((quantize(out).astype(np.float64) - img).reshape(-1, 3).mean(0))
+            shift = np.mean(shifts, axis=0)
             scores["noharm_psnr"] = float(np.mean(psnrs))
             scores["noharm_min"] = float(np.min(psnrs))
             scores["noharm_shift"] = float(shift[np.argmax(np.abs(shift))])

@@ -96,14 +96,23 @@ class DerainerBase:
         """Each image's judgement ``(B, 1)`` in (0, 1): how rainy the model finds it as a whole."""
         raise NotImplementedError
 
+    def judgement(self, image: np.ndarray | torch.Tensor, strength: Strength | str | None = None) -> torch.Tensor | None:
+        """How rainy the model finds ``image`` (``H×W×3`` array or ``(B, 3, H, W)`` tensor) as a whole, ``(B, 1)``:
+        what ``auto`` applies to all of it (:meth:`judge` on the image, or on a copy downscaled to
+        :data:`~derain.inference.tiling.JUDGE_PIXELS`); None where the strength (this call's, else the object's) is
+        not ``auto`` or the backend does not judge images."""
+        s = resolve_strength(self.strength if strength is None else strength)
+        if s != "auto" or not self.judges_images:
+            return None
+        return self.judge(judgement_view(image, JUDGE_PIXELS))
+
     def _runner(self, image: np.ndarray | torch.Tensor, tiled: bool, strength: Strength | str | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """``run_tensor`` for the tiles (or the whole) of ``image``: with its strength, and with ``auto`` the
-        image's judgement made once where the model would otherwise judge each tile, or a downscaled image."""
+        image's :meth:`judgement` made once where the model would otherwise judge each tile, or a downscaled image
+        (an image that fits whole is judged by the model itself, the same judgement)."""
         s = resolve_strength(self.strength if strength is None else strength)
-        whole = None
         height, width = (image.shape[0], image.shape[1]) if isinstance(image, np.ndarray) else image.shape[-2:]
-        if s == "auto" and self.judges_images and (tiled or height * width > JUDGE_PIXELS):
-            whole = self.judge(judgement_view(image, JUDGE_PIXELS))
+        whole = self.judgement(image, s) if tiled or height * width > JUDGE_PIXELS else None
         return functools.partial(self.run_tensor, strength=s, whole=whole)
 
     def run_tiled(

@@ -658,13 +658,10 @@ class ModelOnCrops:
         self._age = 0
 
     def _judgement(self, frame: np.ndarray) -> torch.Tensor | None:
-        from .derainer import resolve_strength
-        from .tiling import judgement_view
-
-        if not getattr(self.runner, "judges_images", False) or resolve_strength(getattr(self.runner, "strength", "auto")) != "auto":
+        if not hasattr(self.runner, "judgement"):
             return None
         if self._whole is None or self._age >= self.refresh:
-            self._whole, self._age = self.runner.judge(judgement_view(frame)), 0
+            self._whole, self._age = self.runner.judgement(frame), 0
         self._age += 1
         return self._whole
 

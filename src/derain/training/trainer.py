@@ -169,20 +169,20 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
     """Append one row (a header first in a new file) whole or not at all (:func:`~derain.io.atomic.append_file`).
     A row with columns the file's header lacks (a run resumed by a newer version that logs more) rewrites the file
     with the wider header, its earlier rows blank there."""
+    fields = list(row)
     if path.exists() and path.stat().st_size:
         with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            fields, rows = list(reader.fieldnames or []), list(reader)
+            fields = next(csv.reader(f), [])
         new = [k for k in row if k not in fields]
         if new:
+            with open(path, newline="") as f:
+                rows = [{k: v for k, v in r.items() if k is not None} for r in csv.DictReader(f)]
             text = io.StringIO()
             writer = csv.DictWriter(text, fieldnames=fields + new, restval="")
             writer.writeheader()
             writer.writerows(rows + [row])
             write_atomic(path, text.getvalue())
             return
-    else:
-        fields = list(row)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fields, restval="")
     if not path.exists() or path.stat().st_size == 0:

@@ -1,14 +1,15 @@
 """The image gate's calibration: validation mean / no harm and the gate on real rainy photos, per bias offset.
 
     python benchmarks/gate_calibration.py WEIGHTS [--preset default-cpu-v7] [--offset 0 --offset 0.15 ...]
-                                          [--real FOLDER] [--write OUT --min-noharm 45]
+                                          [--real FOLDER] [--write OUT --min-noharm 45 [--min-noharm-min 40]]
 
 For each offset added to ``gate_global.bias`` (times ``GATE_GAIN`` on the logit) of the model at
 WEIGHTS: the preset's validation sets (``ValidationSets``, fp32: the numbers training logs), each family and
-the mean, and, on every photo of ``--real`` (real rain, no ground truth; downscaled to 640 pixels; none by
+the mean, its no harm (mean, lowest image, mean shift in levels; with ``validation.noharm``), and, on every photo of ``--real`` (real rain, no ground truth; downscaled to 640 pixels; none by
 default: a held-out evaluation set has no place in a calibration), how many have an image gate below 0.1 and 0.3,
 and the median. Validation chooses: ``--write OUT`` saves (fp16) the largest offset whose validation no harm is at
-least ``--min-noharm`` dB (the gate most open within the no-harm bound).
+least ``--min-noharm`` dB, and with ``--min-noharm-min`` whose lowest rain-free image is at least that (the gate
+most open within the no-harm bounds).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--real", type=Path, default=None)
     parser.add_argument("--write", type=Path, default=None)
     parser.add_argument("--min-noharm", type=float, default=45.0)
+    parser.add_argument("--min-noharm-min", type=float, default=None)
     args = parser.parse_args()
     cfg = load_config(resolve_preset(args.preset))
     validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed)
@@ -60,20 +62,24 @@ def main() -> None:
         families = validation_families(scores)
         if not header:
             print("| bias offset | " + " | ".join(k[: -len("_psnr")] for k in families)
-                  + " | validation mean | no harm | real photos gate < 0.1 / < 0.3 | median gate |")
-            print("|---:|" + "---:|" * len(families) + "---:|---:|---:|---:|")
+                  + " | validation mean | no harm | no harm min | shift | real photos gate < 0.1 / < 0.3 | median gate |")
+            print("|---:|" + "---:|" * len(families) + "---:|---:|---:|---:|---:|---:|")
             header = True
         real = "— | —"
         if args.real is not None:
             gates = image_gates(model, args.real)
             real = f"{int((gates < 0.1).sum())} / {int((gates < 0.3).sum())} of {len(gates)} | {np.median(gates):.2f}"
+        nan = float("nan")
         print(f"| {offset:+.2f} | " + " | ".join(f"{scores[k]:.2f}" for k in families)
-              + f" | {scores['mean_psnr']:.2f} | {scores.get('noharm_psnr', float('nan')):.2f} | {real} |")
-        if scores.get("noharm_psnr", float("nan")) >= args.min_noharm:
+              + f" | {scores['mean_psnr']:.2f} | {scores.get('noharm_psnr', nan):.2f} | {scores.get('noharm_min', nan):.2f}"
+              + f" | {scores.get('noharm_shift', nan):+.2f} | {real} |")
+        if scores.get("noharm_psnr", nan) >= args.min_noharm and (
+                args.min_noharm_min is None or scores.get("noharm_min", nan) >= args.min_noharm_min):
             chosen = (offset, model)
     if args.write is not None:
         if chosen is None:
-            raise SystemExit(f"no offset keeps validation no harm >= {args.min_noharm} dB; nothing written")
+            floor = "" if args.min_noharm_min is None else f" and its lowest image >= {args.min_noharm_min} dB"
+            raise SystemExit(f"no offset keeps validation no harm >= {args.min_noharm} dB{floor}; nothing written")
         save_model(chosen[1], args.write, metadata={"gate_offset": f"{chosen[0]:g}"}, dtype=torch.float16)
         print(f"wrote {args.write} (offset {chosen[0]:+.2f})")
 

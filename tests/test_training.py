@@ -630,6 +630,40 @@ def test_pick_step_chooses_the_best_worst_margin(tmp_path) -> None:
     assert none.returncode != 0 and "no validated step meets the no-harm bounds" in none.stderr
 
 
+def test_gate_calibration_writes_the_most_open_offset_within_the_no_harm_bounds(clean_folder, tmp_path) -> None:
+    """benchmarks/gate_calibration.py: a row per offset with the validation's no harm (mean, lowest image, shift); with
+    --min-noharm-min only an offset whose lowest rain-free image reaches it is written (the image gate shut: every
+    held-out photo back exactly, 100 dB), and none reaching it writes nothing, in one line."""
+    from derain.models.checkpoint import save_model
+
+    overrides = {**TINY_MODEL, "gate": True, "gate_global": True}
+    preset = write_config(tmp_path / "c.yaml", tiny_config(clean_folder, tmp_path / "run", model_overrides=overrides,
+                                                          holdout={str(clean_folder): 2}, validation={"noharm": True}))
+    torch.manual_seed(0)
+    model = derain.create_model("efderain-tiny", **overrides)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # a model that changes rain-free photos with its gate open
+    save_model(model, tmp_path / "w.safetensors")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gate_calibration.py"
+
+    def calibrate(floor: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), str(tmp_path / "w.safetensors"), "--preset", str(preset),
+                               "--offset", "-3", "--offset", "0", "--write", str(tmp_path / f"out{floor}.safetensors"),
+                               "--min-noharm", "0", "--min-noharm-min", floor], capture_output=True, text=True)
+
+    run = calibrate("99")
+    assert run.returncode == 0, run.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in run.stdout.splitlines() if line.startswith("| -") or line.startswith("| +")}
+    assert rows["-3.00"][-4:-2] == ["100.00", "+0.00"]  # shut: lowest image 100 dB, no shift
+    assert float(rows["+0.00"][-4]) < 60  # open: the perturbed kernels change the photos
+    assert "(offset -3.00)" in run.stdout and (tmp_path / "out99.safetensors").is_file()
+    none = calibrate("101")
+    assert none.returncode != 0 and "its lowest image >= 101.0 dB; nothing written" in none.stderr
+    assert "Traceback" not in none.stderr and not (tmp_path / "out101.safetensors").exists()
+
+
 def test_slant_benchmark_renders_rain_at_the_asked_slant_and_scores_each_model(clean_folder, tmp_path) -> None:
     """benchmarks/slant.py: its rain runs at 90 ± the slant (alternating sides); a row per preset and slant holds the
     input's mean Y-PSNR and the model's gain over it, as computed here."""

@@ -15,12 +15,14 @@ most open within the no-harm bounds).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import derain  # first: it sets OMP_WAIT_POLICY before torch loads OpenMP (a shared machine's threads sleep)
 import numpy as np
 import torch
 
+from derain.errors import UserError
 from derain.evaluation import ValidationSets
 from derain.evaluation.validation import validation_families
 from derain.io.images import is_image_file, read_image
@@ -50,6 +52,18 @@ def main() -> None:
     parser.add_argument("--min-noharm", type=float, default=45.0)
     parser.add_argument("--min-noharm-min", type=float, default=None)
     args = parser.parse_args()
+    try:
+        calibrate(args)
+    except UserError as err:  # a bad file, preset or model: one line
+        sys.exit(f"error: {err}")
+
+
+def calibrate(args: argparse.Namespace) -> None:
+    """The table and, with ``args.write``, the chosen offset's weights (the module docstring)."""
+    if args.real is not None and not args.real.is_dir():
+        raise UserError(f"--real {args.real}: not a folder")
+    if not getattr(derain.load_model(args.weights), "judges_images", False):
+        raise UserError(f"{args.weights}: this model has no image gate to calibrate")
     cfg = load_config(resolve_preset(args.preset))
     validation = ValidationSets(cfg.validation, cfg.hold_out(), cfg.seed)
     chosen = None

@@ -103,23 +103,25 @@ def pick(rows: list[dict[str, str]], ref: dict[str, float], min_noharm: float, m
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--ref", action="append", type=reference, default=None, metavar="FAMILY=DB")
-    parser.add_argument("--min-noharm", type=float, default=45.0)
+    parser.add_argument("run", type=Path, help="a run folder (with val_log.csv)")
+    parser.add_argument("--ref", action="append", type=reference, default=None, metavar="FAMILY=DB",
+                        help="a family's reference Y-PSNR; repeatable (default: version 7's four)")
+    parser.add_argument("--min-noharm", type=float, default=45.0, help="validation no harm at least this, dB (default 45)")
     parser.add_argument("--min-noharm-min", type=float, default=None, help="lowest rain-free image at least this, dB")
     parser.add_argument("--max-shift", type=float, default=None, help="|mean shift| at most this, 8-bit levels")
-    parser.add_argument("--by", choices=("margin", "noharm-min"), default="margin")
+    parser.add_argument("--by", choices=("margin", "noharm-min"), default="margin",
+                        help="margin: the best worst margin; noharm-min: the highest lowest image among steps above every reference")
     args = parser.parse_args()
     ref = dict(args.ref) if args.ref else dict(VERSION7)
-    log = args.run / "val_log.csv"
+    log = args.run if args.run.is_file() else args.run / "val_log.csv"
     if not log.is_file():
         sys.exit(f"{log}: no validation log")
-    with open(log) as f:
-        rows = list(csv.DictReader(f))
     try:
+        with open(log, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
         step, worst, how = pick(rows, ref, args.min_noharm, args.min_noharm_min, args.max_shift, args.by)
-    except LogError as err:
-        sys.exit(f"{log}: {err}")
+    except (LogError, UnicodeDecodeError, csv.Error, KeyError, ValueError) as err:
+        sys.exit(f"{log}: {err if isinstance(err, LogError) else 'not a validation log (' + type(err).__name__ + ')'}")
     kept = args.run / "validated" / f"step{int(step):07d}.safetensors"
     print(f"chosen: step {step} (worst margin {worst:+.2f} dB; {how})" + (f": {kept}" if kept.is_file() else ""))
 

@@ -628,6 +628,9 @@ def test_pick_step_chooses_the_best_worst_margin(tmp_path) -> None:
     none = subprocess.run([sys.executable, str(script), str(tmp_path), "--min-noharm-min", "50", "--ref", "A=30", "--ref", "B=20"],
                           capture_output=True, text=True)
     assert none.returncode != 0 and "no validated step meets the no-harm bounds" in none.stderr
+    (tmp_path / "val_log.csv").write_bytes(b"\xff\xfe\x00 not text")
+    garbled = subprocess.run([sys.executable, str(script), str(tmp_path / "val_log.csv")], capture_output=True, text=True)
+    assert garbled.returncode != 0 and "not a validation log" in garbled.stderr and "Traceback" not in garbled.stderr
 
 
 def test_gate_calibration_writes_the_most_open_offset_within_the_no_harm_bounds(clean_folder, tmp_path) -> None:
@@ -662,6 +665,10 @@ def test_gate_calibration_writes_the_most_open_offset_within_the_no_harm_bounds(
     none = calibrate("101")
     assert none.returncode != 0 and "its lowest image >= 101.0 dB; nothing written" in none.stderr
     assert "Traceback" not in none.stderr and not (tmp_path / "out101.safetensors").exists()
+    save_model(derain.create_model("efderain-tiny", **TINY_MODEL), tmp_path / "ungated.safetensors")
+    for bad, message in ((tmp_path / "ungated.safetensors", "no image gate to calibrate"), (tmp_path / "nope.safetensors", "no such file")):
+        run = subprocess.run([sys.executable, str(script), str(bad), "--preset", str(preset)], capture_output=True, text=True)
+        assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr
 
 
 def test_slant_benchmark_renders_rain_at_the_asked_slant_and_scores_each_model(clean_folder, tmp_path) -> None:

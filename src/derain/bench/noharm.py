@@ -53,6 +53,7 @@ from ..metrics import score
 from ..io.atomic import write_atomic
 from ..io.images import is_image_file, read_image
 from ..io.pixels import to_u8
+from .real import JUDGED_DRY, short_names
 
 __all__ = ["NoHarmRow", "GREY_LEVELS", "WEB_SIDE", "rain_free_images", "web_jpeg", "measure_noharm", "run_noharm", "noharm_table",
            "write_rows"]
@@ -123,7 +124,6 @@ def measure_noharm(
     """Score ``model`` on rain-free uint8 RGB ``images`` (see the module docstring); ``names``: the images' names,
     one per image."""
     from ..inference.api import derain, get_derainer
-    from .real import JUDGED_DRY
 
     if names is not None and len(names) != len(images):
         raise ValueError(f"{len(names)} names for {len(images)} images")
@@ -173,10 +173,8 @@ def run_noharm(
 
     if jpeg is not None and not 1 <= jpeg <= 100:
         raise InvalidArgument(f"JPEG quality must be in 1..100, got {jpeg}", option="--jpeg")
-    from .real import _names
-
     files = [rain_free_images(spec) for spec in sets]
-    loaded = [(_set_name(spec), _names(paths), [read_image(p) for p in paths]) for spec, paths in zip(sets, files)]
+    loaded = [(_set_name(spec), short_names(paths), [read_image(p) for p in paths]) for spec, paths in zip(sets, files)]
     if jpeg is not None:
         loaded += [(_set_name(spec, f"JPEG q{jpeg} ≤{WEB_SIDE} px"), names, [web_jpeg(img, jpeg) for img in images])
                    for spec, (_, names, images) in zip(sets, loaded)]
@@ -203,8 +201,9 @@ def noharm_table(rows: Sequence[NoHarmRow], precision: str) -> str:
     lines = [
         f"No harm on rain-free photos (derain.derain, precision {precision}; shift = output − input in 8-bit levels; "
         "grey spread = max − min of the output channel means for R = G = B inputs: greyscale photos and 8 grey cards; "
-        "near-grey: the same with blue one level up, max − min of the channels' mean change; judged rainy: images the "
-        "model judges rainy as a whole, - where it does not judge images)",
+        "near-grey: the same with blue one level up, max − min of the channels' mean change; worst: the image of the "
+        f"minimum; judged rainy: images the model judges rainy as a whole, judgement >= {JUDGED_DRY:g}, - where it does "
+        "not judge images)",
         "",
         "| model | set | n | identity Y-PSNR mean / min (dB) | worst | judged rainy | mean shift R / G / B | grey spread mean / max | "
         "near-grey spread mean / max |",

@@ -516,7 +516,7 @@ class RealReport:
         write_atomic(path, json.dumps(self.to_dict(), indent=2))
 
 
-def _names(files: Sequence[Path]) -> list[str]:
+def short_names(files: Sequence[Path]) -> list[str]:
     """File names, or paths with their parent folder where two files share a name."""
     names = [f.name for f in files]
     if len(set(names)) == len(names):
@@ -563,7 +563,7 @@ def run_real(
     frames = sample_video(video, video_stride, max_side) if video is not None else None
 
     photos, skipped = [], []
-    for name, path in zip(_names(files), files):
+    for name, path in zip(short_names(files), files):
         try:
             photos.append((name, read_photo(path, max_side)))
         except ImageReadError as err:

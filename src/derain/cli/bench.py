@@ -125,7 +125,8 @@ def quality_cmd(dataset_dir, models, protocol, precision, threads, limit, plot_p
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the rows as JSON here.")
 @user_errors
 def noharm_cmd(models, sets, precision, threads, jpeg, json_path) -> None:
-    """What each model does to rain-free photos: identity Y-PSNR, mean shift per channel, grey spread."""
+    """What each model does to rain-free photos: identity Y-PSNR (mean, minimum and the worst image), how many it
+    judges rainy as a whole (judgement >= 0.5), mean shift per channel, grey and near-grey spread."""
     from derain.bench.noharm import noharm_table, run_noharm, write_rows
 
     _threads(threads)

@@ -122,7 +122,7 @@ def main() -> None:
         step, worst, how = pick(rows, ref, args.min_noharm, args.min_noharm_min, args.max_shift, args.by)
     except (LogError, UnicodeDecodeError, csv.Error, KeyError, ValueError) as err:
         sys.exit(f"{log}: {err if isinstance(err, LogError) else 'not a validation log (' + type(err).__name__ + ')'}")
-    kept = args.run / "validated" / f"step{int(step):07d}.safetensors"
+    kept = log.parent / "validated" / f"step{int(step):07d}.safetensors"
     print(f"chosen: step {step} (worst margin {worst:+.2f} dB; {how})" + (f": {kept}" if kept.is_file() else ""))
 
 

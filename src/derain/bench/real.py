@@ -112,6 +112,7 @@ __all__ = [
     "sample_video",
     "measure_video",
     "run_real",
+    "short_names",
 ]
 
 #: ``only`` choices: every file, or the files whose numeric stem is odd / even.
